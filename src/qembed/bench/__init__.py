@@ -1,0 +1,1 @@
+"""qembed.bench"""

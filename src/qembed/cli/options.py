@@ -1,0 +1,70 @@
+"""CLI flags generated from ``Settings`` fields: one definition, so flag = env var = field.
+
+``--max-batch-tokens`` is the field ``max_batch_tokens`` and the env var
+``QEMBED_MAX_BATCH_TOKENS``. A flag left out keeps the env var or the default; a flag
+given wins. List fields (``--api-key``) may be repeated.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+from pydantic import SecretStr
+
+from qembed.settings import Settings
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool, bool]:
+    """(click type, is_flag, multiple) for a field annotation."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _click_type(args[0])
+    if origin is typing.Annotated:
+        return _click_type(args[0])
+    if origin is list:
+        inner, _, _ = _click_type(args[0])
+        return inner, False, True
+    if origin is typing.Literal:
+        return click.Choice([str(a) for a in args]), False, False
+    if annotation is bool:
+        return bool, True, False
+    if annotation is int:
+        return int, False, False
+    if annotation is float:
+        return float, False, False
+    if annotation is SecretStr:
+        return str, False, False
+    return str, False, False
+
+
+def settings_options(fields: Iterable[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a click command with one option per named Settings field."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(list(fields)):
+            field = Settings.model_fields[name]
+            kind, is_flag, multiple = _click_type(field.annotation)
+            flag = "--" + name.replace("_", "-")
+            env = f"QEMBED_{name.upper()}"
+            default = field.default if field.default_factory is None else []
+            help_text = f"{field.description} [env {env}; default {default!r}]"
+            if is_flag:
+                decl = f"{flag}/--no-{name.replace('_', '-')}"
+                func = click.option(decl, name, default=None, help=help_text)(func)
+            else:
+                func = click.option(flag, name, type=kind, default=None, multiple=multiple, help=help_text)(func)
+        return func
+
+    return decorate
+
+
+def build_settings(values: dict[str, Any]) -> Settings:
+    """Environment + defaults, overridden by the flags actually given."""
+    given = {k: v for k, v in values.items() if k in Settings.model_fields and v is not None and v != ()}
+    base = Settings()
+    return Settings.model_validate({**base.model_dump(), **{k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}})

@@ -1,0 +1,1 @@
+"""Serving machinery between the public API and the model: windows, batches, queue, worker."""

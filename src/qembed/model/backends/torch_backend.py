@@ -1,0 +1,66 @@
+"""The torch backend: transformers' AutoModel with SDPA attention, CPU or CUDA."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qembed.model.pipeline import PipelineSpec
+from qembed.model.pooling import pool
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (cgroup/affinity aware), not the machine's total."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> str:
+    """float32 on CPU (bf16 is slower than fp32 on CPUs without native bf16); bf16 on CUDA."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, folder: Path, spec: PipelineSpec, *, device: str = "auto", dtype: str = "auto", threads: int | None = None) -> None:
+        from transformers import AutoModel
+
+        self.spec = spec
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        if self.device == "cpu":
+            torch.set_num_threads(threads or available_cores())
+        kwargs = {"attn_implementation": "sdpa"}
+        try:
+            model = AutoModel.from_pretrained(str(folder), dtype=_DTYPES[self.dtype], **kwargs)
+        except TypeError:  # transformers < 4.56 calls it torch_dtype
+            model = AutoModel.from_pretrained(str(folder), torch_dtype=_DTYPES[self.dtype], **kwargs)
+        self.model = model.to(self.device).eval()
+        log.info("loaded %s on %s (%s, %d threads)", folder, self.device, self.dtype, torch.get_num_threads())
+
+    @torch.inference_mode()
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+        ids = torch.from_numpy(input_ids).to(self.device)
+        mask = torch.from_numpy(attention_mask).to(self.device)
+        states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        skip_t = torch.from_numpy(skip).to(self.device) if skip is not None else None
+        return pool(states, mask, self.spec.pooling, skip_t).cpu().numpy()

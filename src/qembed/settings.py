@@ -1,0 +1,84 @@
+"""One typed settings object for every part of qembed.
+
+Each field is a CLI flag (``--max-batch-tokens``), an environment variable
+(``QEMBED_MAX_BATCH_TOKENS``) and an attribute, with one default and one description, so
+the three can never drift apart. The CLI builds a ``Settings`` from its flags on top of
+the environment; library users build one directly or pass keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+
+LongTextPolicy = Literal["chunk", "truncate", "error"]
+TruncationSide = Literal["right", "left"]
+Source = Literal["auto", "huggingface", "modelscope", "local"]
+
+
+class Settings(BaseSettings):
+    """Everything that configures a qembed process (engine, server, limits)."""
+
+    model_config = SettingsConfigDict(env_prefix="QEMBED_", extra="ignore", validate_default=True)
+
+    # --- model -------------------------------------------------------------------------
+    model: str | None = Field(
+        None,
+        description="Hub id, alias (qwen3-0.6b, qwen3-4b, qwen3-8b, minilm) or local folder. "
+        "Unset: Qwen/Qwen3-Embedding-0.6B, falling back to minilm (with a warning) when it cannot be had.",
+    )
+    source: Source = Field("auto", description="Where hub ids come from: auto (HF, then ModelScope), huggingface, modelscope.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    backend: str = Field("torch", description="Inference backend: torch.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    threads: int | None = Field(None, ge=1, description="Torch intra-op threads (default: cores available to the process).")
+    max_tokens: int | None = Field(
+        None, ge=8, description="Window limit in tokens per input (default: 8192 for Qwen3, the model's max otherwise)."
+    )
+    long_text: LongTextPolicy = Field("chunk", description="Inputs longer than the window: chunk, truncate or error.")
+    truncation_side: TruncationSide = Field("right", description="Which end `truncate` cuts.")
+    chunk_overlap: int | None = Field(None, ge=0, description="Overlap between windows in tokens (default: window/8).")
+    force_dimensions: bool = Field(
+        False, description="Allow `dimensions` below the model size for models without Matryoshka training."
+    )
+
+    # --- server ------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 to listen on every interface).")
+    port: int = Field(30000, ge=0, le=65535, description="Port (30000: sglang's default, so its clients work as-is).")
+    served_model_name: str | None = Field(None, description="Extra name the server accepts in `model`.")
+    max_batch_tokens: int | None = Field(
+        None, ge=16, description="Token budget of one model batch (padded tokens). Default: 16384 on CUDA, 8192 on CPU."
+    )
+    max_batch_size: int = Field(256, ge=1, description="Cap on inputs (windows) per model batch.")
+    max_client_batch_size: int = Field(2048, ge=1, description="Most inputs one request may carry (more: 413).")
+    payload_limit: int = Field(8_000_000, ge=1024, description="Largest request body in bytes (more: 413).")
+    max_queued_tokens: int = Field(2_000_000, ge=1, description="Tokens waiting in the queue before 429.")
+    max_concurrent_requests: int = Field(512, ge=1, description="Requests in flight before 429.")
+    api_key: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Accepted Bearer tokens (comma-separated in the env var). Empty: no auth."
+    )
+    cors_allow_origin: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Origins allowed by CORS (off when empty).")
+    shutdown_timeout: float = Field(30.0, ge=0, description="Seconds to finish accepted requests after SIGTERM.")
+    warmup: bool = Field(True, description="Run a warm-up pass before /ready answers 200.")
+    log_level: str = Field("info", description="debug, info, warning, error.")
+
+    @field_validator("api_key", "cors_allow_origin", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    def masked(self) -> dict[str, object]:
+        """The effective settings with secrets hidden, for the start-up log line."""
+        data = self.model_dump()
+        data["api_key"] = [f"***{k.get_secret_value()[-2:]}" if len(k.get_secret_value()) > 6 else "***" for k in self.api_key]
+        return data
