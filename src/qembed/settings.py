@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     )
     source: Source = Field("auto", description="Where hub ids come from: auto (HF, then ModelScope), huggingface, modelscope.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    backend: str = Field("torch", description="Inference backend: torch.")
+    backend: str = Field("torch", description="Inference backend: torch (more in qembed.model.backends).")
+    quantize: Literal["none", "int8"] = Field("none", description="Weight quantization for backends that support it.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bfloat16 on CUDA, float32 on CPU."
@@ -49,6 +50,14 @@ class Settings(BaseSettings):
     force_dimensions: bool = Field(
         False, description="Allow `dimensions` below the model size for models without Matryoshka training."
     )
+
+    cache_size: int = Field(0, ge=0, description="Entries in the in-memory LRU embedding cache (0: off).")
+    cache_dir: str | None = Field(None, description="Folder of the optional on-disk embedding cache.")
+
+    # --- search ------------------------------------------------------------------------
+    data_dir: str = Field("qembed-data", description="Folder of the embedded search store.")
+    index: str | None = Field(None, description="Search index served by `qembed serve` (POST /v1/search, /v1/index).")
+    store_uri: str | None = Field(None, description="Milvus URI (http://host:19530) instead of the embedded store.")
 
     # --- server ------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 to listen on every interface).")
