@@ -8,11 +8,11 @@ the environment; library users build one directly or pass keyword arguments.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
+
 
 DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 
