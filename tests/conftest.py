@@ -28,14 +28,14 @@ def minilm_dir() -> Path:
 def tiny_embedder(tiny_model_dir: Path):
     from qembed import Embedder
 
-    return Embedder(str(tiny_model_dir))
+    return Embedder(str(tiny_model_dir), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def minilm_embedder():
     from qembed import Embedder
 
-    return Embedder("minilm")
+    return Embedder("minilm", device="cpu")
 
 
 @pytest.fixture(scope="session")

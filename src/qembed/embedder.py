@@ -156,10 +156,33 @@ class Embedder:
             for i, text in enumerate(items):
                 if not text:
                     raise InputError(f"input[{i}] is an empty string; every input needs at least one character.", param="input")
-            content = self.tokenizer.content_ids([prompt + t for t in items]) if prompt else self.tokenizer.content_ids(items)
+            if not prompt:
+                content = self.tokenizer.content_ids(items)
+                return content, [0] * len(content)
+            # prompt + text in one pass: exactly the ids the reference gives.
+            content = self.tokenizer.content_ids([prompt + t for t in items])
             prefix = len(prompt_ids)
-            lens = [prefix if ids[:prefix] == prompt_ids else 0 for ids in content]
+            budget = self.max_tokens - self.tokenizer.special.count
+            lens = []
+            for i, ids in enumerate(content):
+                if ids[:prefix] == prompt_ids:
+                    lens.append(prefix)
+                    continue
+                # The text's first characters merged with the prompt's last token (e.g. "Query:" + "(x").
+                if len(ids) > budget:
+                    # Windows repeat the prompt: tokenize it apart so that every window gets all of it.
+                    content[i] = prompt_ids + self.tokenizer.content_ids([items[i]])[0]
+                    lens.append(prefix)
+                else:
+                    lens.append(next((k for k, (a, b) in enumerate(zip(ids, prompt_ids, strict=False)) if a != b), min(len(ids), prefix)))
             return content, lens
+        if any(isinstance(x, str) for x in items):
+            i = next(i for i, x in enumerate(items) if isinstance(x, str) != isinstance(items[0], str))
+            kinds = ("a string", "not a string") if isinstance(items[i], str) else ("not a string", "a string")
+            raise InputError(
+                f"input[{i}] is {kinds[0]} but input[0] is {kinds[1]}; send either texts or lists of token ids, not both.",
+                param="input",
+            )
         content, lens = [], []
         for i, ids in enumerate(items):
             if isinstance(ids, str) or not isinstance(ids, Sequence) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
@@ -176,6 +199,15 @@ class Embedder:
             content.append(prompt_ids + ids)
             lens.append(len(prompt_ids))
         return content, lens
+
+    def _long_text_policy(self, long_text: str | None, truncation_side: str | None) -> tuple[str, str]:
+        policy = long_text or self.settings.long_text
+        side = truncation_side or self.settings.truncation_side
+        if policy not in ("chunk", "truncate", "error"):
+            raise InputError(f"long_text must be chunk, truncate or error, not {policy!r}.", param="long_text")
+        if side not in ("right", "left"):
+            raise InputError(f"truncation_side must be right or left, not {side!r}.", param="truncation_side")
+        return policy, side
 
     def prepare(
         self,
@@ -194,12 +226,7 @@ class Embedder:
         """Validate and tokenize; raises ``InputError`` with a message that says what to change."""
         prefix = resolve_prompt(self.spec, prompt_name=prompt_name, prompt=prompt, instruction=instruction, task=task, input_type=input_type)
         dims = self.check_dimensions(dimensions)
-        policy = long_text or self.settings.long_text
-        side = truncation_side or self.settings.truncation_side
-        if policy not in ("chunk", "truncate", "error"):
-            raise InputError(f"long_text must be chunk, truncate or error, not {policy!r}.", param="long_text")
-        if side not in ("right", "left"):
-            raise InputError(f"truncation_side must be right or left, not {side!r}.", param="truncation_side")
+        policy, side = self._long_text_policy(long_text, truncation_side)
         content, prefix_lens = self._content(inputs, prefix)
         windows: list[Window] = []
         for i, (ids, plen) in enumerate(zip(content, prefix_lens, strict=True)):
@@ -253,13 +280,29 @@ class Embedder:
         result = self.encode_with_usage(inputs, **kwargs).vectors
         return result[0] if isinstance(inputs, str) else result
 
-    def tokenize(self, inputs: Inputs, **options: Any) -> list[list[int]]:
-        """The token ids the model will see for each input (prompt and special tokens included)."""
-        prepared = self.prepare(inputs, **options)
-        out: list[list[int]] = [[] for _ in range(prepared.n_inputs)]
-        for window in prepared.windows:
-            out[window.owner] = out[window.owner] or window.ids
-        return out
+    def tokenize(
+        self,
+        inputs: Inputs,
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        instruction: str | None = None,
+        task: str | None = None,
+        input_type: InputType = "query",
+        dimensions: int | None = None,
+        normalize: bool | None = None,
+        long_text: str | None = None,
+        truncation_side: str | None = None,
+    ) -> list[list[int]]:
+        """The token ids of each input as the model reads it: special tokens + prompt + the
+        whole content, *untruncated*, for counting. (An input longer than the window is cut
+        into windows, truncated or refused only when it is embedded.) Takes and validates the
+        options of ``prepare``."""
+        prefix = resolve_prompt(self.spec, prompt_name=prompt_name, prompt=prompt, instruction=instruction, task=task, input_type=input_type)
+        self.check_dimensions(dimensions)
+        self._long_text_policy(long_text, truncation_side)
+        content, _ = self._content(inputs, prefix)
+        return [self.tokenizer.wrap(ids) for ids in content]
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return similarity(a, b)

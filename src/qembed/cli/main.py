@@ -127,7 +127,17 @@ def cli() -> click.Group:
 
 
 def main() -> None:
-    cli()(prog_name="qembed")
+    try:
+        cli()(prog_name="qembed")
+    # typer vendors its own click, so it does not handle the exceptions of the commands
+    # written with plain click (info, embed, serve, ...): --help and usage errors.
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,9 @@ def _missing_weights(folder: Path) -> list[str]:
         if index.is_file():
             try:
                 shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (ValueError, KeyError) as exc:
-                return [f"{index_name} (unreadable: {exc})"]
-            return [s for s in shards if not (folder / s).is_file()]
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                return [f"{index_name} (unreadable: {type(exc).__name__}: {exc})"]
+            return [f"{s} (shard listed in {index_name})" for s in shards if not (folder / s).is_file()]
     return ["model.safetensors (or pytorch_model.bin, or a sharded *.index.json with its shards)"]
 
 
@@ -55,27 +55,27 @@ def missing_files(folder: Path) -> list[str]:
                 path = module.get("path") or ""
                 if path and "Pooling" in module.get("type", "") and not (folder / path / "config.json").is_file():
                     missing.append(f"{path}/config.json (pooling settings named in modules.json)")
-        except ValueError as exc:
-            missing.append(f"modules.json (unreadable: {exc})")
+        except (ValueError, TypeError, AttributeError) as exc:
+            missing.append(f"modules.json (unreadable: {type(exc).__name__}: {exc})")
     return missing
 
 
 def check_model_folder(folder: Path, *, model_id: str | None = None) -> None:
-    """Raise ``IncompleteModelFolder`` with one complete, actionable message."""
+    """Raise ``IncompleteModelFolder`` with one complete, actionable message (one line)."""
+    hint = model_id or "<hub id>"
     if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise IncompleteModelFolder(
-            f"Model folder {folder} does not exist. Pass an existing folder, a hub id "
-            f"(e.g. Qwen/Qwen3-Embedding-0.6B) or the offline alias 'minilm'.",
+            f"Model folder {folder} {what}. Pass an existing model folder, a hub id (e.g. Qwen/Qwen3-Embedding-0.6B) "
+            f"or the offline alias 'minilm'; to create the folder run `qembed download {hint} --dir {folder}`.",
             folder=str(folder),
             missing=["<folder>"],
         )
     missing = missing_files(folder)
     if not missing:
         return
-    hint = model_id or "<hub id>"
-    listing = "\n".join(f"  - {m}" for m in missing)
     raise IncompleteModelFolder(
-        f"Model folder {folder} is incomplete; missing:\n{listing}\n"
+        f"Model folder {folder} is incomplete: missing {'; '.join(missing)}. "
         f"Fix: fetch the complete folder with `qembed download {hint} --dir {folder}` "
         f"(or copy the missing files from the model's hub page).",
         folder=str(folder),

