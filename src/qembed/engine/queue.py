@@ -1,0 +1,314 @@
+"""The batch queue: windows of many requests wait here until the model worker packs them.
+
+Why a queue of *windows* and not of requests: a client request may carry 2048 short
+texts or one 100k-token document; the model wants batches of similar-length rows under a
+token budget. So every request is cut into windows (``Embedder.prepare``), the windows
+of all waiting requests are packed together (``qembed.engine.batching``), and each
+request gets its vectors back when its last window is done.
+
+Threads: ``submit`` runs on the asyncio loop; ``next_batch``/``complete``/``fail`` run on
+the one model thread (``qembed.engine.worker``). Shared state is guarded by one lock;
+results go back to the loop with ``loop.call_soon_threadsafe`` on asyncio futures.
+
+Guarantees:
+
+- a request gets all its window vectors or one exception, never part;
+- an exception in a batch fails exactly the requests that had a window in it (their
+  other windows are dropped, not computed);
+- the oldest waiting window is always in the next batch, so no request starves;
+- admission control: past ``max_concurrent_requests`` requests or ``max_queued_tokens``
+  waiting tokens, ``QueueFull`` (the server answers 429 with Retry-After).
+
+No web framework is imported here: the HTTP layer (``qembed.server``) and anything else
+that serves embeddings from one process use it as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qembed.engine.batching import plan_batches
+from qembed.engine.windows import Window
+from qembed.errors import QembedError
+
+
+class QueueFull(QembedError):
+    """Too much work is waiting; the client should retry after ``retry_after`` seconds."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(QembedError):
+    """The queue no longer accepts work (the server is shutting down)."""
+
+    code = "shutting_down"
+
+
+class ModelRunError(QembedError):
+    """The model raised on a batch (e.g. out of memory); carries the original as __cause__."""
+
+    code = "model_failure"
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's windows on their way through the queue."""
+
+    windows: Sequence[Window]
+    future: asyncio.Future[np.ndarray]
+    loop: asyncio.AbstractEventLoop
+    pending: list[int] = field(default_factory=list)  # window indices not yet in a batch
+    remaining: int = 0  # windows not yet computed
+    vectors: np.ndarray | None = None
+    dead: bool = False  # failed or cancelled: drop what is left
+
+    @property
+    def pending_tokens(self) -> int:
+        return sum(len(self.windows[i].ids) for i in self.pending)
+
+
+@dataclass
+class Batch:
+    """Windows the worker runs together, and where each result goes."""
+
+    windows: list[Window]
+    slots: list[tuple[Job, int]]
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(w.ids) for w in self.windows)
+
+    @property
+    def padded_tokens(self) -> int:
+        return len(self.windows) * max(len(w.ids) for w in self.windows)
+
+
+def _resolve(future: asyncio.Future[np.ndarray], value: np.ndarray | None, exc: BaseException | None) -> None:
+    """Runs on the loop: set a future unless its awaiting request was cancelled."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)  # type: ignore[arg-type]
+
+
+class BatchQueue:
+    """Windows waiting for the model, packed into length-sorted batches under a token budget."""
+
+    def __init__(
+        self,
+        *,
+        max_batch_tokens: int,
+        max_batch_size: int,
+        max_queued_tokens: int,
+        max_concurrent_requests: int,
+    ) -> None:
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.max_queued_tokens = max_queued_tokens
+        self.max_concurrent_requests = max_concurrent_requests
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._jobs: deque[Job] = deque()  # jobs with pending windows, oldest first
+        self._queued_windows = 0
+        self._queued_tokens = 0
+        self._active_requests = 0
+        self._closed = False
+        self._paused = False
+        self.tokens_per_second: float = 0.0  # set by the worker, used for Retry-After
+
+    # -- figures (read without the lock: plain ints, used by gauges and tests) ------------
+    @property
+    def queued_windows(self) -> int:
+        return self._queued_windows
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._jobs)
+
+    @property
+    def active_requests(self) -> int:
+        return self._active_requests
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- loop side ------------------------------------------------------------------------
+    def _retry_after(self) -> int:
+        """Seconds until the backlog is likely gone (at least 1, at most 60)."""
+        if self.tokens_per_second <= 0:
+            return 1
+        return int(min(60, max(1, math.ceil(self._queued_tokens / self.tokens_per_second))))
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one of ``max_concurrent_requests`` request slots for the block's duration."""
+        with self._lock:
+            if self._closed:
+                raise Unavailable("The server is shutting down; retry on another instance.")
+            if self._active_requests >= self.max_concurrent_requests:
+                raise QueueFull(
+                    f"Too many requests in flight ({self._active_requests}, limit {self.max_concurrent_requests}, "
+                    "--max-concurrent-requests); retry later.",
+                    retry_after=self._retry_after(),
+                )
+            self._active_requests += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active_requests -= 1
+
+    async def submit(self, windows: Sequence[Window], *, admission: bool = True) -> np.ndarray:
+        """Queue one request's windows; return their pooled vectors ``[len(windows), dim]``.
+
+        With ``admission``, refuse (``QueueFull``) when the waiting tokens would pass
+        ``max_queued_tokens``; an empty queue always takes a request, however large, so
+        that every request the payload limit lets in can be served.
+        """
+        if not windows:
+            raise ValueError("submit needs at least one window")
+        loop = asyncio.get_running_loop()
+        job = Job(windows=windows, future=loop.create_future(), loop=loop)
+        tokens = sum(len(w.ids) for w in windows)
+        with self._lock:
+            if self._closed:
+                raise Unavailable("The server is shutting down; retry on another instance.")
+            if admission and self._queued_tokens and self._queued_tokens + tokens > self.max_queued_tokens:
+                raise QueueFull(
+                    f"The queue is full ({self._queued_tokens} tokens waiting, this request has {tokens}, "
+                    f"limit {self.max_queued_tokens}, --max-queued-tokens); retry later.",
+                    retry_after=self._retry_after(),
+                )
+            # Longest first inside a request: its windows pack with each other well.
+            job.pending = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
+            job.remaining = len(windows)
+            self._jobs.append(job)
+            self._queued_windows += len(windows)
+            self._queued_tokens += tokens
+            self._wake.notify()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self._drop(job)
+            raise
+
+    def _drop(self, job: Job) -> None:
+        """Forget a job's windows that no batch has taken yet (cancelled or failed)."""
+        with self._lock:
+            job.dead = True
+            if job.pending:
+                self._queued_windows -= len(job.pending)
+                self._queued_tokens -= job.pending_tokens
+                job.pending = []
+            try:
+                self._jobs.remove(job)
+            except ValueError:
+                pass
+
+    # -- test and operations hooks --------------------------------------------------------
+    def pause(self) -> None:
+        """Hold the worker before its next batch (requests keep queueing). Used by tests to
+        make cross-request batching deterministic, and by operators to drain a replica."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._wake.notify_all()
+
+    def close(self) -> None:
+        """Refuse new work; the worker still finishes every window already queued."""
+        with self._lock:
+            self._closed = True
+            self._paused = False
+            self._wake.notify_all()
+
+    # -- worker side ----------------------------------------------------------------------
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        """Block until a batch is ready; ``None`` once closed and empty (or on timeout)."""
+        with self._lock:
+            while not self._jobs or (self._paused and not self._closed):
+                if self._closed and not self._jobs:
+                    return None
+                if not self._wake.wait(timeout):
+                    return None
+            return self._take()
+
+    def _take(self) -> Batch:
+        """Pick the batch that holds the oldest waiting window (lock held)."""
+        # Candidates: waiting windows, oldest requests first, a few batches' worth.
+        cap_rows = 4 * self.max_batch_size
+        cap_tokens = 4 * self.max_batch_tokens
+        candidates: list[tuple[Job, int]] = []
+        tokens = 0
+        for job in self._jobs:
+            for index in job.pending:
+                candidates.append((job, index))
+                tokens += len(job.windows[index].ids)
+                if len(candidates) >= cap_rows or tokens >= cap_tokens:
+                    break
+            if len(candidates) >= cap_rows or tokens >= cap_tokens:
+                break
+        lengths = [len(job.windows[i].ids) for job, i in candidates]
+        plan = plan_batches(lengths, max_tokens=self.max_batch_tokens, max_rows=self.max_batch_size)
+        chosen = next(b for b in plan if 0 in b)
+        slots = [candidates[i] for i in sorted(chosen)]
+        taken: dict[int, set[int]] = {}
+        for job, index in slots:
+            taken.setdefault(id(job), set()).add(index)
+        for job in {id(j): j for j, _ in slots}.values():
+            gone = taken[id(job)]
+            job.pending = [i for i in job.pending if i not in gone]
+        while self._jobs and not self._jobs[0].pending:
+            self._jobs.popleft()
+        if any(not j.pending for j in self._jobs):
+            self._jobs = deque(j for j in self._jobs if j.pending)
+        batch = Batch(windows=[job.windows[i] for job, i in slots], slots=slots)
+        self._queued_windows -= len(slots)
+        self._queued_tokens -= batch.tokens
+        return batch
+
+    def complete(self, batch: Batch, vectors: np.ndarray) -> None:
+        """Hand each window's vector to its job; finished jobs resolve on their loop."""
+        if len(vectors) != len(batch.windows):
+            self.fail(batch, ModelRunError(f"The model returned {len(vectors)} vectors for {len(batch.windows)} windows."))
+            return
+        for (job, index), vector in zip(batch.slots, vectors, strict=True):
+            if job.dead:
+                continue
+            if job.vectors is None:
+                job.vectors = np.empty((len(job.windows), vectors.shape[1]), dtype=np.float32)
+            job.vectors[index] = vector
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.loop.call_soon_threadsafe(_resolve, job.future, job.vectors, None)
+
+    def fail(self, batch: Batch, exc: BaseException) -> None:
+        """Fail every job with a window in ``batch`` (once), and drop their other windows."""
+        seen: set[int] = set()
+        for job, _ in batch.slots:
+            if id(job) in seen or job.dead:
+                continue
+            seen.add(id(job))
+            self._drop(job)
+            job.loop.call_soon_threadsafe(_resolve, job.future, None, exc)

@@ -1,0 +1,111 @@
+"""``create_app(settings, embedder)``: the FastAPI application of ``qembed serve``.
+
+Lifespan: start the model worker, run the warm-up batch in the background (``/ready`` is
+503 until it is done, while ``/health`` already answers), and at shutdown finish every
+queued window before the worker stops. The async ``embed`` other routers need (search)
+is ``app.state.embed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+import qembed
+from qembed.embedder import Embedder
+from qembed.server import errors as error_handlers
+from qembed.server import openapi
+from qembed.server.auth import require_api_key
+from qembed.server.metrics import Metrics
+from qembed.server.middleware import Observe, RequestGate
+from qembed.server.routes.embeddings import router as embeddings_router
+from qembed.server.routes.meta import models_router, open_router
+from qembed.server.schemas import EmbeddingRequest, NativeEmbedRequest, ServedModel, TokenizeRequest
+from qembed.server.service import EmbeddingService
+from qembed.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = (
+    "OpenAI-compatible text embeddings (Qwen3-Embedding and sentence-transformers models). "
+    "Every error has OpenAI's body: {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."
+)
+
+
+def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
+    """The app for ``settings`` (default: from the environment). ``embedder`` is loaded from
+    the settings when not given (``qembed serve`` loads it first to fail before binding)."""
+    settings = settings or Settings()
+    if embedder is None:
+        embedder = Embedder(settings=settings)
+    metrics = Metrics()
+    service = EmbeddingService(embedder, settings, on_batch=metrics.observe_batch)
+    queue = service.queue
+    metrics.watch_queue(
+        lambda: queue.queued_windows, lambda: queue.queued_tokens, lambda: queue.queued_requests, lambda: queue.tokens_per_second
+    )
+    metrics.ready.set_function(lambda: 1.0 if service.ready else 0.0)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        warmup = asyncio.create_task(service.warm_up(), name="qembed-warmup")
+        try:
+            yield
+        finally:
+            await service.stop(settings.shutdown_timeout)
+            if not warmup.done():
+                warmup.cancel()
+
+    app = FastAPI(title="qembed", version=qembed.__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.embedder = embedder
+    app.state.service = service
+    app.state.metrics = metrics
+    app.state.served = ServedModel.from_embedder(embedder.info, served_model_name=settings.served_model_name, requested=settings.model)
+    app.state.api_keys = [k.get_secret_value().encode() for k in settings.api_key]
+    app.state.started = int(time.time())
+    app.state.embed = service.embed
+
+    error_handlers.install(app)
+    app.include_router(embeddings_router)
+    app.include_router(models_router)
+    app.include_router(open_router)
+    if settings.index:
+        from qembed.search.http import make_router  # only when an index is served
+
+        app.include_router(make_router(settings=settings, embed=service.embed), dependencies=[Depends(require_api_key)])
+    openapi.install(app, [EmbeddingRequest, NativeEmbedRequest, TokenizeRequest])
+
+    # Middlewares, innermost first (add_middleware puts each new one outside the last).
+    if settings.cors_allow_origin:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origin,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        )
+    app.add_middleware(RequestGate, payload_limit=settings.payload_limit, metrics=metrics, draining=lambda: service.draining)
+    known: set[str] = {getattr(r, "path", "") for r in app.routes}
+    app.add_middleware(Observe, metrics=metrics, known_paths=known)
+    _log_start(settings, embedder, service)
+    return app
+
+
+def _log_start(settings: Settings, embedder: Embedder, service: EmbeddingService) -> None:
+    effective: dict[str, Any] = settings.masked()
+    effective["max_batch_tokens"] = service.max_batch_tokens
+    log.info("settings: %s", effective)
+    info = embedder.info
+    log.info(
+        "serving %s (dim %d, max_tokens %d, %s/%s)%s",
+        info.model_id, info.dimension, info.max_tokens, info.device, info.dtype,
+        f" -- FALLBACK: {info.fallback_reason}" if info.fallback_reason else "",
+    )

@@ -1,0 +1,178 @@
+"""Every error the server sends, in OpenAI's shape: ``{"error": {message, type, param, code}}``.
+
+Why one place: clients (the OpenAI SDK, LangChain, curl users) read ``error.message``;
+if FastAPI's own 422/404/405 bodies or a bare 500 leaked through, they would get a
+different shape for each mistake. So qembed's error classes, FastAPI/pydantic validation
+errors, Starlette's HTTP errors and anything unexpected all end here, and the status for
+each qembed error class is chosen in ``STATUS`` below and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from qembed.engine.queue import ModelRunError, QueueFull, Unavailable
+from qembed.errors import InputError, InputTooLong, ModelError, ModelOutputError, QembedError
+
+log = logging.getLogger(__name__)
+
+INVALID = "invalid_request_error"
+SERVER = "server_error"
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body."""
+
+    error: ErrorDetail
+
+
+class APIError(Exception):
+    """An HTTP error with OpenAI fields, raised anywhere in the server."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = INVALID,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+# qembed error class -> (status, OpenAI type). First match wins: subclasses first.
+STATUS: list[tuple[type[QembedError], int, str]] = [
+    (InputTooLong, 400, INVALID),
+    (InputError, 400, INVALID),
+    (QueueFull, 429, "rate_limit_error"),
+    (Unavailable, 503, SERVER),
+    (ModelOutputError, 500, SERVER),
+    (ModelRunError, 500, SERVER),
+    (ModelError, 500, SERVER),
+]
+
+
+def from_qembed(exc: QembedError) -> APIError:
+    """The HTTP form of a qembed error (status from ``STATUS``; 500 for anything else)."""
+    status, kind = next(((s, t) for cls, s, t in STATUS if isinstance(exc, cls)), (500, SERVER))
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
+    return APIError(status, exc.message, type=kind, param=exc.param, code=exc.code, headers=headers)
+
+
+def error_response(err: APIError) -> Response:
+    body = {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+    return Response(orjson.dumps(body), status_code=err.status, media_type="application/json", headers=err.headers)
+
+
+def count(request: Request, err: APIError) -> None:
+    """Errors by kind: the ``code`` (or the status when there is none)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(kind=err.code or str(err.status)).inc()
+
+
+def _respond(request: Request, err: APIError) -> Response:
+    count(request, err)
+    request.state.error = err.message
+    return error_response(err)
+
+
+# -- translating FastAPI's and Starlette's errors --------------------------------------------------
+def _loc(loc: tuple[Any, ...]) -> str:
+    """('body', 'input', 3) -> 'input[3]'; union member names (e.g. 'list[str]') are dropped."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and ("[" in part or part in ("str", "int", "bool", "float")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """One message (and the param) for pydantic's error list: the first error, said plainly."""
+    if not errors:
+        return "The request is invalid.", None
+    first = errors[0]
+    kind, loc = first.get("type", ""), _loc(tuple(first.get("loc", ())))
+    if kind == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "")
+        return f"The request body is not valid JSON ({detail}).".replace(" ()", ""), None
+    if kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
+        return "The request body must be a JSON object.", None
+    if kind == "missing":
+        if not loc:
+            return "The request body is missing; send a JSON object.", None
+        return f"{loc} is required.", loc
+    if kind == "extra_forbidden":
+        return f"Unknown field {loc!r}; see /docs for the fields this route takes.", loc
+    msg = str(first.get("msg", "is invalid"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if not loc:
+        return msg, None
+    if msg.startswith(loc):
+        return msg, loc
+    return f"{loc}: {msg}", loc
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into an OpenAI error body."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        return _respond(request, exc)
+
+    @app.exception_handler(QembedError)
+    async def _qembed_error(request: Request, exc: QembedError) -> Response:
+        err = from_qembed(exc)
+        if err.status >= 500:
+            log.error("request failed: %s", exc.message)
+        return _respond(request, err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        message, param = validation_message(list(exc.errors()))
+        return _respond(request, APIError(400, message, param=param, code="invalid_request"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            message, code = f"No route {request.method} {request.url.path}; see /docs for the routes.", "not_found"
+        elif exc.status_code == 405:
+            message, code = f"{request.method} is not allowed on {request.url.path}.", "method_not_allowed"
+        else:
+            message, code = str(exc.detail), None
+        kind = INVALID if exc.status_code < 500 else SERVER
+        return _respond(request, APIError(exc.status_code, message, type=kind, code=code, headers=dict(exc.headers or {})))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _respond(request, APIError(500, f"Internal server error ({type(exc).__name__}); see the server log.", type=SERVER, code="internal_error"))

@@ -1,0 +1,95 @@
+"""Routes about the server: models (behind the API key, as OpenAI's are), and the open
+ones a load balancer or Prometheus polls: /health, /ready, /info, /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+import qembed
+from qembed.server.auth import require_api_key
+from qembed.server.errors import SERVER, APIError, error_response
+from qembed.server.metrics import CONTENT_TYPE
+from qembed.server.openapi import OrjsonResponse, errors
+from qembed.server.schemas import Info, ModelList, Status
+
+models_router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
+open_router = APIRouter(tags=["operations"])
+
+
+async def list_models(request: Request) -> Response:
+    """The one served model (OpenAI's list shape)."""
+    state = request.app.state
+    return OrjsonResponse({"object": "list", "data": [{"id": state.served.name, "object": "model", "created": state.started, "owned_by": "qembed"}]})
+
+
+for _path in ("/v1/models", "/models"):
+    models_router.add_api_route(
+        _path, list_models, methods=["GET"], response_model=ModelList, responses=errors(401),
+        operation_id="list_models" if _path == "/v1/models" else "list_models_no_prefix",
+    )
+
+
+@open_router.get("/health", response_model=Status, responses=errors(503), summary="Alive: the process answers and its model worker runs")
+async def health(request: Request) -> Response:
+    service = request.app.state.service
+    if not service.worker.alive and not service.draining:
+        # Nothing would ever answer an embedding request again: let the orchestrator restart us.
+        return error_response(APIError(503, "The model worker has stopped.", type=SERVER, code="worker_stopped"))
+    return OrjsonResponse({"status": "ok"})
+
+
+@open_router.get("/ready", response_model=Status, responses=errors(503), summary="Ready: 503 until the warm-up pass is done")
+async def ready(request: Request) -> Response:
+    service = request.app.state.service
+    if service.draining:
+        return error_response(APIError(503, "Shutting down.", type=SERVER, code="shutting_down"))
+    if service.warmup_error:
+        return error_response(APIError(503, service.warmup_error, type=SERVER, code="warmup_failed"))
+    if not service.ready:
+        return error_response(APIError(503, "Warming up: the first model batch is running.", type=SERVER, code="not_ready"))
+    return OrjsonResponse({"status": "ready"})
+
+
+@open_router.get("/info", response_model=Info, summary="Model, limits, version, device")
+async def info(request: Request) -> Response:
+    state = request.app.state
+    i, s, service = state.embedder.info, state.settings, state.service
+    limits = {
+        "max_batch_tokens": service.max_batch_tokens,
+        "max_batch_size": s.max_batch_size,
+        "max_client_batch_size": s.max_client_batch_size,
+        "payload_limit": s.payload_limit,
+        "max_queued_tokens": s.max_queued_tokens,
+        "max_concurrent_requests": s.max_concurrent_requests,
+        "shutdown_timeout": s.shutdown_timeout,
+    }
+    body = Info(
+        model=i.model_id,
+        served_model_name=state.served.name,
+        accepted_model_names=sorted(state.served.accepted),
+        fallback_reason=i.fallback_reason,
+        dimension=i.dimension,
+        min_dimensions=1 if s.force_dimensions else i.min_dimensions,
+        supports_matryoshka=i.supports_mrl,
+        max_tokens=i.max_tokens,
+        pooling=i.pooling,
+        normalize=i.normalize,
+        prompts=i.prompts,
+        limits=limits,
+        version=qembed.__version__,
+        backend=i.backend,
+        device=i.device,
+        dtype=i.dtype,
+    )
+    return OrjsonResponse(body.model_dump())
+
+
+@open_router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+)
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,279 @@
+"""Request and response bodies (pydantic v2) and the one function that validates a request.
+
+Request bodies are parsed with ``Model.model_validate_json`` straight from the bytes
+(pydantic-core is several times faster than ``json.loads`` + validation on a 2048-input
+body, and it accepts a body sent without a JSON content type, as ``curl -d`` does).
+Models are strict: ``"dimensions": "64"`` is a mistake the client should hear about, not
+something to guess at; unknown fields are refused so that a typo in an extension
+(``promt_name``) cannot silently give vectors without the prompt.
+
+What pydantic cannot check (the model name, how many inputs one request may carry) is
+checked by ``validate_request``; what needs the tokenizer (empty strings, token ids out
+of the vocabulary, too-long inputs, unknown prompt names, ``dimensions`` out of range) is
+checked by ``Embedder.prepare``. Together: every client mistake is a 4xx with a message
+naming the problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
+
+from qembed.server.errors import APIError
+
+# -- input ---------------------------------------------------------------------------------
+
+
+def _json_kind(value: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _input_problem(value: Any) -> str:
+    """Say which part of ``input`` is wrong (pydantic's union errors list every member)."""
+    shapes = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
+    if not isinstance(value, list):
+        return f"input must be {shapes}; got {_json_kind(value)}."
+    first = value[0]
+    want = str if isinstance(first, str) else list if isinstance(first, list) else int
+    for i, item in enumerate(value):
+        if want is int and (not isinstance(item, int) or isinstance(item, bool)):
+            return f"input[{i}] is {_json_kind(item)}; a list of token ids holds only integers."
+        if want is str and not isinstance(item, str):
+            return f"input[{i}] is {_json_kind(item)}; a list input holds only strings (or only token ids, or only lists of token ids)."
+        if want is list:
+            if not isinstance(item, list):
+                return f"input[{i}] is {_json_kind(item)}; a list of token lists holds only lists of integers."
+            for j, tok in enumerate(item):
+                if not isinstance(tok, int) or isinstance(tok, bool):
+                    return f"input[{i}][{j}] is {_json_kind(tok)}; token ids are integers."
+    return f"input must be {shapes}."
+
+
+def _check_input(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError("input_type", _input_problem(value)) from None
+
+
+Input = Annotated[
+    StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]],
+    WrapValidator(_check_input),
+    Field(
+        description="A text, a list of texts, one tokenized input (list of token ids) or several (list of lists).",
+        examples=["What is the capital of China?", ["first text", "second text"]],
+    ),
+]
+
+
+class EmbedOptions(BaseModel):
+    """Options shared by every route that embeds (the OpenAI SDK sends them via ``extra_body``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(None, description="The served model's hub id, alias or folder name, or --served-model-name. Optional.")
+    dimensions: int | None = Field(None, description="Matryoshka truncation: keep the first N dimensions (re-normalized).")
+    prompt_name: str | None = Field(None, description="A prompt of the model (e.g. 'query' for Qwen3-Embedding). See GET /info.")
+    instruction: str | None = Field(None, description="A free task instruction: the text becomes 'Instruct: {instruction}\\nQuery:{text}'.")
+    task: str | None = Field(None, description="A task preset (retrieval, code_retrieval, sts, pair_classification, bitext, classification, clustering).")
+    input_type: Literal["query", "document"] | None = Field(None, description="With `task`: documents of asymmetric tasks get no instruction.")
+    long_text: Literal["chunk", "truncate", "error"] | None = Field(None, description="Inputs longer than the window: chunk (mean of windows), truncate, or error. Default: the server's --long-text.")
+    truncation_side: Literal["right", "left"] | None = Field(None, description="Which end `truncate` cuts. Default: the server's --truncation-side.")
+    normalize: bool | None = Field(None, description="L2-normalize the vectors (default: as the model does).")
+
+    def engine_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``Embedder.prepare`` this body sets."""
+        names = ("dimensions", "prompt_name", "instruction", "task", "input_type", "long_text", "truncation_side", "normalize")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+class EmbeddingRequest(EmbedOptions):
+    """POST /v1/embeddings: OpenAI's body plus qembed's extensions."""
+
+    input: Input
+    encoding_format: Literal["float", "base64"] | None = Field(
+        None, description="float (default) or base64: little-endian float32 bytes, base64-encoded, as OpenAI sends them."
+    )
+    user: str | None = Field(None, description="Accepted for compatibility; only logged.")
+
+
+class NativeEmbedRequest(EmbedOptions):
+    """POST /embed: the same options; ``inputs`` (TEI's name) is accepted too."""
+
+    input: Input = Field(validation_alias=AliasChoices("input", "inputs"))
+
+
+class TokenizeRequest(EmbedOptions):
+    """POST /tokenize: the ids the model reads, after the prompt."""
+
+    input: Input = Field(validation_alias=AliasChoices("input", "inputs"))
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or a base64 string of little-endian float32 when encoding_format=base64.")
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class TokenizeData(BaseModel):
+    index: int
+    tokens: list[int] = Field(description="Token ids as the model reads them: special tokens + prompt + the whole text (untruncated).")
+    count: int
+
+
+class TokenizeResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[TokenizeData]
+    max_tokens: int = Field(description="The window size; longer inputs are chunked, truncated or refused per long_text.")
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "qembed"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Status(BaseModel):
+    status: str
+    detail: str | None = None
+
+
+class Info(BaseModel):
+    model: str
+    served_model_name: str
+    accepted_model_names: list[str]
+    fallback_reason: str | None
+    dimension: int
+    min_dimensions: int
+    supports_matryoshka: bool
+    max_tokens: int
+    pooling: str
+    normalize: bool
+    prompts: dict[str, str]
+    limits: dict[str, int | float]
+    version: str
+    backend: str
+    device: str
+    dtype: str
+
+
+# -- the served model's names ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The names a request's ``model`` may use, and the one the server answers with."""
+
+    name: str  # what responses and /v1/models say
+    model_id: str
+    accepted: frozenset[str]  # lower-cased
+    fallback_reason: str | None = None
+
+    @classmethod
+    def from_embedder(cls, info: Any, *, served_model_name: str | None, requested: str | None) -> ServedModel:
+        from qembed.model.sources import ALIASES
+
+        names = {info.model_id, info.model_id.rsplit("/", 1)[-1]}
+        if info.source == "local":  # hub caches name folders by commit hash: not a name
+            names.add(Path(info.path).name)
+        names |= {alias for alias, hub_id in ALIASES.items() if hub_id == info.model_id}
+        if served_model_name:
+            names.add(served_model_name)
+        if requested and not info.fallback_reason:
+            names |= {requested, requested.rstrip("/").rsplit("/", 1)[-1]}
+        return cls(
+            name=served_model_name or info.model_id,
+            model_id=info.model_id,
+            accepted=frozenset(n.lower() for n in names if n),
+            fallback_reason=info.fallback_reason,
+        )
+
+    def check(self, requested: str | None) -> None:
+        if requested is None or requested.strip().lower() in self.accepted or requested == "":
+            return
+        why = ""
+        if self.fallback_reason:
+            why = f" (the default model could not be loaded, so this server fell back to {self.model_id}: {self.fallback_reason.split('. Offline choices')[0]})"
+        raise APIError(
+            404,
+            f"The model {requested!r} is not served here; this server serves {self.name!r}{why}. "
+            "Send that name, or omit `model`.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+# -- the one validation function --------------------------------------------------------------------
+
+
+def count_inputs(value: Any) -> int:
+    """Inputs in a request: a string or one list of token ids is one input."""
+    if isinstance(value, str):
+        return 1
+    if value and all(isinstance(x, int) for x in value):
+        return 1
+    return len(value)
+
+
+def validate_request(body: EmbedOptions, *, served: ServedModel, max_client_batch_size: int) -> tuple[Any, dict[str, Any]]:
+    """Checks that need the server's facts: the model name (404) and the number of inputs
+    (413). Returns the inputs and the engine options."""
+    served.check(body.model)
+    inputs = body.input  # type: ignore[attr-defined]
+    n = count_inputs(inputs)
+    if n > max_client_batch_size:
+        raise APIError(
+            413,
+            f"This request has {n} inputs; the limit is {max_client_batch_size} per request. "
+            "Send fewer, or start the server with a larger --max-client-batch-size (env QEMBED_MAX_CLIENT_BATCH_SIZE).",
+            param="input",
+            code="too_many_inputs",
+        )
+    return inputs, body.engine_options()
+
+
+def parse_body(model: type[BaseModel], raw: bytes) -> Any:
+    """Bytes -> request model; a pydantic error becomes a 400 naming the field."""
+    from qembed.server.errors import validation_message
+
+    try:
+        return model.model_validate_json(raw or b"")
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if not raw:
+            errors = [{"type": "missing", "loc": ()}]
+        message, param = validation_message(errors)  # type: ignore[arg-type]
+        raise APIError(400, message, param=param, code="invalid_request") from None

@@ -1,0 +1,139 @@
+"""The embedding service: one model worker, one batch queue, async ``embed`` for any router.
+
+Request path (``embed``):
+
+1. admission: a request slot (``--max-concurrent-requests``) or ``QueueFull``;
+2. ``Embedder.prepare`` on a small thread pool -- tokenization is CPU work that must
+   stay off the event loop (it would stall every other request) and off the model
+   thread (it would idle the model);
+3. ``BatchQueue.submit``: the windows wait with other requests' windows until the model
+   worker runs them (token admission: ``--max-queued-tokens``);
+4. ``Embedder.finish`` (chunk means, normalization, Matryoshka truncation), also on the
+   pool.
+
+No web framework here: the HTTP routes, the search router and tests all call ``embed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from qembed.embedder import Embedder, EncodeResult
+from qembed.engine.queue import BatchQueue
+from qembed.engine.windows import Window
+from qembed.engine.worker import ModelWorker
+from qembed.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CUDA_BATCH_TOKENS = 16384
+CPU_BATCH_TOKENS = 8192
+# On CPU the warm-up only needs to touch every code path (thread pools, allocator), not
+# to prove the budget fits; a full 8192-token window of a 0.6B model takes tens of seconds there.
+CPU_WARMUP_WINDOW = 512
+CPU_WARMUP_TOKENS = 2048
+_FILLER = "The quick brown fox jumps over the lazy dog while the embedding server warms up. "
+
+
+def default_max_batch_tokens(device: str) -> int:
+    """Padded tokens per model batch when --max-batch-tokens is unset: 16384 on CUDA, 8192 on CPU."""
+    return CUDA_BATCH_TOKENS if device.startswith("cuda") else CPU_BATCH_TOKENS
+
+
+class EmbeddingService:
+    """Owns the model worker and the queue; ``embed`` is safe to call from any coroutine."""
+
+    def __init__(self, embedder: Embedder, settings: Settings, *, on_batch: Any = None) -> None:
+        self.embedder = embedder
+        self.settings = settings
+        self.max_batch_tokens = settings.max_batch_tokens or default_max_batch_tokens(embedder.info.device)
+        self.queue = BatchQueue(
+            max_batch_tokens=self.max_batch_tokens,
+            max_batch_size=settings.max_batch_size,
+            max_queued_tokens=settings.max_queued_tokens,
+            max_concurrent_requests=settings.max_concurrent_requests,
+        )
+        self.worker = ModelWorker(embedder.run, self.queue, on_batch=on_batch)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, cores)), thread_name_prefix="qembed-tokenize")
+        self.ready = False
+        self.warmup_error: str | None = None
+        self.draining = False
+        self._drain_started: float | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.worker.start()
+
+    def warmup_windows(self) -> list[Window]:
+        """A full batch of the longest window the budget allows (bounded on CPU)."""
+        tok = self.embedder.tokenizer
+        special = tok.special
+        length = min(self.embedder.max_tokens, self.max_batch_tokens)
+        total = self.max_batch_tokens
+        if not self.embedder.info.device.startswith("cuda"):
+            length, total = min(length, CPU_WARMUP_WINDOW), min(total, CPU_WARMUP_TOKENS)
+        rows = max(1, min(self.settings.max_batch_size, total // length))
+        unit = tok.content_ids([_FILLER])[0]
+        room = max(1, length - special.count)
+        content = (unit * (room // len(unit) + 1))[:room]
+        ids = [*special.head, *content, *special.tail]
+        return [Window(ids, owner=i, weight=len(content)) for i in range(rows)]
+
+    async def warm_up(self) -> None:
+        """Run the warm-up batch through the real path; then ``ready``."""
+        if not self.settings.warmup:
+            self.ready = True
+            return
+        windows = self.warmup_windows()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            await self.queue.submit(windows, admission=False)
+        except Exception as exc:  # noqa: BLE001 - reported by /ready and the log
+            self.warmup_error = f"warm-up failed: {exc}"
+            log.error("%s; /ready stays 503. Lower --max-batch-tokens if this is out of memory.", self.warmup_error)
+            return
+        log.info("warm-up: %d x %d tokens in %.2f s", len(windows), len(windows[0].ids), loop.time() - start)
+        self.ready = True
+
+    def begin_drain(self) -> None:
+        """SIGTERM: /ready turns 503 and requests arriving from now on are refused (503, by
+        the HTTP gate); requests already accepted still finish."""
+        if self._drain_started is None:
+            self._drain_started = time.monotonic()
+        self.draining = True
+
+    async def stop(self, timeout: float) -> None:
+        """Finish every queued window, then stop the worker: within ``timeout`` seconds of
+        ``begin_drain`` (SIGTERM) when that came first, so the whole stop fits the timeout."""
+        self.begin_drain()
+        assert self._drain_started is not None
+        timeout = max(0.5, timeout - (time.monotonic() - self._drain_started))
+        done = await asyncio.to_thread(self.worker.stop, timeout)
+        if not done:
+            log.warning("the model worker did not finish within %.1f s", timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- work -------------------------------------------------------------------------------
+    async def embed(self, inputs: Any, **options: Any) -> EncodeResult:
+        """Vectors for ``inputs`` (the ``Embedder.encode`` inputs and options), batched with
+        every other request in flight. Raises qembed errors (InputError, QueueFull, ...)."""
+        loop = asyncio.get_running_loop()
+        with self.queue.admit():
+            prepared = await loop.run_in_executor(self._pool, partial(self.embedder.prepare, inputs, **options))
+            vectors = await self.queue.submit(prepared.windows)
+            out = await loop.run_in_executor(self._pool, self.embedder.finish, prepared, vectors)
+        return EncodeResult(out, prepared.prompt_tokens)
+
+    async def tokenize(self, inputs: Any, **options: Any) -> list[list[int]]:
+        """Token ids per input as the model reads them (untruncated), off the event loop."""
+        loop = asyncio.get_running_loop()
+        with self.queue.admit():
+            return await loop.run_in_executor(self._pool, partial(self.embedder.tokenize, inputs, **options))
