@@ -14,15 +14,11 @@ from qembed.server import docs
 from qembed.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER_MD = ROOT / "docs" / "SERVER.md"
+README = ROOT / "README.md"
 
 
 def documents() -> list[Path]:
-    paths = [SERVER_MD]
-    readme = ROOT / "README.md"
-    if readme.is_file() and "<!-- qembed:settings-table -->" in readme.read_text(encoding="utf-8"):
-        paths.append(readme)  # once the lead has merged SERVER.md into it
-    return paths
+    return [README]
 
 
 @pytest.mark.parametrize("path", documents(), ids=lambda p: p.name)
@@ -41,7 +37,7 @@ def test_documented_error_codes_are_sent_by_the_code() -> None:
 
 
 def curl_examples() -> list[tuple[str, dict]]:
-    text = SERVER_MD.read_text(encoding="utf-8")
+    text = README.read_text(encoding="utf-8")
     found = re.findall(r"curl -s http://127\.0\.0\.1:30000(/\S+)[^\n]*(?:\\\n\s*)?-d '([^']*)'", text)
     return [(path, json.loads(body)) for path, body in found]
 
