@@ -1,0 +1,335 @@
+"""``qembed eval``: quality of a model or server on standard or your own data.
+
+    qembed eval sts FILE        cosine Spearman/Pearson vs gold scores
+    qembed eval pairs FILE      AP, best accuracy/F1 for 0/1 labelled pairs
+    qembed eval retrieval DIR   nDCG@10, MRR@10, P@1, Recall@10/100, MAP@100 on a BEIR folder
+    qembed eval code FILE       query <-> code pairs: mean cosines, gap, ROC AUC
+    qembed eval compare ...     several targets x several tasks -> one table, JSON, Markdown
+
+A target is ``--model M`` (loaded in this process, any model the engine loads) or
+``--endpoint URL`` (any OpenAI-compatible server). The flags map one to one onto
+``qembed.eval.api``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from qembed.cli.main import MODEL_FIELDS, setup_logging
+from qembed.cli.options import build_settings, settings_options
+from qembed.errors import InputError, QembedError
+from qembed.model.instructions import TASKS
+
+SHARED_MODEL_FIELDS = [f for f in MODEL_FIELDS if f != "model"]
+
+
+def _fail(exc: QembedError) -> None:
+    click.secho(f"error: {exc.message}", fg="red", err=True)
+    sys.exit(2)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (kill, a job scheduler's time limit) stops a run like Ctrl-C does, so the
+    vectors embedded so far are flushed to the cache instead of lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """How to reach the one target of a single-task command."""
+    options = [
+        click.option("--endpoint", default=None, help="OpenAI-compatible server (http://host:port or .../v1) instead of an in-process model."),
+        click.option("--api-key", default=None, envvar="QEMBED_EVAL_API_KEY", help="Bearer token for --endpoint [env QEMBED_EVAL_API_KEY]."),
+        click.option("--model-name", default=None, help="`model` sent to --endpoint (default: the first of GET /v1/models)."),
+        click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight to --endpoint."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return settings_options(MODEL_FIELDS)(func)
+
+
+def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--preset", type=click.Choice(list(TASKS)), default=None, help="Instruction preset (default: the task's own)."),
+        click.option("--instruction", default=None, help="Replace the preset's instruction text (same sides get it)."),
+        click.option(
+            "--instruction-mode", type=click.Choice(["client", "server", "none"]), default="client", show_default=True,
+            help="HTTP targets: client = prepend 'Instruct: ...\\nQuery:' here (any server); server = send task/input_type "
+            "(qembed's server decides per model); none = raw texts. In process the engine always decides, except none.",
+        ),
+        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Texts per model batch / HTTP request."),
+        click.option("--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default ~/.cache/qembed/eval)."),
+        click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache."),
+        click.option("--json", "json_path", default=None, help="Also write the result as JSON to this file ('-' for stdout)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _pair_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--split", default=None, help="Keep rows whose 'split' column equals this (STS Benchmark single-file layout).")(func)
+    func = click.option("--columns", default=None, help="LEFT,RIGHT,SCORE column names or 0-based positions (default: detected).")(func)
+    return click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))(func)
+
+
+def _parse_columns(value: str | None) -> list[str | int] | None:
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 3 or not all(parts):
+        raise InputError(f"--columns needs three comma-separated entries (LEFT,RIGHT,SCORE), not {value!r}.", param="columns")
+    return [int(p) if p.isdigit() else p for p in parts]
+
+
+def _model_flags_given(values: dict[str, Any]) -> list[str]:
+    return ["--" + k.replace("_", "-") for k in MODEL_FIELDS if values.get(k) not in (None, ())]
+
+
+def _spec(values: dict[str, Any]) -> Any:
+    from qembed.eval.api import TargetSpec
+
+    endpoint = values.pop("endpoint")
+    api_key, model_name, concurrency = values.pop("api_key"), values.pop("model_name"), values.pop("concurrency")
+    if endpoint is not None:
+        given = _model_flags_given(values)
+        if given:
+            raise InputError(f"--endpoint evaluates a server; {', '.join(given)} only apply to an in-process model.", param="endpoint")
+        return TargetSpec(endpoint=endpoint, api_key=api_key, model_name=model_name, concurrency=concurrency,
+                          batch_size=values["batch_size"], dimensions=values["dimensions"])
+    settings = build_settings({k: values[k] for k in MODEL_FIELDS})
+    return TargetSpec(settings=settings, batch_size=values["batch_size"], dimensions=values["dimensions"])
+
+
+def _cache(values: dict[str, Any]) -> Any:
+    from qembed.eval.cache import VectorCache
+
+    if values["no_cache"]:
+        return None
+    return VectorCache(values["cache_dir"])
+
+
+def _interrupted(no_cache: bool) -> None:
+    where = "" if no_cache else " vectors embedded so far are in the cache; the next run continues from there."
+    click.secho(f"interrupted.{where}", fg="yellow", err=True)
+    sys.exit(130)
+
+
+def _print_result(result: Any, stats: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{result.task}: {result.dataset} ({result.size} {'queries' if result.task == 'retrieval' else 'pairs'})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.scores.items():
+        text = f"{value:.4f}" if abs(value) < 2 else f"{value:.2f}"
+        table.add_row(f"[bold]{name} *[/]" if name == result.main_metric else name, text)
+    console.print(table)
+    console.print(f"target: {result.target}")
+    for side, prompt in result.prompts.items():
+        console.print(f"prompt ({side}): {prompt}")
+    c = result.counts
+    console.print(f"texts: {c.unique} distinct, {c.cached} from cache, {c.embedded} embedded; {result.seconds:.1f} s")
+    perf = {k: v for k, v in stats.items() if v is not None and k in ("load_seconds", "embed_seconds", "texts_per_second", "latency_ms_p50", "latency_ms_p95", "peak_rss_mib", "peak_cuda_mib", "server_rss_mib")}
+    console.print("performance: " + ", ".join(f"{k}={v}" for k, v in perf.items()))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def _run_single(kind: str, source: Path, values: dict[str, Any], load: Callable[[], Any]) -> None:
+    from qembed.eval.progress import progress_bar
+    from qembed.eval.prompts import Prompting
+    from qembed.eval.tasks import (
+        DEFAULT_PRESETS,
+        evaluate_code,
+        evaluate_pairs,
+        evaluate_retrieval,
+        evaluate_sts,
+    )
+
+    setup_logging("warning")
+    json_path = values.pop("json_path")
+    console = Console(stderr=json_path == "-")  # `--json -`: stdout carries the JSON only
+    try:
+        prompting = Prompting(values["preset"] or DEFAULT_PRESETS[kind], instruction=values["instruction"], mode=values["instruction_mode"])
+        data = load()
+        spec = _spec(values)
+        cache = _cache(values)
+        with console.status(f"loading {spec.endpoint or spec.settings.model or 'the default model'}"):
+            target = spec.build()
+        try:
+            with _sigterm_interrupts(), progress_bar() as bar:
+                if kind == "sts":
+                    result = evaluate_sts(target, data, prompting=prompting, cache=cache, progress=bar)
+                elif kind == "pairs":
+                    result = evaluate_pairs(target, data, prompting=prompting, cache=cache, progress=bar)
+                elif kind == "code":
+                    result = evaluate_code(target, data, prompting=prompting, cache=cache, progress=bar)
+                else:
+                    result = evaluate_retrieval(target, data, prompting=prompting, cache=cache, progress=bar, search=values["search"])
+            stats = target.stats.summary()
+            identity = target.identity()
+        finally:
+            target.close()
+    except QembedError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(values["no_cache"])
+    _print_result(result, stats, console)
+    if json_path:
+        payload = json.dumps({**result.to_dict(), "source": str(source), "target_stats": stats, "target_identity": identity}, indent=2, ensure_ascii=False, default=str)
+        if json_path == "-":
+            click.echo(payload)
+        else:
+            Path(json_path).write_text(payload + "\n", encoding="utf-8")
+            console.print(f"wrote {json_path}")
+
+
+@click.group("eval", help="Evaluate a model or an OpenAI-compatible server: STS, pair classification, retrieval, code search.")
+def eval_group() -> None:
+    pass
+
+
+@eval_group.command("sts", help="Sentence pairs with gold scores -> cosine Spearman (main) and Pearson, x100.")
+@_pair_options
+@_target_options
+@_run_options
+def sts_cmd(file: Path, columns: str | None, split: str | None, **values: Any) -> None:
+    from qembed.eval.datasets import load_pairs
+
+    _run_single("sts", file, values, lambda: load_pairs(file, columns=_parse_columns(columns), split=split))
+
+
+@eval_group.command("pairs", help="Pairs labelled 0/1 -> average precision of cosine (main), best accuracy and F1, x100.")
+@_pair_options
+@_target_options
+@_run_options
+def pairs_cmd(file: Path, columns: str | None, split: str | None, **values: Any) -> None:
+    from qembed.eval.datasets import load_pairs
+
+    _run_single("pairs", file, values, lambda: load_pairs(file, columns=_parse_columns(columns), split=split))
+
+
+@eval_group.command("code", help="Query <-> code pairs labelled 0/1 (e.g. CoSQA) -> ROC AUC (main), mean cosines and their gap.")
+@_pair_options
+@_target_options
+@_run_options
+def code_cmd(file: Path, columns: str | None, split: str | None, **values: Any) -> None:
+    from qembed.eval.datasets import load_pairs
+
+    _run_single("code", file, values, lambda: load_pairs(file, columns=_parse_columns(columns), split=split))
+
+
+@eval_group.command("retrieval", help="A BEIR folder -> nDCG@10 (main), MRR@10, P@1, Recall@10/100, MAP@100, x100.")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", default=None, help="qrels/<split>.tsv (default: test, or the only file).")
+@click.option("--no-title", is_flag=True, help="Embed documents without their title.")
+@click.option("--search", type=click.Choice(["auto", "numpy", "faiss"]), default="auto", show_default=True, help="Exact top-k search backend.")
+@_target_options
+@_run_options
+def retrieval_cmd(folder: Path, split: str | None, no_title: bool, **values: Any) -> None:
+    from qembed.eval.datasets import load_beir
+
+    _run_single("retrieval", folder, values, lambda: load_beir(folder, split=split, use_title=not no_title))
+
+
+def _paired(values: tuple[str, ...], endpoints: tuple[str, ...], flag: str) -> list[str | None]:
+    """One value for every endpoint, or one per endpoint in order."""
+    if not values:
+        return [None] * len(endpoints)
+    if len(values) == 1:
+        return [values[0]] * len(endpoints)
+    if len(values) != len(endpoints):
+        raise InputError(f"{flag} given {len(values)} times for {len(endpoints)} endpoints; give it once or once per --endpoint.", param=flag)
+    return list(values)
+
+
+@eval_group.command("compare", help="Several targets x several tasks -> one table, plus JSON and Markdown files.")
+@click.option("--model", "models", multiple=True, help="In-process model (repeat for several).")
+@click.option("--endpoint", "endpoints", multiple=True, help="OpenAI-compatible server (repeat for several).")
+@click.option("--model-name", "model_names", multiple=True, help="`model` for the endpoints: once for all, or once per --endpoint.")
+@click.option("--api-key", "api_keys", multiple=True, envvar="QEMBED_EVAL_API_KEY", help="Bearer token(s), paired like --model-name.")
+@click.option("--sts", "sts_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="STS file (repeatable).")
+@click.option("--pairs", "pairs_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="0/1 pairs file (repeatable).")
+@click.option("--retrieval", "retrieval_dirs", multiple=True, type=click.Path(exists=True, file_okay=False), help="BEIR folder (repeatable).")
+@click.option("--code", "code_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Query/code pairs file (repeatable).")
+@click.option("--instruction-mode", type=click.Choice(["client", "server", "none"]), default="client", show_default=True, help="See `qembed eval sts --help`.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight per endpoint.")
+@click.option("--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions for every target.")
+@click.option("--search", type=click.Choice(["auto", "numpy", "faiss"]), default="auto", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default ~/.cache/qembed/eval).")
+@click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache.")
+@click.option("--out", default="qembed-eval-compare", show_default=True, help="Write OUT.json and OUT.md.")
+@settings_options(SHARED_MODEL_FIELDS)
+def compare_cmd(
+    models: tuple[str, ...], endpoints: tuple[str, ...], model_names: tuple[str, ...], api_keys: tuple[str, ...],
+    sts_files: tuple[str, ...], pairs_files: tuple[str, ...], retrieval_dirs: tuple[str, ...], code_files: tuple[str, ...],
+    instruction_mode: str, batch_size: int, concurrency: int, dimensions: int | None, search: str, cache_dir: Path | None,
+    no_cache: bool, out: str, **values: Any,
+) -> None:
+    from qembed.eval.api import TargetSpec, TaskSpec
+    from qembed.eval.cache import VectorCache
+    from qembed.eval.compare import run_comparison
+    from qembed.eval.progress import progress_bar
+
+    setup_logging("warning")
+    console = Console()
+    try:
+        if not models and not endpoints:
+            raise InputError("give at least one --model or --endpoint.", param="model")
+        tasks = (
+            [TaskSpec("sts", p) for p in sts_files] + [TaskSpec("pairs", p) for p in pairs_files]
+            + [TaskSpec("retrieval", p) for p in retrieval_dirs] + [TaskSpec("code", p) for p in code_files]
+        )
+        if not tasks:
+            raise InputError("give at least one task: --sts, --pairs, --retrieval or --code.", param="sts")
+        settings = build_settings({k: values[k] for k in SHARED_MODEL_FIELDS})
+        targets: list[Any] = [
+            TargetSpec(model=m, settings=settings, batch_size=batch_size, dimensions=dimensions) for m in models
+        ]
+        names, keys = _paired(model_names, endpoints, "--model-name"), _paired(api_keys, endpoints, "--api-key")
+        targets += [
+            TargetSpec(endpoint=e, model_name=n, api_key=k, batch_size=batch_size, concurrency=concurrency, dimensions=dimensions)
+            for e, n, k in zip(endpoints, names, keys, strict=True)
+        ]
+        cache = None if no_cache else VectorCache(cache_dir)
+        with _sigterm_interrupts(), progress_bar() as bar:
+            comparison = run_comparison(targets, tasks, instruction_mode=instruction_mode, cache=cache, search=search, progress=bar)  # type: ignore[arg-type]
+    except QembedError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(no_cache)
+    for table in comparison.rich_tables():
+        console.print(table)
+    for t in comparison.targets:
+        for error in t.errors:
+            console.print(f"[red]error[/] {t.name}: {error}")
+    Path(f"{out}.json").write_text(comparison.to_json() + "\n", encoding="utf-8")
+    Path(f"{out}.md").write_text(comparison.to_markdown(), encoding="utf-8")
+    console.print(f"wrote {out}.json and {out}.md")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(eval_group)

@@ -1,0 +1,78 @@
+"""Which instruction each side of a task gets, and how it reaches the model.
+
+The rules are the engine's task presets (``qembed.model.instructions.TASKS``, the official
+Qwen3-Embedding evaluation rules): asymmetric tasks (retrieval, code retrieval) instruct
+queries only; symmetric ones (STS, pair classification) instruct both sides.
+
+How the instruction travels depends on the target:
+
+- in process, and ``server`` mode over HTTP (qembed's own server): we send the task preset
+  and ``input_type`` and let the engine decide. It knows the model: MiniLM and other
+  models trained without instructions get their own prompts (or none) instead.
+- ``client`` mode over HTTP (default; works with any OpenAI-compatible server: TEI,
+  vLLM, sglang, OpenAI): we prepend ``Instruct: ...\\nQuery:`` to the text ourselves, the
+  exact prefix the engine would apply for an instruction-aware model, so the numbers
+  match in-process Qwen3 numbers token for token.
+- ``none``: raw texts on both sides (for models trained without instructions behind a
+  foreign server).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from qembed.errors import InputError
+from qembed.model.instructions import TASKS, format_instruction
+
+Role = Literal["query", "document"]
+InstructionMode = Literal["client", "server", "none"]
+INSTRUCTION_MODES: tuple[str, ...] = ("client", "server", "none")
+
+
+@dataclass(frozen=True)
+class Prompting:
+    """A task preset, an optional replacement instruction, and how to deliver it."""
+
+    preset: str
+    instruction: str | None = None  # replaces the preset's instruction text
+    mode: InstructionMode = "client"
+
+    def __post_init__(self) -> None:
+        if self.preset not in TASKS:
+            raise InputError(f"Unknown task preset {self.preset!r}; known: {', '.join(TASKS)}.", param="preset")
+        if self.mode not in INSTRUCTION_MODES:
+            raise InputError(f"instruction mode must be one of {', '.join(INSTRUCTION_MODES)}, not {self.mode!r}.", param="instruction_mode")
+        if self.instruction is not None and not self.instruction.strip():
+            raise InputError("instruction is empty; leave it out to use the preset's.", param="instruction")
+
+    @property
+    def symmetric(self) -> bool:
+        return TASKS[self.preset].symmetric
+
+    def instructed(self, role: Role) -> bool:
+        """Whether this side gets the instruction under the preset's rules."""
+        return self.mode != "none" and (role == "query" or self.symmetric)
+
+    def engine_options(self, role: Role) -> dict[str, Any]:
+        """Options for ``Embedder.encode`` and the body extensions of qembed's server."""
+        if self.mode == "none":
+            return {}
+        if self.instruction is not None and self.instructed(role):
+            return {"instruction": self.instruction.strip()}
+        return {"task": self.preset, "input_type": role}
+
+    def client_prefix(self, role: Role) -> str:
+        """The text a client prepends itself (``client`` mode)."""
+        if not self.instructed(role):
+            return ""
+        return format_instruction((self.instruction or TASKS[self.preset].instruction).strip())
+
+    def describe(self, role: Role) -> str:
+        """One line for reports: what this side got."""
+        if self.mode == "none":
+            return "none"
+        if self.mode == "client":
+            prefix = self.client_prefix(role)
+            return repr(prefix) if prefix else "none"
+        return ", ".join(f"{k}={v}" for k, v in self.engine_options(role).items())

@@ -1,0 +1,351 @@
+"""What gets evaluated: a model loaded in this process, or any OpenAI-compatible endpoint.
+
+Both kinds answer ``embed(texts, prompting, role)`` with one float32 row per text, record
+their latency per call and their peak memory, and describe themselves (``identity``) for
+the vector cache: two targets with the same identity must produce the same vectors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+
+from qembed.errors import InputError, QembedError
+from qembed.eval.memory import PeakMemory
+from qembed.eval.prompts import Prompting, Role
+from qembed.settings import Settings
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".gguf")
+RETRY_STATUS = {429, 502, 503, 504}
+
+
+class TargetError(QembedError):
+    """An endpoint failed or answered something that is not embeddings."""
+
+    code = "target_error"
+
+
+@dataclass
+class TargetStats:
+    """Latency and memory of one target over an evaluation."""
+
+    calls: int = 0
+    texts: int = 0
+    seconds: float = 0.0  # wall time inside embed calls (throughput)
+    latencies: list[float] = field(default_factory=list)  # seconds per batch (one request / model call)
+    load_seconds: float | None = None
+    memory: PeakMemory = field(default_factory=PeakMemory)
+    remote_rss_bytes: int | None = None  # max process_resident_memory_bytes seen on the server's /metrics
+
+    def record(self, n_texts: int, seconds: float) -> None:
+        """One embed call: texts and wall time (batches of it may have run concurrently)."""
+        self.calls += 1
+        self.texts += n_texts
+        self.seconds += seconds
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies) * 1000.0
+        mib = 1024 * 1024
+        cuda = self.memory.peak_cuda_bytes() if self.memory.method != "unstarted" else None
+        return {
+            "calls": self.calls,
+            "texts_embedded": self.texts,
+            "embed_seconds": round(self.seconds, 3),
+            "texts_per_second": round(self.texts / self.seconds, 1) if self.seconds > 0 else None,
+            "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+            "latency_ms_p95": round(float(np.percentile(lat, 95)), 1) if lat.size else None,
+            "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 2),
+            "peak_rss_mib": round(self.memory.peak_rss_bytes() / mib, 1) if self.memory.method != "unstarted" else None,
+            "peak_rss_method": self.memory.method,
+            "peak_cuda_mib": None if cuda is None else round(cuda / mib, 1),
+            "server_rss_mib": None if self.remote_rss_bytes is None else round(self.remote_rss_bytes / mib, 1),
+        }
+
+
+class Target(Protocol):
+    """Anything that turns texts into vectors for an evaluation."""
+
+    name: str
+    chunk_size: int  # texts per embed call: the unit of progress and of cache writes
+    stats: TargetStats
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the vectors (the cache key)."""
+        ...
+
+    def embed(self, texts: Sequence[str], prompting: Prompting, role: Role) -> np.ndarray:
+        """[len(texts), dim] float32."""
+        ...
+
+    def prompt_description(self, prompting: Prompting, role: Role) -> str:
+        """What the given side actually receives, for the report."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _weights_fingerprint(folder: Path) -> list[tuple[str, int, int]]:
+    """Name, size and mtime of the weight files: a re-downloaded or rebuilt model gets a new key."""
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in WEIGHT_SUFFIXES and path.is_file():
+            st = path.stat()
+            out.append((str(path.relative_to(folder)), st.st_size, st.st_mtime_ns))
+    return out
+
+
+class InProcessTarget:
+    """A qembed ``Embedder`` in this process."""
+
+    def __init__(self, embedder: Any, *, batch_size: int = 32, dimensions: int | None = None, name: str | None = None,
+                 stats: TargetStats | None = None) -> None:
+        if batch_size < 1:
+            raise InputError("batch_size must be at least 1.", param="batch_size")
+        self.embedder = embedder
+        self.batch_size = batch_size
+        self.chunk_size = batch_size  # callers sort by length, so one call = one model batch
+        self.dimensions = embedder.check_dimensions(dimensions)
+        self.name = name or embedder.info.model_id
+        self.stats = stats or TargetStats()
+        if self.stats.memory.method == "unstarted":
+            self.stats.memory.start()
+
+    @classmethod
+    def load(cls, settings: Settings, *, batch_size: int = 32, dimensions: int | None = None, name: str | None = None) -> InProcessTarget:
+        """Load the model, counting its load time and memory towards this target."""
+        from qembed.embedder import Embedder
+
+        stats = TargetStats()
+        stats.memory.start()
+        t0 = time.perf_counter()
+        embedder = Embedder(settings=settings)
+        stats.load_seconds = time.perf_counter() - t0
+        return cls(embedder, batch_size=batch_size, dimensions=dimensions, name=name, stats=stats)
+
+    def identity(self) -> dict[str, Any]:
+        s = self.embedder.settings
+        info = self.embedder.info
+        return {
+            "kind": "in-process",
+            "model_id": info.model_id,
+            "path": info.path,
+            "revision": s.revision,
+            "weights": _weights_fingerprint(Path(info.path)),
+            "backend": info.backend,
+            "quantize": s.quantize,
+            "device": info.device.split(":")[0],
+            "dtype": info.dtype,
+            "max_tokens": info.max_tokens,
+            "long_text": s.long_text,
+            "truncation_side": s.truncation_side,
+            "chunk_overlap": self.embedder.chunk_overlap,
+            "dimensions": self.dimensions,
+        }
+
+    def embed(self, texts: Sequence[str], prompting: Prompting, role: Role) -> np.ndarray:
+        t0 = time.perf_counter()
+        vectors = np.asarray(
+            self.embedder.encode(list(texts), batch_size=self.batch_size, dimensions=self.dimensions, **prompting.engine_options(role)),
+            dtype=np.float32,
+        )
+        seconds = time.perf_counter() - t0
+        self.stats.record(len(texts), seconds)
+        self.stats.latencies.append(seconds)
+        return vectors
+
+    def prompt_description(self, prompting: Prompting, role: Role) -> str:
+        from qembed.model.instructions import resolve_prompt
+
+        prefix = resolve_prompt(self.embedder.spec, **prompting.engine_options(role))
+        return repr(prefix) if prefix else "none"
+
+    def close(self) -> None:
+        self.embedder = None
+
+
+def _base_url(endpoint: str) -> str:
+    """'http://h:p', 'http://h:p/v1' or '.../v1/embeddings' -> 'http://h:p/v1'."""
+    url = endpoint.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise InputError(f"endpoint must start with http:// or https://, not {endpoint!r}.", param="endpoint")
+    if url.endswith("/embeddings"):
+        url = url[: -len("/embeddings")]
+    if not url.endswith("/v1"):
+        url += "/v1"
+    return url
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            return str(error.get("message") or error)
+        return str(error)
+    return str(body)[:500]
+
+
+class HttpTarget:
+    """Any OpenAI-compatible ``POST /v1/embeddings`` server.
+
+    Inputs go out in batches of ``batch_size`` (TEI's default client limit is 32), up to
+    ``concurrency`` requests at a time so that batching servers can merge them. 429 and
+    503 answers are retried after ``Retry-After`` (or a short backoff), because a busy
+    server is not a wrong answer.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        api_key: str | None = None,
+        model_name: str | None = None,
+        batch_size: int = 32,
+        concurrency: int = 4,
+        dimensions: int | None = None,
+        timeout: float = 300.0,
+        retries: int = 5,
+        name: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if batch_size < 1 or concurrency < 1:
+            raise InputError("batch_size and concurrency must be at least 1.", param="batch_size")
+        self.base_url = _base_url(endpoint)
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.chunk_size = batch_size * concurrency  # one call keeps `concurrency` requests in flight
+        self.dimensions = dimensions
+        self.retries = retries
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+        self.stats = TargetStats()
+        try:
+            self.model_name = model_name or self._served_model()
+        except TargetError:
+            self.client.close()
+            raise
+        self.name = name or f"{self.model_name} @ {self.base_url}"
+        self._metrics_url: str | None = self.base_url[: -len("/v1")] + "/metrics"
+        self._sample_server_memory()
+
+    def _served_model(self) -> str:
+        """The first model of GET /v1/models, for servers that insist on a model name."""
+        try:
+            response = self.client.get(f"{self.base_url}/models")
+        except httpx.HTTPError as exc:
+            raise TargetError(f"cannot reach {self.base_url}/models ({exc}); is the server up? Or give --model-name.") from None
+        if response.status_code != 200:
+            raise TargetError(f"{self.base_url}/models answered {response.status_code}: {_error_message(response)}; give --model-name.")
+        data = response.json().get("data") or []
+        if not data or not isinstance(data[0], dict) or "id" not in data[0]:
+            raise TargetError(f"{self.base_url}/models lists no model; give --model-name.")
+        return str(data[0]["id"])
+
+    def _sample_server_memory(self) -> None:
+        """Server RSS from a Prometheus /metrics page, when the server has one (qembed does)."""
+        if self._metrics_url is None:
+            return
+        try:
+            response = self.client.get(self._metrics_url, timeout=5.0)
+        except httpx.HTTPError:
+            self._metrics_url = None
+            return
+        if response.status_code != 200:
+            self._metrics_url = None
+            return
+        for line in response.text.splitlines():
+            if line.startswith("process_resident_memory_bytes "):
+                value = int(float(line.split()[1]))
+                self.stats.remote_rss_bytes = max(value, self.stats.remote_rss_bytes or 0)
+                return
+        self._metrics_url = None  # no such gauge: stop asking
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "http", "base_url": self.base_url, "model": self.model_name, "dimensions": self.dimensions}
+
+    def _payload(self, texts: Sequence[str], prompting: Prompting, role: Role) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model_name, "encoding_format": "float"}
+        if prompting.mode == "client":
+            prefix = prompting.client_prefix(role)
+            body["input"] = [prefix + t for t in texts]
+        else:
+            body["input"] = list(texts)
+            if prompting.mode == "server":
+                body.update(prompting.engine_options(role))
+        if self.dimensions is not None:
+            body["dimensions"] = self.dimensions
+        return body
+
+    def _post(self, body: dict[str, Any]) -> np.ndarray:
+        url = f"{self.base_url}/embeddings"
+        for attempt in range(self.retries + 1):
+            try:
+                response = self.client.post(url, json=body)
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise TargetError(f"POST {url} failed: {exc}.") from None
+                time.sleep(min(2.0**attempt, 30.0))  # backoff: the server gives nothing to wait on
+                continue
+            if response.status_code in RETRY_STATUS and attempt < self.retries:
+                retry_after = response.headers.get("retry-after", "")
+                time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else min(2.0**attempt, 30.0))
+                continue
+            if response.status_code != 200:
+                raise TargetError(f"POST {url} answered {response.status_code}: {_error_message(response)}")
+            return self._parse(response, len(body["input"]))
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _parse(response: httpx.Response, expected: int) -> np.ndarray:
+        try:
+            data = response.json()["data"]
+            rows = sorted(data, key=lambda item: item["index"])
+            vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TargetError(f"the answer is not an OpenAI embeddings response ({exc!r}).") from None
+        if vectors.ndim != 2 or vectors.shape[0] != expected:
+            raise TargetError(f"asked for {expected} embeddings, got an array of shape {vectors.shape}.")
+        if not np.all(np.isfinite(vectors)):
+            raise TargetError("the server returned NaN or infinite values.")
+        return vectors
+
+    def embed(self, texts: Sequence[str], prompting: Prompting, role: Role) -> np.ndarray:
+        start = time.perf_counter()
+        batches = [list(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
+
+        def one(batch: list[str]) -> np.ndarray:
+            t0 = time.perf_counter()
+            vectors = self._post(self._payload(batch, prompting, role))
+            self.stats.latencies.append(time.perf_counter() - t0)
+            return vectors
+
+        if len(batches) == 1 or self.concurrency == 1:
+            parts = [one(b) for b in batches]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batches))) as pool:
+                parts = list(pool.map(one, batches))
+        dims = {p.shape[1] for p in parts}
+        if len(dims) != 1:
+            raise TargetError(f"the server returned vectors of different sizes {sorted(dims)}.")
+        self.stats.record(len(texts), time.perf_counter() - start)
+        self._sample_server_memory()
+        return np.concatenate(parts, axis=0)
+
+    def prompt_description(self, prompting: Prompting, role: Role) -> str:
+        return prompting.describe(role)
+
+    def close(self) -> None:
+        self.client.close()
+
