@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from qembed.engine.worker import BatchStats
@@ -23,6 +23,8 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        # process_resident_memory_bytes & co: what load/soak benchmarks read for the server's RSS.
+        ProcessCollector(registry=r)
         self.requests = Counter("qembed_requests", "HTTP requests by route and status.", ["route", "status"], registry=r)
         self.latency = Histogram("qembed_request_duration_seconds", "HTTP request latency by route.", ["route"], buckets=_LATENCY, registry=r)
         self.in_flight = Gauge("qembed_requests_in_flight", "HTTP requests being served.", registry=r)
