@@ -1,0 +1,316 @@
+"""The engines a throughput bench compares, each in a worker process of its own.
+
+One worker per engine, so that each engine's peak memory is its own (read from the OS,
+see ``qembed.bench.procs``) and engines cannot share warmed caches or thread pools.
+The coordinator drives all workers from one process in alternating rounds, so machine
+noise (other jobs, thermal limits) falls on every engine alike; an idle worker blocks on
+its pipe and costs nothing.
+
+Kinds:
+
+- ``qembed``: ``Embedder(settings=...).encode_with_usage`` in process. The engine is
+  described by Settings fields only (backend, quantize, dtype, threads, ...), so a new
+  backend shows up here by its settings, with no change to this module.
+- ``st``: sentence-transformers ``SentenceTransformer(folder).encode``, the baseline.
+- ``http``: an OpenAI-compatible server (qembed serve, a peer, any endpoint), driven by
+  a client in the worker with several requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Literal
+
+EngineKind = Literal["qembed", "st", "http"]
+# engine: a system under test; baseline: a sentence-transformers setting that may serve as
+# the ratio baseline (the fastest one measured is used); reference: shown, never a baseline.
+EngineRole = Literal["engine", "baseline", "reference"]
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    kind: EngineKind
+    role: EngineRole
+    model_path: str
+    label: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)  # qembed: Settings fields
+    device: str = "cpu"  # st
+    dtype: str | None = None  # st: None = sentence-transformers' own default
+    threads: int | None = None  # st
+    url: str | None = None  # http
+    http_model: str | None = None
+    api_key: str | None = None
+    concurrency: int = 4
+    server_pid: int | None = None  # http: whose memory to report, when local
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("api_key", None)
+        return data
+
+
+class EngineFailed(RuntimeError):
+    """A worker could not load its engine or run a command; the message says why."""
+
+
+# -- runners (inside the worker) -----------------------------------------------------------
+class _QembedRunner:
+    def __init__(self, spec: EngineSpec) -> None:
+        from qembed.embedder import Embedder
+        from qembed.settings import Settings
+
+        self.embedder = Embedder(settings=Settings.model_validate(spec.settings))
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        i = self.embedder.info
+        return {"backend": i.backend, "device": i.device, "dtype": i.dtype, "threads": torch.get_num_threads(), "dimension": i.dimension}
+
+    def batch(self, texts: list[str], batch_size: int) -> tuple[int | None, int, int]:
+        result = self.embedder.encode_with_usage(texts, batch_size=batch_size, input_type="document")
+        return result.prompt_tokens, int(result.vectors.shape[0]), int(result.vectors.shape[1])
+
+    def single(self, text: str) -> None:
+        self.embedder.encode([text], input_type="query")
+
+    def vectors(self, texts: list[str]) -> Any:
+        return self.embedder.encode(texts, input_type="document")
+
+
+class _STRunner:
+    def __init__(self, spec: EngineSpec) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if spec.device == "cpu":
+            from qembed.bench.machine import available_cores
+
+            torch.set_num_threads(spec.threads or available_cores())
+        kwargs: dict[str, Any] = {}
+        if spec.dtype:
+            import transformers
+
+            key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+            kwargs["model_kwargs"] = {key: getattr(torch, spec.dtype)}
+        self.model = SentenceTransformer(spec.model_path, device=spec.device, **kwargs)
+
+    def info(self) -> dict[str, Any]:
+        import sentence_transformers
+        import torch
+
+        param = next(self.model.parameters())
+        return {
+            "backend": f"sentence-transformers {sentence_transformers.__version__}",
+            "device": str(param.device),
+            "dtype": str(param.dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(),
+            "dimension": int(getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)() or 0),
+        }
+
+    def batch(self, texts: list[str], batch_size: int) -> tuple[int | None, int, int]:
+        vectors = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return None, int(vectors.shape[0]), int(vectors.shape[1])
+
+    def single(self, text: str) -> None:
+        self.model.encode([text], convert_to_numpy=True, show_progress_bar=False)
+
+    def vectors(self, texts: list[str]) -> Any:
+        return self.model.encode(texts, convert_to_numpy=True, show_progress_bar=False)
+
+
+class _HttpRunner:
+    def __init__(self, spec: EngineSpec) -> None:
+        import httpx
+
+        from qembed.bench.client import EmbeddingsClient
+
+        self.spec = spec
+        self.client = EmbeddingsClient(spec.url or "", model=spec.http_model, api_key=spec.api_key, timeout=3600.0)
+        self.client.resolve_model()
+        self.sync = httpx.Client(timeout=3600.0)
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": "http", "url": self.client.url, "model": self.client.model, "concurrency": self.spec.concurrency}
+
+    def batch(self, texts: list[str], batch_size: int) -> tuple[int | None, int, int]:
+        chunks = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+        outcomes = asyncio.run(self._all(chunks))
+        bad = [o for o in outcomes if not o.ok]
+        if bad:
+            raise EngineFailed(f"{len(bad)} of {len(outcomes)} requests failed; first: status {bad[0].status}: {bad[0].error}")
+        counted = [o.prompt_tokens for o in outcomes]
+        tokens = None if any(t is None for t in counted) else sum(t for t in counted if t is not None)
+        return tokens, sum(o.n_vectors for o in outcomes), outcomes[0].dimension
+
+    async def _all(self, chunks: list[list[str]]) -> list[Any]:
+        import httpx
+
+        results: list[Any] = [None] * len(chunks)
+        next_index = 0
+
+        async def client_loop(http: httpx.AsyncClient) -> None:
+            nonlocal next_index
+            while next_index < len(chunks):
+                i = next_index
+                next_index += 1
+                results[i] = await self.client.embed(http, chunks[i])
+
+        limits = httpx.Limits(max_connections=self.spec.concurrency, max_keepalive_connections=self.spec.concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=self.client.timeout) as http:
+            await asyncio.gather(*(client_loop(http) for _ in range(min(self.spec.concurrency, len(chunks)))))
+        return results
+
+    def vectors(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        return np.asarray(self.client.vectors_sync(self.sync, texts), dtype=np.float32)
+
+    def single(self, text: str) -> None:
+        outcome = self.client.embed_sync(self.sync, [text])
+        if not outcome.ok:
+            raise EngineFailed(f"status {outcome.status}: {outcome.error}")
+
+
+_RUNNERS = {"qembed": _QembedRunner, "st": _STRunner, "http": _HttpRunner}
+
+
+def _worker_main(spec: EngineSpec, conn: Connection) -> None:
+    """Load the engine, then answer commands until told to stop. Timing happens here,
+    next to the engine, so that pipe transfer of texts is not counted."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    began = time.perf_counter()
+    try:
+        runner = _RUNNERS[spec.kind](spec)
+        info = runner.info()
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the coordinator
+        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5)))
+        return
+    info["load_seconds"] = round(time.perf_counter() - began, 3)
+    conn.send(("ready", info))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        command = message[0]
+        if command == "stop":
+            conn.send(("stopped", _stats()))
+            return
+        try:
+            if command == "batch":
+                _, texts, batch_size = message
+                t0 = time.perf_counter()
+                tokens, n, dim = runner.batch(texts, batch_size)
+                conn.send(("ok", {"seconds": time.perf_counter() - t0, "tokens_counted": tokens, "n_vectors": n, "dimension": dim}))
+            elif command == "latency":
+                _, texts = message
+                latencies = []
+                for text in texts:
+                    t0 = time.perf_counter()
+                    runner.single(text)
+                    latencies.append(time.perf_counter() - t0)
+                conn.send(("ok", {"latencies": latencies}))
+            elif command == "vectors":
+                import numpy as np
+
+                conn.send(("ok", {"vectors": np.asarray(runner.vectors(message[1]), dtype=np.float32)}))
+            elif command == "stats":
+                conn.send(("ok", _stats()))
+            else:
+                conn.send(("error", f"unknown command {command!r}", ""))
+        except BaseException as exc:  # noqa: BLE001
+            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5)))
+
+
+def _stats() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    try:
+        import sys
+
+        if "torch" in sys.modules:
+            import torch
+
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except Exception:
+        pass
+    return out
+
+
+class EngineProcess:
+    """The coordinator's handle on one worker."""
+
+    def __init__(self, spec: EngineSpec, *, call_timeout: float = 3600.0) -> None:
+        self.spec = spec
+        self.call_timeout = call_timeout
+        self.info: dict[str, Any] = {}
+        self.error: str | None = None
+        self.stats: dict[str, Any] = {}
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(spec, child), name=f"qembed-bench-{spec.name}", daemon=True)
+        self._child = child
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def launch(self) -> EngineProcess:
+        """Start the worker; it loads its engine while we do other things."""
+        self.process.start()
+        self._child.close()
+        return self
+
+    def wait_ready(self, timeout: float) -> EngineProcess:
+        reply = self._receive(timeout)
+        if reply[0] != "ready":
+            self.error = reply[1]
+            self.close()
+            raise EngineFailed(reply[1])
+        self.info = reply[1]
+        return self
+
+    def start(self, timeout: float) -> EngineProcess:
+        return self.launch().wait_ready(timeout)
+
+    def _receive(self, timeout: float) -> tuple[Any, ...]:
+        deadline = time.monotonic() + timeout
+        while not self._conn.poll(0.5):
+            if not self.process.is_alive():
+                raise EngineFailed(f"worker {self.spec.name} died (exit code {self.process.exitcode})")
+            if time.monotonic() > deadline:
+                raise EngineFailed(f"worker {self.spec.name} did not answer within {timeout:.0f} s")
+        try:
+            return self._conn.recv()
+        except EOFError as exc:
+            raise EngineFailed(f"worker {self.spec.name} closed its pipe (exit code {self.process.exitcode})") from exc
+
+    def call(self, *message: Any) -> dict[str, Any]:
+        self._conn.send(message)
+        reply = self._receive(self.call_timeout)
+        if reply[0] != "ok":
+            raise EngineFailed(reply[1])
+        return reply[1]
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self._conn.send(("stop",))
+                reply = self._receive(30.0)
+                if reply[0] == "stopped":
+                    self.stats = reply[1]
+            except (EngineFailed, OSError, BrokenPipeError):
+                pass
+            self.process.join(timeout=30.0)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join(timeout=10.0)
+        self._conn.close()
