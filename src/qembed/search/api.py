@@ -1,0 +1,152 @@
+"""The Python API, mirroring ``qembed index`` and ``qembed search``::
+
+    from qembed.search import SearchIndex
+
+    with SearchIndex.open("docs", model="minilm", create=True) as idx:
+        print(idx.index(["./docs"]).summary())
+        for hit in idx.search("my pod stays pending", k=3, mode="hybrid"):
+            print(hit.rank, hit.chunk.path, hit.chunk.heading, hit.score)
+
+An index remembers the model it was built with, so opening it without a model loads that
+one; opening it with a different model is an error (its vectors would be meaningless).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from qembed.errors import InputError
+from qembed.search.chunking import ChunkConfig
+from qembed.search.documents import Document
+from qembed.search.index import EmbedderEncoder, Encoder, Indexer, IndexReport, Progress, check_model
+from qembed.search.ingest import RecordFields, record_document
+from qembed.search.searcher import Mode, Reranker, Searcher, SearchResult
+from qembed.search.store import Filters, Store, StoreStats, open_store
+from qembed.settings import Settings
+
+
+class SearchIndex:
+    """One index (a store) and the model that embeds its queries and documents."""
+
+    def __init__(self, store: Store, encoder: Encoder) -> None:
+        check_model(store.get_meta(), encoder, store.name)
+        self.store = store
+        self.encoder = encoder
+        self.searcher = Searcher(store)
+
+    @classmethod
+    def open(
+        cls,
+        name: str | None = None,
+        *,
+        model: str | None = None,
+        settings: Settings | None = None,
+        embedder: Any | None = None,
+        encoder: Encoder | None = None,
+        data_dir: str | None = None,
+        store_uri: str | None = None,
+        create: bool = False,
+    ) -> SearchIndex:
+        """Open index ``name`` (default: ``settings.index``); ``create=True`` makes it if absent."""
+        settings = settings or Settings()
+        store = open_store(
+            name or settings.index,
+            data_dir=data_dir or settings.data_dir,
+            store_uri=store_uri if store_uri is not None else settings.store_uri,
+            create=create,
+        )
+        try:
+            if encoder is None:
+                if embedder is None:
+                    from qembed.embedder import Embedder
+
+                    chosen = model or settings.model or store.get_meta().get("model")
+                    embedder = Embedder(chosen, settings=settings)
+                encoder = EmbedderEncoder(embedder)
+            return cls(store, encoder)
+        except BaseException:
+            store.close()
+            raise
+
+    # -- indexing ---------------------------------------------------------------------------------------
+    def indexer(self, *, chunk_size: int | None = None, chunk_overlap: int | None = None, commit_every: int = 256) -> Indexer:
+        config = None
+        if chunk_size is not None or chunk_overlap is not None:
+            meta = self.store.get_meta()
+            config = ChunkConfig(
+                chunk_size if chunk_size is not None else int(meta.get("chunk_size", 512)),
+                chunk_overlap if chunk_overlap is not None else int(meta.get("chunk_overlap", 64)),
+            )
+        return Indexer(self.store, self.encoder, config, commit_every=commit_every)
+
+    def index(
+        self,
+        paths: Sequence[str],
+        *,
+        text_field: str = "text",
+        id_field: str | None = None,
+        title_field: str | None = None,
+        metadata_fields: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        commit_every: int = 256,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> IndexReport:
+        """Index files and folders incrementally (what ``qembed index`` does)."""
+        fields = RecordFields(text_field, id_field, title_field, tuple(metadata_fields))
+        indexer = self.indexer(chunk_size=chunk_size, chunk_overlap=chunk_overlap, commit_every=commit_every)
+        return indexer.index_paths([str(p) for p in paths], fields=fields, exclude=exclude, progress=progress)
+
+    def add_documents(self, docs: Iterable[Document | Mapping[str, Any]], *, commit_every: int = 256) -> IndexReport:
+        """Add or replace documents by id (what ``POST /v1/index`` does): dicts with id, text, metadata."""
+        documents = [d if isinstance(d, Document) else _from_mapping(d, i) for i, d in enumerate(docs)]
+        report, _ = self.indexer(commit_every=commit_every).index_documents(documents)
+        return report
+
+    # -- searching --------------------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: Mode = "dense",
+        path_prefix: str | None = None,
+        language: str | None = None,
+        file_type: str | None = None,
+        filters: Filters | None = None,
+        rerank: Reranker | None = None,
+    ) -> list[SearchResult]:
+        """Ranked chunks for a query (what ``qembed search`` does)."""
+        filters = filters or Filters(path_prefix, language, file_type)
+        from qembed.search.searcher import check_request
+
+        check_request(query, k, mode)
+        vector = self.encoder.encode_query(query) if mode != "bm25" else None
+        return self.searcher.search(query, vector, k=k, mode=mode, filters=filters, rerank=rerank)
+
+    def stats(self) -> StoreStats:
+        return self.store.stats()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> SearchIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _from_mapping(d: Mapping[str, Any], i: int) -> Document:
+    if not isinstance(d, Mapping):
+        raise InputError(f"documents[{i}] must be an object with id, text and metadata.", param=f"documents[{i}]")
+    if not isinstance(d.get("id"), str) or not d["id"]:
+        raise InputError(f"documents[{i}].id must be a non-empty string.", param=f"documents[{i}].id")
+    if not isinstance(d.get("text"), str):
+        raise InputError(f"documents[{i}].text must be a string.", param=f"documents[{i}].text")
+    metadata = d.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise InputError(f"documents[{i}].metadata must be an object.", param=f"documents[{i}].metadata")
+    return record_document(d["id"], d["text"], dict(metadata))

@@ -1,0 +1,174 @@
+"""``POST /v1/search`` and ``POST /v1/index`` for ``qembed serve --index NAME``.
+
+The router embeds through the ``embed`` coroutine it is given (the server's batching
+queue), so search queries and indexed documents share model batches with ``/v1/embeddings``
+traffic, under the same auth, payload limit and queue limits. Store work (SQLite, the
+vector product, Milvus calls) runs in the thread pool, never on the event loop.
+
+Errors are qembed errors (``InputError`` -> 400) or request validation errors, which the
+server turns into OpenAI-style bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from qembed.errors import InputError
+from qembed.search.documents import Document
+from qembed.search.index import EmbedderEncoder, Indexer, IndexReport
+from qembed.search.ingest import record_document
+from qembed.search.searcher import MAX_K, Searcher, check_request
+from qembed.search.store import Filters, Store, open_store
+from qembed.settings import Settings
+
+EmbedFn = Callable[..., Awaitable[Any]]  # await embed(inputs, **options) -> object with .vectors
+EMBED_GROUP = 256  # texts per embed call while indexing: keeps one request from monopolising the queue
+
+
+class SearchFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path_prefix: str | None = Field(None, description="Only chunks whose path starts with this.")
+    language: str | None = Field(None, description="markdown, text, rst, html, python, go, ...")
+    file_type: str | None = Field(None, description="File extension without the dot: md, py, ...")
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(..., min_length=1, description="The text to search for.")
+    k: int = Field(10, ge=1, le=MAX_K, description="How many chunks to return.")
+    filters: SearchFilters | None = None
+    mode: Literal["dense", "hybrid", "bm25"] = Field("dense", description="dense, hybrid (dense + BM25 by reciprocal rank fusion) or bm25.")
+
+
+class IndexDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(..., min_length=1, description="Unique id; a document with the same id is replaced.")
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free fields; path, title and language have meaning.")
+
+
+class IndexRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    documents: list[IndexDocument] = Field(..., min_length=1)
+
+
+class _ModelFacts:
+    """Model facts and token counts for chunking, when only the settings are known."""
+
+    def __init__(self, settings: Settings) -> None:
+        from qembed.model.instructions import resolve_prompt
+        from qembed.model.pipeline import load_pipeline
+        from qembed.model.sources import resolve_model
+        from qembed.model.tokenization import TextTokenizer
+
+        resolved = resolve_model(settings.model, source=settings.source, revision=settings.revision)
+        spec = load_pipeline(resolved.path)
+        tokenizer = TextTokenizer(resolved.path, spec)
+        self.model_id = resolved.model_id
+        self.model = "minilm" if resolved.fallback_reason else (settings.model or resolved.model_id)
+        self.dimension = spec.hidden_size
+        prompt = resolve_prompt(spec, task="retrieval", input_type="document")
+        self.window = (settings.max_tokens or spec.max_tokens) - tokenizer.special.count - len(tokenizer.prompt_ids(prompt))
+        self._tokenizer = tokenizer
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self._tokenizer.content_ids(texts)] if texts else []
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        raise RuntimeError("the HTTP router embeds through the server's queue, not in process")
+
+    def encode_query(self, text: str) -> np.ndarray:
+        raise RuntimeError("the HTTP router embeds through the server's queue, not in process")
+
+
+def _encoder(settings: Settings, embed: EmbedFn, embedder: Any | None) -> Any:
+    # The server passes its EmbeddingService.embed; its embedder gives the facts without loading anything.
+    embedder = embedder or getattr(getattr(embed, "__self__", None), "embedder", None)
+    return EmbedderEncoder(embedder) if embedder is not None else _ModelFacts(settings)
+
+
+async def _vectors(embed: EmbedFn, texts: list[str], input_type: str) -> np.ndarray:
+    parts = []
+    for i in range(0, len(texts), EMBED_GROUP):
+        result = await embed(texts[i : i + EMBED_GROUP], task="retrieval", input_type=input_type)
+        parts.append(np.asarray(result.vectors, dtype=np.float32))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any | None = None, store: Store | None = None) -> APIRouter:
+    """The search routes for index ``settings.index`` (created empty if it does not exist)."""
+    store = store or open_store(settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=True)
+    indexer = Indexer(store, _encoder(settings, embed, embedder))
+    searcher = Searcher(store)
+    write_lock = asyncio.Lock()  # plan -> embed -> commit of one request must not interleave with another's
+    max_docs = settings.max_client_batch_size
+    router = APIRouter(tags=["search"])
+
+    @router.post("/v1/search", summary="Search the served index")
+    async def search(body: SearchRequest) -> dict[str, Any]:
+        check_request(body.query, body.k, body.mode)
+        filters = Filters(**body.filters.model_dump()) if body.filters else None
+        vector = None
+        if body.mode != "bm25":
+            vector = (await _vectors(embed, [body.query], "query"))[0]
+        results = await run_in_threadpool(searcher.search, body.query, vector, k=body.k, mode=body.mode, filters=filters)
+        return {
+            "object": "list", "index": store.name, "mode": body.mode, "model": indexer.encoder.model_id,
+            "data": [r.to_dict() for r in results],
+        }  # fmt: skip
+
+    @router.post("/v1/index", summary="Add or replace documents by id")
+    async def index(body: IndexRequest) -> dict[str, Any]:
+        if len(body.documents) > max_docs:
+            raise InputError(f"{len(body.documents)} documents in one request; send at most {max_docs}.", param="documents")
+        seen: set[str] = set()
+        docs: list[Document] = []
+        for i, d in enumerate(body.documents):
+            if d.id in seen:
+                raise InputError(f"documents[{i}].id {d.id!r} appears twice in the request.", param=f"documents[{i}].id")
+            seen.add(d.id)
+            docs.append(record_document(d.id, d.text, dict(d.metadata)))
+        report = IndexReport()
+        start = time.perf_counter()
+        async with write_lock:
+            known: dict[str, str] = await run_in_threadpool(_known, store, docs)
+            chunking = indexer.effective.key()
+            changed = []
+            for doc in docs:
+                h = doc.content_hash(chunking)
+                if known.get(doc.doc_id) == h:
+                    report.documents_unchanged += 1
+                else:
+                    changed.append((doc, h, doc.doc_id not in known))
+            if changed:
+                batch = await run_in_threadpool(indexer.plan_batch, changed)
+                vectors = await _vectors(embed, batch.texts, "document") if batch.texts else None
+                await run_in_threadpool(indexer.commit_batch, batch, vectors, report)
+        report.seconds = round(time.perf_counter() - start, 4)
+        stats = await run_in_threadpool(store.stats)
+        return {"object": "index.report", "index": store.name, **report.to_dict(), "documents": stats.documents, "chunks": stats.chunks}
+
+    @router.get("/v1/index", summary="What the served index holds")
+    async def index_stats() -> dict[str, Any]:
+        stats = await run_in_threadpool(store.stats)
+        meta = await run_in_threadpool(store.get_meta)
+        return {"object": "index", "index": store.name, "store": store.kind, "documents": stats.documents, "chunks": stats.chunks, "dimension": stats.dimension, "meta": meta}
+
+    return router
+
+
+def _known(store: Store, docs: list[Document]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for d in docs:
+        h = store.doc_hashes(d.doc_id).get(d.doc_id)
+        if h is not None:
+            out[d.doc_id] = h
+    return out

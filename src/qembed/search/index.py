@@ -1,0 +1,298 @@
+"""Incremental indexing: embed only what changed, remove what disappeared, survive a kill.
+
+How a run decides what to do:
+
+1. each document gets a hash of everything that ends up in its chunks (text, title,
+   metadata, chunk settings); equal to the stored hash -> *unchanged*, not even re-chunked;
+2. a changed document is re-chunked and its chunks are looked up by *content hash*: a
+   chunk whose exact text is already stored (in any document) reuses that vector, so
+   editing one paragraph embeds one or two chunks, not the file;
+3. documents are committed in batches (``commit_every`` chunks): the store replaces each
+   document's chunks and records its new hash in one commit, so a killed run leaves every
+   document either old or new, and the next run redoes only the ones not committed;
+4. documents under an indexed path that were not seen are removed (at the end, so an
+   interrupted run never removes anything it has not checked).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from qembed.errors import InputError
+from qembed.search.chunking import ChunkConfig, Chunker
+from qembed.search.documents import Chunk, Document
+from qembed.search.ingest import RecordFields, Source, count_documents, documents, plan
+from qembed.search.store.base import DocumentUpdate, Store
+
+log = logging.getLogger(__name__)
+
+
+class Encoder(Protocol):
+    """What indexing and searching need from a model (``EmbedderEncoder`` wraps an Embedder)."""
+
+    model: str  # the name to load it again (alias, hub id or folder)
+    model_id: str
+    dimension: int
+    window: int  # most content tokens one document input may have
+
+    def count_tokens(self, texts: list[str]) -> list[int]: ...
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray: ...
+
+    def encode_query(self, text: str) -> np.ndarray: ...
+
+
+class EmbedderEncoder:
+    """An ``Embedder`` with the retrieval prompts: queries get the task instruction, documents none."""
+
+    def __init__(self, embedder: Any, *, batch_size: int = 32) -> None:
+        from qembed.model.instructions import resolve_prompt
+
+        self.embedder = embedder
+        self.batch_size = batch_size
+        info = embedder.info
+        self.model_id = info.model_id
+        self.model = "minilm" if info.fallback_reason else (embedder.settings.model or info.model_id)
+        self.dimension = info.dimension
+        prompt = resolve_prompt(embedder.spec, task="retrieval", input_type="document")
+        self.window = embedder.max_tokens - embedder.tokenizer.special.count - len(embedder.tokenizer.prompt_ids(prompt))
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.embedder.tokenizer.content_ids(texts)] if texts else []
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        return self.embedder.encode(texts, task="retrieval", input_type="document", batch_size=self.batch_size)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.embedder.encode(text, task="retrieval", input_type="query")
+
+
+@dataclass
+class IndexReport:
+    """What a run did; documents count files or records, chunks count embedding rows."""
+
+    documents_added: int = 0
+    documents_updated: int = 0
+    documents_unchanged: int = 0
+    documents_removed: int = 0
+    chunks_embedded: int = 0  # texts sent to the model
+    chunks_reused: int = 0  # chunks of changed documents whose vector was already stored
+    chunks_written: int = 0
+    files_skipped: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"{self.documents_added} added, {self.documents_updated} updated, {self.documents_unchanged} unchanged, "
+            f"{self.documents_removed} removed documents; {self.chunks_embedded} chunks embedded, "
+            f"{self.chunks_reused} reused, in {self.seconds:.1f} s"
+        )
+
+
+@dataclass
+class Progress:
+    total: int  # documents to look at
+    done: int  # documents looked at (committed or unchanged)
+    committed: int  # documents written in this run
+    chunks_embedded: int
+
+
+@dataclass
+class PendingBatch:
+    """Documents chunked and waiting for vectors: the step an async caller awaits in between."""
+
+    docs: list[tuple[Document, str, list[Chunk], bool]] = field(default_factory=list)  # doc, hash, chunks, is_new
+    reused: dict[str, np.ndarray] = field(default_factory=dict)
+    to_embed: list[str] = field(default_factory=list)  # content hashes, each once
+    texts: list[str] = field(default_factory=list)  # their embed texts
+
+    @property
+    def n_chunks(self) -> int:
+        return sum(len(c) for _, _, c, _ in self.docs)
+
+
+META_KEYS = ("model", "model_id", "dimension", "chunk_size", "chunk_overlap")
+
+
+class Indexer:
+    """Writes documents into a store with one encoder and one chunking configuration."""
+
+    def __init__(self, store: Store, encoder: Encoder, config: ChunkConfig | None = None, *, commit_every: int = 256) -> None:
+        self.store = store
+        self.encoder = encoder
+        meta = store.get_meta()
+        check_model(meta, encoder, store.name)
+        if config is None:
+            config = ChunkConfig(int(meta.get("chunk_size", 512)), int(meta.get("chunk_overlap", 64)))
+        self.config = config
+        effective = ChunkConfig(min(config.size, encoder.window), min(config.overlap, min(config.size, encoder.window) // 2))
+        if effective.size < config.size:
+            log.info("chunk size %d is over the model window; using %d tokens", config.size, effective.size)
+        self.effective = effective
+        self.chunker = Chunker(effective, encoder.count_tokens)
+        self.commit_every = max(1, commit_every)
+        wanted = {
+            "model": encoder.model, "model_id": encoder.model_id, "dimension": str(encoder.dimension),
+            "chunk_size": str(config.size), "chunk_overlap": str(config.overlap),
+        }  # fmt: skip
+        if any(meta.get(k) != v for k, v in wanted.items()):
+            store.set_meta(wanted)
+
+    # -- the two halves of a batch (the HTTP route awaits the model in between) -------------------------
+    def plan_batch(self, docs: Sequence[tuple[Document, str, bool]]) -> PendingBatch:
+        """Chunk changed documents and find which chunk texts need the model."""
+        return self._plan([(doc, h, self.chunker.chunk(doc), is_new) for doc, h, is_new in docs])
+
+    def _plan(self, chunked: list[tuple[Document, str, list[Chunk], bool]]) -> PendingBatch:
+        batch = PendingBatch(docs=chunked)
+        hashes = {c.content_hash: c for _, _, chunks, _ in chunked for c in chunks}
+        batch.reused = self.store.vectors_for(list(hashes)) if hashes else {}
+        for h, c in hashes.items():
+            if h not in batch.reused:
+                batch.to_embed.append(h)
+                batch.texts.append(c.embed_text)
+        return batch
+
+    def commit_batch(self, batch: PendingBatch, vectors: np.ndarray | None, report: IndexReport) -> None:
+        """Store a planned batch with the vectors of ``batch.texts`` (row for row)."""
+        found = dict(batch.reused)
+        if batch.texts:
+            if vectors is None or len(vectors) != len(batch.texts):
+                raise ValueError(f"expected {len(batch.texts)} vectors, got {0 if vectors is None else len(vectors)}")
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.ndim != 2 or vectors.shape[1] != self.encoder.dimension:
+                raise InputError(f"the model returned vectors of shape {list(vectors.shape)}; the index has {self.encoder.dimension} dimensions.")
+            found.update(zip(batch.to_embed, vectors, strict=True))
+        updates = []
+        dim = self.encoder.dimension
+        for doc, doc_hash, chunks, _ in batch.docs:
+            rows = np.stack([found[c.content_hash] for c in chunks]) if chunks else np.zeros((0, dim), np.float32)
+            updates.append(DocumentUpdate(doc.doc_id, doc_hash, doc.path, chunks, rows))
+        self.store.write(updates)
+        report.chunks_embedded += len(batch.texts)
+        embedded = set(batch.to_embed)
+        report.chunks_reused += sum(1 for _, _, chunks, _ in batch.docs for c in chunks if c.content_hash not in embedded)
+        report.chunks_written += batch.n_chunks
+        for _, _, _, is_new in batch.docs:
+            if is_new:
+                report.documents_added += 1
+            else:
+                report.documents_updated += 1
+
+    def _flush(self, pending: list[tuple[Document, str, list[Chunk], bool]], report: IndexReport) -> None:
+        batch = self._plan(pending)
+        vectors = self.encoder.encode_documents(batch.texts) if batch.texts else None
+        self.commit_batch(batch, vectors, report)
+
+    # -- whole runs ---------------------------------------------------------------------------------------
+    def index_documents(
+        self,
+        docs: Iterable[Document],
+        *,
+        known: dict[str, str] | None = None,
+        total: int | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        report: IndexReport | None = None,
+    ) -> tuple[IndexReport, set[str]]:
+        """Add or replace documents by id (unchanged ones are skipped). Returns the ids seen."""
+        report = report or IndexReport()
+        start = time.perf_counter()
+        if known is None:
+            docs = list(docs)
+            known = {}
+            for d in docs:
+                known.update({k: v for k, v in self.store.doc_hashes(d.doc_id).items() if k == d.doc_id})
+        seen: set[str] = set()
+        pending: list[tuple[Document, str, list[Chunk], bool]] = []
+        pending_chunks = 0
+        done = committed = 0
+        chunking = self.effective.key()
+        for doc in docs:
+            if doc.doc_id in seen:
+                raise InputError(f"document id {doc.doc_id!r} appears twice in one run.", param="id")
+            seen.add(doc.doc_id)
+            doc_hash = doc.content_hash(chunking)
+            if known.get(doc.doc_id) == doc_hash:
+                report.documents_unchanged += 1
+                done += 1
+                continue
+            chunks = self.chunker.chunk(doc)
+            pending.append((doc, doc_hash, chunks, doc.doc_id not in known))
+            pending_chunks += len(chunks)
+            if pending_chunks >= self.commit_every:
+                self._flush(pending, report)
+                done += len(pending)
+                committed += len(pending)
+                pending, pending_chunks = [], 0
+                if progress:
+                    progress(Progress(total or 0, done, committed, report.chunks_embedded))
+        if pending:
+            self._flush(pending, report)
+            done += len(pending)
+            committed += len(pending)
+            if progress:
+                progress(Progress(total or 0, done, committed, report.chunks_embedded))
+        report.seconds += time.perf_counter() - start
+        return report, seen
+
+    def index_paths(
+        self,
+        paths: Sequence[str],
+        *,
+        fields: RecordFields = RecordFields(),
+        exclude: Sequence[str] = (),
+        progress: Callable[[Progress], None] | None = None,
+    ) -> IndexReport:
+        """Index files and folders; remove the documents of files that are gone."""
+        start = time.perf_counter()
+        sources = plan(paths, exclude=exclude)
+        report = IndexReport(files_skipped=sum(s.skipped for s in sources))
+        total = sum(count_documents(s) for s in sources)
+        known: dict[str, str] = {}
+        for s in sources:
+            known.update(_owned(self.store, s))
+        seen: set[str] = set()
+        state = {"done": 0}
+
+        def relay(p: Progress) -> None:
+            if progress:
+                progress(Progress(total, state["done"] + p.done, p.committed, p.chunks_embedded))
+
+        for source in sources:
+            _, ids = self.index_documents(documents(source, fields), known=known, total=total, progress=relay, report=report)
+            state["done"] += len(ids)
+            seen |= ids
+        gone = [d for d in known if d not in seen]
+        for i in range(0, len(gone), 500):
+            self.store.write([], deletes=gone[i : i + 500])
+        report.documents_removed = len(gone)
+        report.seconds = time.perf_counter() - start
+        if progress:
+            progress(Progress(total, total, report.documents_added + report.documents_updated, report.chunks_embedded))
+        return report
+
+
+def _owned(store: Store, source: Source) -> dict[str, str]:
+    hashes = store.doc_hashes(source.scope)
+    return {d: h for d, h in hashes.items() if source.owns(d)}
+
+
+def check_model(meta: dict[str, str], encoder: Encoder, name: str) -> None:
+    """An index holds vectors of one model; mixing models would make every score meaningless."""
+    built = meta.get("model_id")
+    if built and (built != encoder.model_id or meta.get("dimension") != str(encoder.dimension)):
+        raise InputError(
+            f"index {name!r} was built with {built} ({meta.get('dimension')} dimensions); "
+            f"it cannot be used with {encoder.model_id} ({encoder.dimension}). Use --model {meta.get('model', built)} "
+            "or another --index.",
+            param="model",
+        )

@@ -1,0 +1,22 @@
+"""Index storage: ``open_store`` picks the embedded store or Milvus from the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qembed.search.store.base import DocumentUpdate, Filters, Hit, Store, StoreStats, check_name
+
+__all__ = ["DocumentUpdate", "Filters", "Hit", "Store", "StoreStats", "open_store"]
+
+
+def open_store(name: str | None, *, data_dir: str | Path = "qembed-data", store_uri: str | None = None, create: bool = True) -> Store:
+    """The store of index ``name``: ``data_dir/name`` on disk, or collections in Milvus when
+    ``store_uri`` is given (an http(s) URI, or a local file path for Milvus Lite)."""
+    name = check_name(name)
+    if store_uri:
+        from qembed.search.store.milvus import MilvusStore
+
+        return MilvusStore(store_uri, name, create=create)
+    from qembed.search.store.embedded import EmbeddedStore
+
+    return EmbeddedStore(Path(data_dir) / name, name, create=create)

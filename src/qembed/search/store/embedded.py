@@ -1,0 +1,425 @@
+"""The default store: one folder, no server. SQLite for chunks, documents and BM25 (FTS5);
+a flat file of float32 rows for the vectors, searched exactly with one matrix-vector product.
+
+Why this design (measured in docs/SEARCH.md, bench/search_store.py): at 100k chunks x 1024
+dims on 2 cores a brute-force product over a memory-mapped file answers in tens of ms with
+exact results, no index to build or tune, and inserts are appends; Milvus Lite took seconds
+per query and LanceDB without an index about a second at that size.
+
+Durability: every ``write`` is one SQLite transaction (WAL, synchronous=FULL). Vectors are
+written *before* the commit into rows past ``store.next_row`` and fsynced; only the commit
+makes them reachable (it inserts the chunk rows that point at them and advances
+``next_row``). A process killed at any moment therefore leaves either the old state or the
+new one; rows written by a transaction that never committed are overwritten by the next
+writer. Deleted chunks leave dead rows, which ``compact`` rewrites into a new file
+generation when they outnumber the live ones. Writers are serialised by SQLite's write
+lock (``BEGIN IMMEDIATE``), so several processes may share a folder; readers notice other
+processes' commits through ``PRAGMA data_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qembed.errors import InputError
+from qembed.search import bm25
+from qembed.search.documents import Chunk
+from qembed.search.ingest import STORE_MARKER
+from qembed.search.store.base import DocumentUpdate, Filters, Hit, Store, StoreStats, dumps, normalize_rows
+from qembed.search.store.flat import FlatVectors
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs(
+    doc_id TEXT PRIMARY KEY, doc_hash TEXT NOT NULL, path TEXT NOT NULL,
+    n_chunks INTEGER NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    chunk_id TEXT NOT NULL UNIQUE,
+    doc_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
+    path TEXT NOT NULL, title TEXT NOT NULL, heading TEXT NOT NULL,
+    line_start INTEGER NOT NULL, line_end INTEGER NOT NULL,
+    language TEXT NOT NULL, file_type TEXT NOT NULL,
+    text TEXT NOT NULL, context TEXT NOT NULL, content_hash TEXT NOT NULL, metadata TEXT NOT NULL,
+    vec_row INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, ordinal);
+CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(content_hash);
+CREATE INDEX IF NOT EXISTS chunks_language ON chunks(language);
+CREATE INDEX IF NOT EXISTS chunks_path ON chunks(path);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(terms, tokenize = 'unicode61');
+"""
+COLUMNS = "id, chunk_id, doc_id, ordinal, path, title, heading, line_start, line_end, language, file_type, text, context, metadata"
+INTERNAL = "store."  # meta keys owned by the store, not shown by get_meta
+SQL_BATCH = 500
+
+
+def _row_to_chunk(row: Sequence[Any]) -> Chunk:
+    return Chunk(
+        chunk_id=row[1], doc_id=row[2], ordinal=row[3], path=row[4], title=row[5], heading=tuple(json.loads(row[6])),
+        line_start=row[7], line_end=row[8], language=row[9], file_type=row[10], text=row[11], context=row[12],
+        metadata=json.loads(row[13]),
+    )
+
+
+def _batches(items: Sequence[Any], size: int = SQL_BATCH) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def filter_sql(filters: Filters | None, alias: str = "c") -> tuple[str, list[Any]]:
+    """A WHERE fragment (starting with AND) and its parameters."""
+    if filters is None or filters.empty:
+        return "", []
+    parts, params = [], []
+    if filters.path_prefix:
+        parts.append(f"substr({alias}.path, 1, ?) = ?")
+        params += [len(filters.path_prefix), filters.path_prefix]
+    if filters.language:
+        parts.append(f"{alias}.language = ?")
+        params.append(filters.language.lower())
+    if filters.file_type:
+        parts.append(f"{alias}.file_type = ?")
+        params.append(filters.normalized_file_type())
+    return " AND " + " AND ".join(parts), params
+
+
+class _Snapshot:
+    """What a search needs from one committed state: the vectors, which rows are live, and
+    the filterable fields of the live rows (so filters cost a numpy mask, not a SQL scan)."""
+
+    def __init__(self, folder: Path, file: str | None, n_rows: int, dim: int, live: list[tuple[Any, ...]], previous: _Snapshot | None) -> None:
+        self.n_rows = n_rows
+        self.dim = dim
+        live = sorted(live, key=lambda r: r[1])
+        ids = np.array([r[0] for r in live], dtype=np.int64)
+        self.rows = np.array([r[1] for r in live], dtype=np.int64)
+        self.language = np.array([r[2] for r in live], dtype=object)
+        self.file_type = np.array([r[3] for r in live], dtype=object)
+        self.path = [r[4] for r in live]
+        self.row_to_id = np.full(n_rows, -1, dtype=np.int64)
+        if self.rows.size:
+            self.row_to_id[self.rows] = ids
+        self.dead = self.row_to_id < 0
+        self.live = int(self.rows.size)
+        self.vectors = FlatVectors(folder / file if file else None, n_rows, dim, previous.vectors if previous else None)
+
+    def filtered_rows(self, filters: Filters) -> np.ndarray:
+        mask = np.ones(self.live, dtype=bool)
+        if filters.language:
+            mask &= self.language == filters.language.lower()
+        if filters.file_type:
+            mask &= self.file_type == filters.normalized_file_type()
+        if filters.path_prefix:
+            prefix = filters.path_prefix
+            mask &= np.fromiter((p.startswith(prefix) for p in self.path), dtype=bool, count=self.live)
+        return self.rows[mask]
+
+
+class EmbeddedStore(Store):
+    kind = "embedded"
+
+    def __init__(self, folder: str | os.PathLike[str], name: str | None = None, *, create: bool = True) -> None:
+        self.folder = Path(folder)
+        self.name = name or self.folder.name
+        if not self.folder.is_dir():
+            if not create:
+                raise InputError(f"no index {self.name!r} in {self.folder.parent} (build it with `qembed index PATH --index {self.name}`).", param="index")
+            self.folder.mkdir(parents=True, exist_ok=True)
+        marker = self.folder / STORE_MARKER
+        if not marker.exists():
+            marker.write_text("qembed embedded search store: SQLite + float32 vector file. Do not edit by hand.\n")
+        self.db = sqlite3.connect(self.folder / "index.sqlite", timeout=120, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=120000")
+        self.lock = threading.RLock()
+        with self._write():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+        self._version: int | None = None
+        self._dirty = True
+        self._snap: _Snapshot | None = None
+
+    # -- transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            self._dirty = True
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            self.db.execute("BEGIN")
+            try:
+                yield self.db
+            finally:
+                self.db.execute("COMMIT")
+
+    def _internal(self, db: sqlite3.Connection) -> dict[str, str]:
+        rows = db.execute("SELECT key, value FROM meta WHERE key LIKE 'store.%'").fetchall()
+        return {k[len(INTERNAL) :]: v for k, v in rows}
+
+    def _set_internal(self, db: sqlite3.Connection, values: dict[str, Any]) -> None:
+        db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [(INTERNAL + k, str(v)) for k, v in values.items()])
+
+    # -- meta -----------------------------------------------------------------------------------
+    def get_meta(self) -> dict[str, str]:
+        with self._read() as db:
+            return dict(db.execute("SELECT key, value FROM meta WHERE key NOT LIKE 'store.%'").fetchall())
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [(k, str(v)) for k, v in values.items() if not k.startswith(INTERNAL)])
+
+    @property
+    def dimension(self) -> int | None:
+        with self._read() as db:
+            value = self._internal(db).get("dimension")
+        return int(value) if value else None
+
+    # -- snapshot for searching -----------------------------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        with self.lock:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            if self._snap is not None and not self._dirty and version == self._version:
+                return self._snap
+            with self._read() as db:
+                internal = self._internal(db)
+                live = db.execute("SELECT id, vec_row, language, file_type, path FROM chunks").fetchall()
+            n_rows = int(internal.get("next_row", 0))
+            dim = int(internal.get("dimension", 0) or 0)
+            self._snap = _Snapshot(self.folder, internal.get("vector_file"), n_rows, dim, live, self._snap)
+            self._version, self._dirty = version, False
+            return self._snap
+
+    def _fetch(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        out: dict[int, Chunk] = {}
+        with self._read() as db:
+            for part in _batches(list(ids)):
+                marks = ",".join("?" * len(part))
+                for row in db.execute(f"SELECT {COLUMNS} FROM chunks WHERE id IN ({marks})", list(part)):
+                    out[row[0]] = _row_to_chunk(row)
+        return out
+
+    # -- incremental indexing -------------------------------------------------------------------
+    def doc_hashes(self, prefix: str = "") -> dict[str, str]:
+        with self._read() as db:
+            if not prefix:
+                return dict(db.execute("SELECT doc_id, doc_hash FROM docs").fetchall())
+            return dict(db.execute("SELECT doc_id, doc_hash FROM docs WHERE doc_id >= ? AND doc_id < ?", (prefix, prefix + "\U0010ffff")).fetchall())
+
+    def vectors_for(self, content_hashes: Collection[str]) -> dict[str, np.ndarray]:
+        hashes = list(dict.fromkeys(content_hashes))
+        if not hashes:
+            return {}
+        found: dict[str, int] = {}
+        with self._read() as db:
+            internal = self._internal(db)
+            for part in _batches(hashes):
+                marks = ",".join("?" * len(part))
+                found.update(db.execute(f"SELECT content_hash, vec_row FROM chunks WHERE content_hash IN ({marks})", list(part)).fetchall())
+            if not found:
+                return {}
+            dim = int(internal["dimension"])
+            rowbytes = dim * 4
+            out: dict[str, np.ndarray] = {}
+            fd = os.open(self.folder / internal["vector_file"], os.O_RDONLY)
+            try:
+                for h, row in found.items():
+                    out[h] = np.frombuffer(os.pread(fd, rowbytes, row * rowbytes), dtype=np.float32).copy()
+            finally:
+                os.close(fd)
+        return out
+
+    def write(self, updates: Sequence[DocumentUpdate], deletes: Sequence[str] = ()) -> None:
+        if not updates and not deletes:
+            return
+        for u in updates:
+            if len(u.chunks) != len(u.vectors):
+                raise ValueError(f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors")
+        with self._write() as db:
+            internal = self._internal(db)
+            dim = int(internal.get("dimension", 0) or 0)
+            blocks = [u.vectors for u in updates if len(u.chunks)]
+            if blocks and not dim:
+                dim = int(np.asarray(blocks[0]).shape[1])
+                self._set_internal(db, {"dimension": dim, "vector_file": "vectors-1.f32", "next_row": 0, "dead_rows": 0, "generation": 1})
+                internal = self._internal(db)
+            vectors = normalize_rows(np.concatenate(blocks), dim) if blocks else np.zeros((0, dim), np.float32)
+            gone = [*dict.fromkeys([*(u.doc_id for u in updates), *deletes])]
+            removed = 0
+            for part in _batches(gone):
+                marks = ",".join("?" * len(part))
+                ids = [r[0] for r in db.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", list(part))]
+                removed += len(ids)
+                for id_part in _batches(ids):
+                    db.execute(f"DELETE FROM fts WHERE rowid IN ({','.join('?' * len(id_part))})", list(id_part))
+                db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", list(part))
+                db.execute(f"DELETE FROM docs WHERE doc_id IN ({marks})", list(part))
+            next_row = int(internal.get("next_row", 0))
+            if len(vectors):
+                self._append_vectors(internal["vector_file"], next_row, vectors)
+            row = next_row
+            now = time.time()
+            # Ids are assigned here (we hold the write lock) so chunks and their FTS rows go in
+            # with executemany; AUTOINCREMENT's counter keeps ids of deleted chunks unused.
+            seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'chunks'").fetchone()
+            next_id = (seq[0] if seq else 0) + 1
+            chunk_rows, fts_rows = [], []
+            for u in updates:
+                for c in u.chunks:
+                    chunk_rows.append(
+                        (next_id, c.chunk_id, c.doc_id, c.ordinal, c.path, c.title, json.dumps(list(c.heading), ensure_ascii=False),
+                         c.line_start, c.line_end, c.language, c.file_type, c.text, c.context, dumps(c.metadata), c.content_hash, row)
+                    )  # fmt: skip
+                    fts_rows.append((next_id, " ".join(bm25.terms(c.embed_text))))
+                    next_id += 1
+                    row += 1
+            db.executemany(f"INSERT INTO chunks({COLUMNS}, content_hash, vec_row) VALUES ({','.join('?' * 16)})", chunk_rows)
+            db.executemany("INSERT INTO fts(rowid, terms) VALUES (?, ?)", fts_rows)
+            db.executemany(
+                "INSERT INTO docs(doc_id, doc_hash, path, n_chunks, updated) VALUES (?, ?, ?, ?, ?)",
+                [(u.doc_id, u.doc_hash, u.path, len(u.chunks), now) for u in updates],
+            )
+            if dim:
+                self._set_internal(db, {"next_row": row, "dead_rows": int(internal.get("dead_rows", 0)) + removed})
+        snap_dead = self._dead_and_live()
+        if snap_dead[0] > max(snap_dead[1], 1024):
+            self.compact()
+
+    def _append_vectors(self, file: str, start_row: int, vectors: np.ndarray) -> None:
+        """Write rows at ``start_row`` and fsync; they become reachable only when the caller commits."""
+        path = self.folder / file
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            data = vectors.tobytes()
+            offset = start_row * vectors.shape[1] * 4
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view, offset = view[written:], offset + written
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            self._fsync_folder()
+
+    def _fsync_folder(self) -> None:
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _dead_and_live(self) -> tuple[int, int]:
+        with self._read() as db:
+            internal = self._internal(db)
+            live = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return int(internal.get("dead_rows", 0)), int(live)
+
+    def compact(self) -> None:
+        """Rewrite the live vectors into a new file generation, dropping dead rows."""
+        with self._write() as db:
+            internal = self._internal(db)
+            if not internal.get("vector_file"):
+                return
+            dim = int(internal["dimension"])
+            generation = int(internal.get("generation", 1)) + 1
+            new_file = f"vectors-{generation}.f32"
+            rows = db.execute("SELECT id, vec_row FROM chunks ORDER BY vec_row").fetchall()
+            old = np.memmap(self.folder / internal["vector_file"], dtype=np.float32, mode="r", shape=(int(internal["next_row"]), dim)) if int(internal["next_row"]) else None
+            path = self.folder / new_file
+            with path.open("wb") as f:
+                for part in _batches(rows, 8192):
+                    if old is not None:
+                        f.write(np.ascontiguousarray(old[[r[1] for r in part]]).tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+            self._fsync_folder()
+            db.executemany("UPDATE chunks SET vec_row = ? WHERE id = ?", [(i, r[0]) for i, r in enumerate(rows)])
+            self._set_internal(db, {"vector_file": new_file, "next_row": len(rows), "dead_rows": 0, "generation": generation})
+        # Keep the previous generation for readers that still map it; older ones go.
+        for f in self.folder.glob("vectors-*.f32"):
+            try:
+                if int(f.stem.split("-")[1]) < generation - 1:
+                    f.unlink()
+            except (ValueError, OSError):
+                continue
+
+    # -- search ---------------------------------------------------------------------------------
+    def dense_search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
+        snap = self._snapshot()
+        if snap.vectors.matrix is None or snap.live == 0 or k <= 0:
+            return []
+        q = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(-1))
+        if q.shape[0] != snap.dim:
+            raise InputError(f"the query vector has {q.shape[0]} dimensions; this index has {snap.dim}.", param="query")
+        rows = None
+        if filters is not None and not filters.empty:
+            rows = snap.filtered_rows(filters)
+            if rows.size == 0:
+                return []
+        vec_rows, scores = snap.vectors.top_k(q, k, rows=rows, dead=snap.dead)
+        ids = snap.row_to_id[vec_rows]
+        chunks = self._fetch([int(i) for i in ids if i >= 0])
+        return [Hit(chunks[int(i)], float(s)) for i, s in zip(ids, scores, strict=True) if int(i) in chunks]
+
+    def text_search(self, terms: Sequence[str], k: int, filters: Filters | None = None) -> list[Hit]:
+        terms = [t for t in dict.fromkeys(terms) if t]
+        if not terms or k <= 0:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        where, params = filter_sql(filters)
+        # Rank inside FTS5 first (its ORDER BY rank LIMIT path keeps only the top k), then read
+        # the k rows' metadata; a filter restricts the rowids FTS5 may return.
+        restrict = f"AND rowid IN (SELECT c.id FROM chunks c WHERE 1 {where})" if where else ""
+        sql = f"SELECT rowid, rank FROM fts WHERE fts MATCH ? {restrict} ORDER BY rank LIMIT ?"
+        with self._read() as db:
+            ranked = db.execute(sql, [match, *params, k]).fetchall()
+        chunks = self._fetch([r[0] for r in ranked])
+        return [Hit(chunks[r[0]], -float(r[1])) for r in ranked if r[0] in chunks]
+
+    def chunks_of(self, doc_id: str) -> list[Chunk]:
+        with self._read() as db:
+            return [_row_to_chunk(r) for r in db.execute(f"SELECT {COLUMNS} FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))]
+
+    def all_chunk_ids(self) -> list[tuple[str, str, int]]:
+        """(chunk_id, doc_id, ordinal) of every chunk: for consistency checks."""
+        with self._read() as db:
+            return db.execute("SELECT chunk_id, doc_id, ordinal FROM chunks ORDER BY doc_id, ordinal").fetchall()
+
+    def stats(self) -> StoreStats:
+        with self._read() as db:
+            internal = self._internal(db)
+            docs = db.execute("SELECT count(*) FROM docs").fetchone()[0]
+            chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        dim = int(internal["dimension"]) if internal.get("dimension") else None
+        return StoreStats(
+            docs, chunks, dim,
+            {"folder": str(self.folder), "vector_rows": int(internal.get("next_row", 0)), "dead_rows": int(internal.get("dead_rows", 0)),
+             "vector_file": internal.get("vector_file")},
+        )  # fmt: skip
+
+    def close(self) -> None:
+        with self.lock:
+            self._snap = None
+            self.db.close()
