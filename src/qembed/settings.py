@@ -34,8 +34,16 @@ class Settings(BaseSettings):
     )
     source: Source = Field("auto", description="Where hub ids come from: auto (HF, then ModelScope), huggingface, modelscope.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
-    backend: str = Field("torch", description="Inference backend: torch (more in qembed.model.backends).")
+    backend: str = Field(
+        "torch",
+        description="Inference backend: torch, onnx, openvino, or auto (the fastest measured one installed for the device; "
+        "see docs/PERFORMANCE.md).",
+    )
     quantize: Literal["none", "int8"] = Field("none", description="Weight quantization for backends that support it.")
+    export_dir: str | None = Field(
+        None,
+        description="Where ONNX/OpenVINO exports are cached (default: next to the model when writable, else ~/.cache/qembed).",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bfloat16 on CUDA, float32 on CPU."

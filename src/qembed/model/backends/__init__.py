@@ -1,23 +1,125 @@
-"""Inference backends. Each turns padded token batches into pooled vectors."""
+"""Inference backends. Each turns padded token batches into pooled vectors.
+
+=========  ===========================================  =========================  ==================
+name       runs on                                      --quantize                 needs
+=========  ===========================================  =========================  ==================
+torch      transformers + torch (CPU or CUDA)           none, int8 (CPU, Linear)   (core)
+onnx       ONNX Runtime, model exported by qembed (CPU)  none, int8 (dynamic)       ``qembed[onnx]``
+openvino   OpenVINO, converted by qembed (CPU)          none, int8 (weights)       ``qembed[openvino]``
+auto       the fastest measured backend that is installed, for the device
+=========  ===========================================  =========================  ==================
+
+``auto`` on CUDA is torch. On the CPU it takes the first installed entry of
+``AUTO_CPU[quantize]``, an order measured with ``bench/cpu_backends.py`` (numbers in
+docs/PERFORMANCE.md). Exports and conversions are cached next to the model (see
+``artifacts``), so only the first start with a new backend pays for them.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 
 from qembed.errors import InputError
 from qembed.model.backends.base import Backend
 from qembed.model.pipeline import PipelineSpec
 
-BACKENDS = ("torch",)
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx", "openvino")
+QUANTIZE = ("none", "int8")
+# Python packages each backend imports (beyond the core dependencies).
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "torch": (),
+    "onnx": ("onnxruntime", "onnx", "onnxscript"),
+    "openvino": ("openvino", "nncf"),
+}
+EXTRAS = {"onnx": "qembed[onnx]", "openvino": "qembed[openvino]"}
+# Fastest first, as measured with bench/cpu_backends.py on a 2-core AVX-512 VNNI CPU
+# (docs/PERFORMANCE.md): int8 on the full-shape Qwen3-0.6B, 128-token passages: onnx 3.8x,
+# openvino 3.0x, torch 1.9x sentence-transformers float32; torch int8 misses the quality
+# gate and is only the last resort. float32: openvino ahead of onnx (MiniLM 1.40x vs 1.08x).
+AUTO_CPU: dict[str, tuple[str, ...]] = {
+    "int8": ("onnx", "openvino", "torch"),
+    "none": ("openvino", "onnx", "torch"),
+}
 
 
-def load_backend(name: str, folder: Path, spec: PipelineSpec, *, device: str, dtype: str, threads: int | None) -> Backend:
-    """Load ``folder`` on the named backend."""
-    if name in ("torch", "auto"):
+def missing_packages(name: str) -> list[str]:
+    """The packages ``name`` needs that cannot be imported here."""
+    return [pkg for pkg in REQUIRES.get(name, ()) if importlib.util.find_spec(pkg) is None]
+
+
+def available_backends() -> list[str]:
+    return [name for name in BACKENDS if not missing_packages(name)]
+
+
+def resolve_backend(name: str, *, device: str, quantize: str = "none") -> str:
+    """``auto`` -> a concrete backend name; other names are checked and returned."""
+    if quantize not in QUANTIZE:
+        raise InputError(f"quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}.", param="quantize")
+    if name == "auto":
+        if device.startswith("cuda") or (device == "auto" and _cuda()):
+            return "torch"
+        return next(b for b in AUTO_CPU[quantize] if not missing_packages(b))
+    if name not in BACKENDS:
+        raise InputError(f"Unknown backend {name!r}; choose one of {', '.join(BACKENDS)} or auto.", param="backend")
+    missing = missing_packages(name)
+    if missing:
+        raise InputError(
+            f"The {name} backend needs {', '.join(missing)}: pip install '{EXTRAS[name]}' (or use --backend torch).",
+            param="backend",
+        )
+    if name != "torch" and device not in ("auto", "cpu"):
+        raise InputError(f"The {name} backend runs on the CPU; use --backend torch for {device}.", param="device")
+    return name
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_backend(
+    name: str,
+    folder: Path,
+    spec: PipelineSpec,
+    *,
+    device: str,
+    dtype: str,
+    threads: int | None,
+    quantize: str = "none",
+    export_dir: str | None = None,
+    progress: bool = True,
+) -> Backend:
+    """Load ``folder`` on the named backend (``auto``: see the module docstring)."""
+    chosen = resolve_backend(name, device=device, quantize=quantize)
+    if name == "auto":
+        log.info("backend auto -> %s (quantize %s)", chosen, quantize)
+    if chosen == "torch":
+        if quantize == "int8":
+            from qembed.model.backends.torch_int8 import TorchInt8Backend
+
+            log.warning(
+                "torch --quantize int8 misses qembed's int8 quality gate on MiniLM (STS-B -0.8 points, mean cosine "
+                "0.97 to float32; docs/PERFORMANCE.md); --backend onnx or openvino with --quantize int8 pass it."
+            )
+
+            return TorchInt8Backend(folder, spec, device=device, dtype=dtype, threads=threads)
         from qembed.model.backends.torch_backend import TorchBackend
 
         return TorchBackend(folder, spec, device=device, dtype=dtype, threads=threads)
-    raise InputError(f"Unknown backend {name!r}; available: {', '.join(BACKENDS)}.", param="backend")
+    if chosen == "onnx":
+        if dtype not in ("auto", "float32"):
+            raise InputError(f"The onnx backend computes in float32 (or int8 with --quantize int8), not {dtype}.", param="dtype")
+        from qembed.model.backends.onnx_backend import OnnxBackend
+
+        return OnnxBackend(folder, spec, quantize=quantize, threads=threads, export_dir=export_dir, progress=progress)
+    from qembed.model.backends.openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend(folder, spec, quantize=quantize, dtype=dtype, threads=threads, export_dir=export_dir, progress=progress)
 
 
-__all__ = ["BACKENDS", "Backend", "load_backend"]
+__all__ = ["AUTO_CPU", "BACKENDS", "Backend", "available_backends", "load_backend", "missing_packages", "resolve_backend"]
