@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
 DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 
 LongTextPolicy = Literal["chunk", "truncate", "error"]
