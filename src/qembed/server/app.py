@@ -52,6 +52,8 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         lambda: queue.queued_windows, lambda: queue.queued_tokens, lambda: queue.queued_requests, lambda: queue.tokens_per_second
     )
     metrics.ready.set_function(lambda: 1.0 if service.ready else 0.0)
+    if embedder.cache is not None:
+        embedder.cache.on_lookup = lambda hits, misses: (metrics.cache_hits.inc(hits), metrics.cache_misses.inc(misses))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -38,6 +38,8 @@ class Metrics:
         self.batch_failures = Counter("qembed_batch_failures", "Model batches that raised.", registry=r)
         self.tokens = Counter("qembed_model_tokens", "Tokens run through the model.", registry=r)
         self.tokens_per_second = Gauge("qembed_tokens_per_second", "Model throughput, moving average over recent batches.", registry=r)
+        self.cache_hits = Counter("qembed_cache_hits", "Inputs answered from the embedding cache.", registry=r)
+        self.cache_misses = Counter("qembed_cache_misses", "Inputs looked up in the embedding cache and not found.", registry=r)
         self.queue_inputs = Gauge("qembed_queue_inputs", "Windows waiting for the model.", registry=r)
         self.queue_tokens = Gauge("qembed_queue_tokens", "Tokens waiting for the model.", registry=r)
         self.queue_requests = Gauge("qembed_queue_requests", "Requests with windows waiting for the model.", registry=r)

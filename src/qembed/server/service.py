@@ -25,9 +25,11 @@ from functools import partial
 from typing import Any
 
 from qembed.embedder import Embedder, EncodeResult
+from qembed.engine.cache import lookup, tokens_per_input
 from qembed.engine.queue import BatchQueue
 from qembed.engine.windows import Window
 from qembed.engine.worker import ModelWorker
+from qembed.errors import InputError
 from qembed.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -127,9 +129,24 @@ class EmbeddingService:
         every other request in flight. Raises qembed errors (InputError, QueueFull, ...)."""
         loop = asyncio.get_running_loop()
         with self.queue.admit():
-            prepared = await loop.run_in_executor(self._pool, partial(self.embedder.prepare, inputs, **options))
+            found = None
+            if self.embedder.cache is not None:  # --cache-size/--cache-dir: seen inputs cost nothing
+                found = await loop.run_in_executor(self._pool, partial(lookup, self.embedder.cache, self.embedder, inputs, **options))
+                if found is not None and not found.missing:
+                    return EncodeResult(*found.complete(None))
+            todo = found.missing_inputs if found is not None else inputs
+            try:
+                prepared = await loop.run_in_executor(self._pool, partial(self.embedder.prepare, todo, **options))
+            except InputError:
+                if found is None:
+                    raise
+                # Re-validate the whole request so the error names the caller's index, not the cache's.
+                await loop.run_in_executor(self._pool, partial(self.embedder.prepare, inputs, **options))
+                raise
             vectors = await self.queue.submit(prepared.windows)
             out = await loop.run_in_executor(self._pool, self.embedder.finish, prepared, vectors)
+        if found is not None:
+            return EncodeResult(*found.complete(out, tokens_per_input(prepared.windows, prepared.n_inputs)))
         return EncodeResult(out, prepared.prompt_tokens)
 
     async def tokenize(self, inputs: Any, **options: Any) -> list[list[int]]:
