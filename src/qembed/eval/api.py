@@ -121,6 +121,18 @@ def _spec(target: Any, model: str | None, endpoint: str | None, **rest: Any) -> 
     return {"model": model, "endpoint": endpoint, **rest}
 
 
+def _pair_task(
+    evaluate: Any, kind: str, path: str | Path, target: Any, model: str | None, endpoint: str | None, api_key: str | None,
+    model_name: str | None, columns: Sequence[Column] | None, split: str | None, preset: str | None, instruction: str | None,
+    instruction_mode: InstructionMode, cache: CacheArg, batch_size: int, dimensions: int | None, show_progress: bool,
+) -> TaskResult:
+    """The one body of ``sts``, ``pairs`` and ``code``: load pairs, open the target, evaluate."""
+    data = load_pairs(path, columns=columns, split=split)
+    spec = _spec(target, model, endpoint, api_key=api_key, model_name=model_name, batch_size=batch_size, dimensions=dimensions)
+    with _target_scope(target, spec) as t, _progress(show_progress) as bar:
+        return evaluate(t, data, prompting=_prompting(kind, preset, instruction, instruction_mode), cache=make_cache(cache), progress=bar)
+
+
 def sts(
     path: str | Path, *, target: Any = None, model: str | None = None, endpoint: str | None = None, api_key: str | None = None,
     model_name: str | None = None, columns: Sequence[Column] | None = None, split: str | None = None, preset: str | None = None,
@@ -128,10 +140,10 @@ def sts(
     dimensions: int | None = None, show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval sts``: cosine Spearman/Pearson x100 against gold scores."""
-    data = load_pairs(path, columns=columns, split=split)
-    spec = _spec(target, model, endpoint, api_key=api_key, model_name=model_name, batch_size=batch_size, dimensions=dimensions)
-    with _target_scope(target, spec) as t, _progress(show_progress) as bar:
-        return evaluate_sts(t, data, prompting=_prompting("sts", preset, instruction, instruction_mode), cache=make_cache(cache), progress=bar)
+    return _pair_task(
+        evaluate_sts, "sts", path, target, model, endpoint, api_key, model_name, columns, split, preset, instruction,
+        instruction_mode, cache, batch_size, dimensions, show_progress,
+    )
 
 
 def pairs(
@@ -141,10 +153,10 @@ def pairs(
     dimensions: int | None = None, show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval pairs``: AP of cosine, best-threshold accuracy and F1 (x100)."""
-    data = load_pairs(path, columns=columns, split=split)
-    spec = _spec(target, model, endpoint, api_key=api_key, model_name=model_name, batch_size=batch_size, dimensions=dimensions)
-    with _target_scope(target, spec) as t, _progress(show_progress) as bar:
-        return evaluate_pairs(t, data, prompting=_prompting("pairs", preset, instruction, instruction_mode), cache=make_cache(cache), progress=bar)
+    return _pair_task(
+        evaluate_pairs, "pairs", path, target, model, endpoint, api_key, model_name, columns, split, preset, instruction,
+        instruction_mode, cache, batch_size, dimensions, show_progress,
+    )
 
 
 def code(
@@ -154,10 +166,10 @@ def code(
     dimensions: int | None = None, show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval code``: mean cosine of matches/non-matches, gap, ROC AUC x100."""
-    data = load_pairs(path, columns=columns, split=split)
-    spec = _spec(target, model, endpoint, api_key=api_key, model_name=model_name, batch_size=batch_size, dimensions=dimensions)
-    with _target_scope(target, spec) as t, _progress(show_progress) as bar:
-        return evaluate_code(t, data, prompting=_prompting("code", preset, instruction, instruction_mode), cache=make_cache(cache), progress=bar)
+    return _pair_task(
+        evaluate_code, "code", path, target, model, endpoint, api_key, model_name, columns, split, preset, instruction,
+        instruction_mode, cache, batch_size, dimensions, show_progress,
+    )
 
 
 def retrieval(
