@@ -45,7 +45,9 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto = bfloat16 on CUDA, float32 on CPU."
+        "auto",
+        description="auto = bfloat16 on CUDA; on CPU bfloat16 for bf16 checkpoints (Qwen3) where the CPU has native bf16 "
+        "(AVX512-BF16/AMX), else float32. Pin float32 for bit-level parity with a float32 reference.",
     )
     threads: int | None = Field(None, ge=1, description="Torch intra-op threads (default: cores available to the process).")
     max_tokens: int | None = Field(

@@ -19,8 +19,12 @@ EOT = 151643
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
-# (device, dtype): float32 everywhere, plus what CUDA runs by default (bfloat16, SDPA kernels).
-SETUPS = [("cpu", "float32"), pytest.param("cuda", "float32", marks=needs_cuda), pytest.param("cuda", "bfloat16", marks=needs_cuda)]
+# (device, dtype): float32 everywhere, plus bfloat16 (what ``auto`` picks on CUDA, and on
+# CPUs with native bf16 for bf16 checkpoints).
+SETUPS = [
+    ("cpu", "float32"), ("cpu", "bfloat16"),
+    pytest.param("cuda", "float32", marks=needs_cuda), pytest.param("cuda", "bfloat16", marks=needs_cuda),
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

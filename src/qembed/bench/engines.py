@@ -91,7 +91,7 @@ class _STRunner:
         from sentence_transformers import SentenceTransformer
 
         if spec.device == "cpu":
-            from qembed.bench.machine import available_cores
+            from qembed.model.backends.hardware import available_cores
 
             torch.set_num_threads(spec.threads or available_cores())
         kwargs: dict[str, Any] = {}

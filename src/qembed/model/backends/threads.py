@@ -12,15 +12,7 @@ idle runtime steal time from the busy one. So each backend sizes its own pool fr
 
 from __future__ import annotations
 
-import os
-
-
-def available_cores() -> int:
-    """Cores this process may run on (cgroup/affinity aware), not the machine's total."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+from qembed.model.backends.hardware import available_cores
 
 
 def intra_op_threads(threads: int | None) -> int:
