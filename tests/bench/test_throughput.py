@@ -56,6 +56,9 @@ def test_report_records_machine_versions_model_and_settings(run: dict[str, Any],
     assert r["model"]["path"] == str(tiny_model_dir) and r["model"]["params"] > r["model"]["non_embedding_params"] > 0
     assert r["settings"]["model"] == str(tiny_model_dir) and r["settings"]["backend"] == "torch"
     assert r["gemm"]["float32"]["best_gflops"] > 0
+    # sampled before the first round and after each: the same conditions as the engines
+    assert r["gemm"]["float32"]["samples"] == ROUNDS + 1 == len(r["gemm"]["float32"]["sample_best_gflops"])
+    assert r["gemm"]["float32"]["best_gflops"] == max(r["gemm"]["float32"]["sample_best_gflops"])
     assert r["options"]["rounds"] == ROUNDS
 
 
@@ -93,6 +96,7 @@ def test_tokens_counted_equal_tokens_sent(run: dict[str, Any]) -> None:
                 if name.startswith("qembed") or name == "other-http":
                     assert rnd["tokens_counted"] == rnd["tokens_sent"]
     assert all(c["ok"] for c in run["report"]["checks"])
+    assert any(c["name"].startswith("MFU at most 100%") for c in run["report"]["checks"])
     assert any("tokens counted by the engine = tokens sent" in c["name"] for c in run["report"]["checks"])
 
 
@@ -110,7 +114,7 @@ def test_rates_ratios_and_mfu_follow_from_the_rounds(run: dict[str, Any]) -> Non
             assert result["texts_per_s"] == pytest.approx(result["tokens_per_s"] / cell["tokens_per_text"], rel=1e-2)
             assert result["ratio"] == pytest.approx(result["tokens_per_s"] / base, abs=1e-3)
             mfu = statistics.median(cell["gflop_per_round"] * 1e9 / r["seconds"] for r in result["rounds"]) / gemm
-            assert result["mfu"] == pytest.approx(mfu, rel=1e-2, abs=1e-4)
+            assert result["mfu"] == pytest.approx(mfu, rel=1e-2, abs=1e-4) and result["mfu_vs_gemm"] == "float32"
         assert results["st-float32"]["ratio"] == 1.0
 
 

@@ -16,21 +16,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from qembed.model.backends.hardware import available_cores, cpu_flags, native_bf16
+
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
 PACKAGES = (
     "qembed", "torch", "transformers", "tokenizers", "sentence-transformers", "numpy", "httpx", "uvicorn", "fastapi",
     "safetensors", "onnxruntime", "optimum", "openvino", "llama-cpp-python", "psutil", "matplotlib",
 )
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_model() -> str:
@@ -41,19 +33,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def native_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX). Without it torch emulates
-    bf16 matmuls and they run several times slower than float32."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 def memory_bytes() -> int | None:
@@ -122,31 +101,48 @@ def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
-def gemm_rate(*, dtype: str = "float32", device: str = "cpu", threads: int | None = None, n: int = 2048, seconds: float = 2.0) -> dict[str, Any]:
-    """FLOP/s of an n x n x n matrix multiply, best of repeated runs for ``seconds``.
+def gemm_rate(*, dtype: str = "float32", device: str = "cpu", threads: int | None = None, n: int = 2048, seconds: float = 2.0) -> dict[str, Any] | None:
+    """FLOP/s (int8: integer op/s) of an n x n x n matrix multiply, best of repeated runs
+    for ``seconds``; None when this torch build has no such kernel on the device.
 
     The best run, not the mean: it is what the hardware can do when nothing interferes,
-    which is the denominator MFU (model FLOPs utilisation) is defined against."""
+    which is the denominator MFU (model FLOPs utilisation) is defined against. int8 runs
+    ``torch._int_mm`` (int8 x int8 -> int32, the kernel class that int8 backends use)."""
     import torch
 
     if device == "cpu":
         torch.set_num_threads(threads or available_cores())
-    dt = getattr(torch, dtype)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dt)
-    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dt)
+    if dtype == "int8":
+        if not hasattr(torch, "_int_mm"):
+            return None
+        a = torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8).to(device)
+        b = torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8).to(device)
+
+        def mm() -> Any:
+            return torch._int_mm(a, b)
+    else:
+        dt = getattr(torch, dtype)
+        a = torch.randn(n, n, generator=gen).to(device=device, dtype=dt)
+        b = torch.randn(n, n, generator=gen).to(device=device, dtype=dt)
+
+        def mm() -> Any:
+            return torch.mm(a, b)
 
     def sync() -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    torch.mm(a, b)
+    try:
+        mm()
+    except RuntimeError:  # no kernel for this dtype on this device
+        return None
     sync()
     best, times = 0.0, []
     deadline = time.perf_counter() + seconds
     while True:
         began = time.perf_counter()
-        torch.mm(a, b)
+        mm()
         sync()
         took = time.perf_counter() - began
         times.append(took)
@@ -162,4 +158,22 @@ def gemm_rate(*, dtype: str = "float32", device: str = "cpu", threads: int | Non
         "runs": len(times),
         "best_gflops": round(best / 1e9, 2),
         "median_gflops": round(2 * n**3 / times[len(times) // 2] / 1e9, 2),
+    }
+
+
+def gemm_reference(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """One dtype's MFU denominator from samples taken through the run: the best of them.
+
+    Sampling before the first round and after every round, beside the engines, puts the
+    reference under the same conditions as the engines: a rate measured once while the
+    machine is busy and then compared with an engine that ran in a quiet moment would put
+    MFU above 100%."""
+    best = max(samples, key=lambda g: g["best_gflops"])
+    return {
+        **{k: best[k] for k in ("dtype", "device", "threads", "n")},
+        "best_gflops": best["best_gflops"],
+        "median_gflops": round(sorted(g["median_gflops"] for g in samples)[len(samples) // 2], 2),
+        "runs": sum(g["runs"] for g in samples),
+        "samples": len(samples),
+        "sample_best_gflops": [g["best_gflops"] for g in samples],
     }

@@ -38,7 +38,10 @@ def _machine_lines(report: dict[str, Any]) -> list[str]:
         f"- Platform: {m['platform']}; load average at start: {m.get('load_average_at_start', '-')}",
     ]
     for dtype, g in (report.get("gemm") or {}).items():
-        lines.append(f"- Matrix multiply ({dtype}, {g['n']}^3 on {g['device']}, {g['threads'] or '-'} threads): best {g['best_gflops']:,.1f} GFLOP/s, median {g['median_gflops']:,.1f} over {g['runs']} runs")
+        unit = "GOP/s" if dtype == "int8" else "GFLOP/s"
+        spread = f" over {g['samples']} samples through the run (best of each: {', '.join(f'{x:,.0f}' for x in g['sample_best_gflops'])})" if g.get("samples") else ""
+        lines.append(f"- Matrix multiply ({dtype}, {g['n']}^3 on {g['device']}, {g['threads'] or '-'} threads): best {g['best_gflops']:,.1f} {unit}, "
+                     f"median {g['median_gflops']:,.1f} of {g['runs']} runs{spread}")  # fmt: skip
     lines += ["", "## Software", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return lines
 
@@ -81,7 +84,7 @@ def throughput_markdown(report: dict[str, Any], plots: list[str]) -> str:
         rows.append([e["name"], e["label"], e["role"], status, e["dtype"] or "-", _fmt(load, 1), _fmt(e["peak_rss_mb"], 0) + (f" ({e['rss_of']})" if e["rss_of"] else "")])
     lines += _table(["engine", "what", "role", "status", "dtype", "load s", "peak RSS MB"], rows)
     lines += ["", "## Throughput", "", "Tokens/s: median of the rounds (min-max). Ratio: to the baseline, the fastest sentence-transformers setting measured in the same cell. "
-              "MFU: model FLOPs per second over the measured matrix-multiply rate.", ""]  # fmt: skip
+              "MFU: model FLOPs per second over the measured matrix-multiply rate of the dtype the engine computes in (int8 engines: the int8 rate).", ""]  # fmt: skip
     for cell in report["cells"]:
         mix = ", ".join(f"{k} {v}" for k, v in (cell.get("languages") or {}).items())
         lines += [f"### {cell['workload']}: {cell['texts']} texts x {cell['tokens_per_text']} tokens ({mix}), batch {cell['batch_size']} (baseline: {cell['baseline'] or 'none'})", ""]

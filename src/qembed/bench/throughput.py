@@ -14,7 +14,9 @@ Method (what makes the ratios trustworthy):
 - tokens/s counts the tokens of the texts sent (exact, by the model's tokenizer), the same
   for every engine; qembed's own counts (``usage``) are checked against them;
 - MFU = model FLOPs (``qembed.bench.flops``) per second over the machine's measured
-  matrix-multiply rate (``qembed.bench.machine.gemm_rate``);
+  matrix-multiply rate in the engine's dtype (``qembed.bench.machine.gemm_rate``), sampled
+  before the first round and after every round so that it sees the same conditions as
+  the engines, best sample taken;
 - peak RSS is each process's kernel-recorded high-water mark.
 """
 
@@ -30,10 +32,11 @@ from typing import Any
 from qembed.bench.engines import EngineFailed, EngineProcess, EngineSpec
 from qembed.bench.flops import ModelFacts, model_facts
 from qembed.bench.local_server import ServerUnavailable, qembed_server
-from qembed.bench.machine import gemm_rate, machine_info, native_bf16, versions
+from qembed.bench.machine import gemm_rate, gemm_reference, machine_info, versions
 from qembed.bench.peers import DEFAULT_VENV, ensure_infinity, infinity_server
 from qembed.bench.procs import ManagedServer, StartError, peak_rss_bytes, pid_listening_on
 from qembed.bench.workloads import PRESETS, Workload, WorkloadBuilder, WorkloadSpec, default_sources
+from qembed.model.backends.hardware import native_bf16
 from qembed.settings import Settings
 
 WARMUP_VARIANT = 10_000  # texts no measured round uses
@@ -66,7 +69,7 @@ class ThroughputOptions:
     parallel_load: bool = False  # load all engines at once: a faster start, but overlapping load times
     call_timeout: float = 3600.0
     gemm_size: int = 2048
-    gemm_seconds: float = 2.0
+    gemm_seconds: float = 1.0  # per dtype and sample (one before the rounds, one after each)
     log_dir: Path = Path("bench/results/logs")
 
 
@@ -113,7 +116,7 @@ class ThroughputBench:
     """Plans the engines, runs the rounds, and returns the report as a dict."""
 
     def __init__(self, options: ThroughputOptions, progress: Callable[[str], None] = lambda _: None) -> None:
-        from qembed.model.backends.torch_backend import pick_device, pick_dtype
+        from qembed.model.backends.torch_backend import checkpoint_dtype, pick_device, pick_dtype
         from qembed.model.sources import resolve_model
 
         self.o = options
@@ -122,7 +125,7 @@ class ThroughputBench:
         self.model_path = resolve_model(s.model, source=s.source, revision=s.revision).path
         self.settings = s.model_copy(update={"model": str(self.model_path)})
         self.device = pick_device(s.device)
-        self.qembed_dtype = pick_dtype(s.dtype, self.device)
+        self.qembed_dtype = pick_dtype(s.dtype, self.device, checkpoint_dtype(self.model_path))
         self.facts: ModelFacts = model_facts(self.model_path)
         from qembed.model.pipeline import load_pipeline
 
@@ -290,6 +293,7 @@ class ThroughputBench:
                 except EngineFailed as exc:
                     latency_errors[engine.spec.name] = f"warm-up: {exc}"
         self.agreement = self._agreement(engines, cells)
+        self.sample_gemm("before round 1")
         for r in range(self.o.rounds):
             order = engines[r % len(engines) :] + engines[: r % len(engines)] if engines else []
             for cell in cells:
@@ -318,7 +322,23 @@ class ThroughputBench:
                         latencies.setdefault(name, []).extend(engine.process.call("latency", queries.texts)["latencies"])  # type: ignore[union-attr]
                     except EngineFailed as exc:
                         latency_errors[name] = str(exc)
+            self.sample_gemm(f"after round {r + 1}")
         return raw, latencies, latency_errors
+
+    def gemm_dtypes(self) -> list[str]:
+        """The dtypes engines compute in (float32 always): one matmul reference each."""
+        dtypes = {"float32"} | {str(e.dtype) for e in self.engines if e.status == "ok" and e.dtype in ("bfloat16", "float16", "int8")}
+        if self.device.startswith("cuda"):
+            dtypes |= {"bfloat16", "float16"}
+        return sorted(dtypes)
+
+    def sample_gemm(self, when: str) -> None:
+        o = self.o
+        self.progress(f"matrix-multiply rate {when} ({o.gemm_size}^3, {o.gemm_seconds:g} s per dtype) ...")
+        for dtype in self.gemm_dtypes():
+            rate = gemm_rate(dtype=dtype, device=self.device, threads=self.settings.threads, n=o.gemm_size, seconds=o.gemm_seconds)
+            if rate is not None:
+                self.gemm_samples.setdefault(dtype, []).append({**rate, "when": when})
 
     def _agreement(self, engines: list[Engine], cells: list[Cell]) -> dict[str, Any]:
         """Cosine of every engine's vectors to qembed's on the same texts: proof that the
@@ -386,11 +406,7 @@ class ThroughputBench:
         o.log_dir.mkdir(parents=True, exist_ok=True)
         started = dt.datetime.now(dt.UTC)
         machine = machine_info()
-        self.progress(f"measuring the matrix-multiply rate ({o.gemm_size}^3, {o.gemm_seconds:.0f} s) ...")
-        gemm = {"float32": gemm_rate(dtype="float32", device=self.device, threads=self.settings.threads, n=o.gemm_size, seconds=o.gemm_seconds)}
-        if self.device.startswith("cuda"):  # each dtype an engine may compute in
-            for dtype in ("bfloat16", "float16"):
-                gemm[dtype] = gemm_rate(dtype=dtype, device=self.device, n=o.gemm_size, seconds=o.gemm_seconds)
+        self.gemm_samples: dict[str, list[dict[str, Any]]] = {}
         self.peer_status: dict[str, Any] | None = None
         try:
             self.start_engines()
@@ -399,6 +415,7 @@ class ThroughputBench:
         finally:
             self.stop_all()
         finished = dt.datetime.now(dt.UTC)
+        gemm = {dtype: gemm_reference(samples) for dtype, samples in sorted(self.gemm_samples.items())}
         report = self.assemble(raw, latencies, latency_errors, gemm)
         report.update(
             kind="throughput", started=started.isoformat(timespec="seconds"), finished=finished.isoformat(timespec="seconds"),
@@ -412,16 +429,17 @@ class ThroughputBench:
         return {}
 
     # -- numbers -------------------------------------------------------------------------
-    def _mfu(self, engine: Engine, flops_per_s: float, gemm: dict[str, dict[str, Any]]) -> tuple[float | None, str]:
-        dtype = engine.dtype or "float32"
-        ref = gemm.get(dtype) if self.device.startswith("cuda") else None
-        ref = ref or gemm["float32"]
-        rate = ref["best_gflops"] * 1e9
-        return (round(flops_per_s / rate, 4) if rate else None), ref["dtype"]
+    def _mfu(self, engine: Engine, flops_per_s: float, gemm: dict[str, dict[str, Any]]) -> tuple[float | None, str | None]:
+        """MFU against the matmul rate of the dtype the engine computes in; None when that
+        rate could not be measured (never a float32 stand-in for an int8 engine)."""
+        ref = gemm.get(engine.dtype or "float32")
+        rate = ref["best_gflops"] * 1e9 if ref else 0.0
+        return (round(flops_per_s / rate, 4) if rate else None), (ref["dtype"] if ref else None)
 
     def assemble(self, raw: dict[str, dict[str, Any]], latencies: dict[str, list[float]], latency_errors: dict[str, str], gemm: dict[str, Any]) -> dict[str, Any]:
         by_name = {e.spec.name: e for e in self.engines}
         cells_out = []
+        mfus: list[tuple[str, float]] = []
         for key, data in raw.items():
             cell: Cell = data["cell"]
             lengths = self.workload(cell.workload, 0).token_counts
@@ -443,6 +461,8 @@ class ThroughputBench:
                     "rounds": rounds,
                 }
                 self._token_checks(engine, cell, rounds)
+                if mfu is not None:
+                    mfus.append((f"{name} {key}", mfu))
             for name, error in data["errors"].items():
                 results[name] = {"error": error}
             baseline = self._fastest([n for n in results if "tokens_per_s" in results[n] and by_name[n].spec.role == "baseline"], results, "tokens_per_s", max)
@@ -454,6 +474,11 @@ class ThroughputBench:
                 "batch_size": cell.batch_size, "tokens_sent_per_round": sum(lengths), "gflop_per_round": float(f"{flops / 1e9:.6g}"),
                 "languages": self.workload(cell.workload, 0).language_mix(), "baseline": baseline, "results": results,
             })  # fmt: skip
+        over = [f"{what} {mfu:.1%}" for what, mfu in mfus if mfu > 1.0]
+        self.checks.append({
+            "name": "MFU at most 100% (matmul reference sampled beside the rounds)", "ok": not over,
+            "detail": "; ".join(over) or f"{len(mfus)} figures, highest {max((m for _, m in mfus), default=0):.1%}",
+        })  # fmt: skip
         latency_out = self._latency(latencies, latency_errors, by_name)
         report: dict[str, Any] = {
             "model": {"path": str(self.model_path), **self.facts.to_dict()},

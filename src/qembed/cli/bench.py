@@ -104,7 +104,7 @@ def bench_group() -> None:
 @click.option("--endpoint", "endpoints", multiple=True, help="A running OpenAI-compatible server to measure too: NAME=URL. Repeatable.")
 @click.option("--text-file", "text_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Your own text, added to the corpus. Repeatable.")
 @click.option("--gemm-size", type=int, default=2048, show_default=True, help="Matrix size for the matmul-rate measurement (MFU denominator).")
-@click.option("--gemm-seconds", type=float, default=2.0, show_default=True)
+@click.option("--gemm-seconds", type=float, default=1.0, show_default=True, help="Seconds per dtype of each matmul-rate sample (one before the rounds, one after each round).")
 @click.option("--server-timeout", type=float, default=900.0, show_default=True, help="Seconds a server or worker may take to load.")
 @click.option("--parallel-load", is_flag=True, help="Load all engines at once: a faster start, but their load times overlap.")
 @settings_options(BENCH_FIELDS)
