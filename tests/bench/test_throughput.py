@@ -147,3 +147,14 @@ def test_targets_are_computed_from_the_same_numbers(run: dict[str, Any]) -> None
         cell = by_key[t["name"].rsplit(", ", 1)[1]]
         expected = cell["results"]["qembed-http"]["tokens_per_s"] / cell["results"]["qembed"]["tokens_per_s"]
         assert t["value"] == pytest.approx(expected, abs=1e-3) and t["met"] == (expected >= 0.95)
+    for cell in report["cells"]:
+        if cell["workload"] != "passage":
+            continue
+        res, key = cell["results"], cell["key"]
+        variants = {e["name"] for e in report["engines"] if e["kind"] == "qembed" and e["name"] != "qembed"} & set(res)
+        best = max(variants, key=lambda n: res[n]["ratio"])
+        lines = [t for t in report["targets"] if t["name"].startswith("best qembed setting") and t["name"].endswith(key)]
+        if res[best]["ratio"] > res["qembed"]["ratio"]:
+            assert len(lines) == 1 and f"({best})" in lines[0]["name"] and lines[0]["value"] == res[best]["ratio"]
+        else:
+            assert lines == []

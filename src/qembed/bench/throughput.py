@@ -551,6 +551,7 @@ class ThroughputBench:
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, computed from this run's numbers (reported, not asserted)."""
     out = []
+    variants = {e["name"] for e in report["engines"] if e["kind"] == "qembed" and e["name"] != "qembed"}
     for cell in report["cells"]:
         res = cell["results"]
         inproc, http = res.get("qembed", {}), res.get("qembed-http", {})
@@ -559,6 +560,12 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             out.append({"name": f"server / in-process tokens/s, {cell['key']}", "value": round(value, 3), "target": ">= 0.95", "met": value >= 0.95})
         if cell["workload"] == "passage" and inproc.get("ratio") is not None:
             out.append({"name": f"qembed / sentence-transformers ({cell['baseline']}), {cell['key']}", "value": inproc["ratio"], "target": ">= 1.2", "met": inproc["ratio"] >= 1.2})
+            # A variant (another backend, int8) may be the qembed a user should run here.
+            rated = [n for n in res if n in variants and res[n].get("ratio") is not None]
+            best = max(rated, key=lambda n: res[n]["ratio"], default=None)
+            if best is not None and res[best]["ratio"] > inproc["ratio"]:
+                value = res[best]["ratio"]
+                out.append({"name": f"best qembed setting ({best}) / sentence-transformers ({cell['baseline']}), {cell['key']}", "value": value, "target": ">= 1.2", "met": value >= 1.2})
     return out
 
 
