@@ -185,6 +185,19 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save_plot(fig: Any, ax: Any, path: Path, *, title: str, xlabel: str, ylabel: str, legend_size: int | None = None) -> str:
+    """Labels, grid and legend every plot of ours has; writes the PNG and frees the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return str(path)
+
+
 def throughput_plots(report: dict[str, Any], out: Path) -> list[str]:
     plt = _pyplot()
     paths = []
@@ -206,16 +219,8 @@ def throughput_plots(report: dict[str, Any], out: Path) -> list[str]:
     ax.set_xscale("log", base=2)
     sizes = sorted({c["batch_size"] for c in report["cells"]})
     ax.set_xticks(sizes, [str(b) for b in sizes])
-    ax.set_xlabel("batch size (texts per call / request)")
-    ax.set_ylabel("tokens/s")
-    ax.set_title("Throughput vs batch size")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "throughput_vs_batch_size.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    paths.append(str(path))
+    paths.append(_save_plot(fig, ax, out / "throughput_vs_batch_size.png", title="Throughput vs batch size",
+                            xlabel="batch size (texts per call / request)", ylabel="tokens/s", legend_size=7))  # fmt: skip
     return paths
 
 
@@ -230,32 +235,15 @@ def load_plots(report: dict[str, Any], out: Path) -> list[str]:
             ax.plot(xs, [lv["latency_ms"][q] for lv in levels], marker="o", label=q)
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_xlabel("concurrent clients (closed loop)")
-        ax.set_ylabel("latency, ms")
-        ax.set_title("Latency vs concurrency")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = out / "latency_vs_concurrency.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(str(path))
+        paths.append(_save_plot(fig, ax, out / "latency_vs_concurrency.png", title="Latency vs concurrency",
+                                xlabel="concurrent clients (closed loop)", ylabel="latency, ms"))  # fmt: skip
     soak = report.get("soak") or {}
     if soak.get("samples"):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         ts, mb = zip(*soak["samples"], strict=True)
         ax.plot(ts, mb)
         ax.axvline(soak["warmup_s"], color="grey", linestyle="--", label="end of warm-up")
-        ax.set_xlabel("seconds")
-        ax.set_ylabel("server RSS, MB")
-        ax.set_title("Soak: server memory")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = out / "soak_rss.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(str(path))
+        paths.append(_save_plot(fig, ax, out / "soak_rss.png", title="Soak: server memory", xlabel="seconds", ylabel="server RSS, MB"))
     return paths
 
 
