@@ -71,6 +71,7 @@ def test_requests_share_batches_and_get_their_own_vectors_in_order() -> None:
         # Budget 64 padded tokens, 8 rows: the four 9-token windows run together, etc.
         assert all(len(b) * max(b) <= 64 and len(b) <= 8 for b in model.batches)
         assert max(len(b) for b in model.batches) > 3  # windows of several requests in one batch
+        # Every batch is recorded before its vectors are handed out: nothing to wait for.
         assert sum(s.windows for s in stats) == 12
         assert queue.queued_windows == 0 and queue.queued_tokens == 0
         worker.stop(5)
@@ -178,5 +179,33 @@ def test_close_finishes_queued_work_then_refuses() -> None:
         assert not worker.alive
         with pytest.raises(Unavailable):
             await queue.submit(windows(2))
+
+    asyncio.run(main())
+
+
+def test_a_batch_is_recorded_before_its_vectors_are_handed_out() -> None:
+    """A client holding its answer finds its batch in the metrics already."""
+
+    async def main() -> None:
+        queue = BatchQueue(max_batch_tokens=64, max_batch_size=8, max_queued_tokens=10_000, max_concurrent_requests=10)
+        observing, release = threading.Event(), threading.Event()
+        recorded: list[BatchStats] = []
+
+        def observer(stats: BatchStats) -> None:
+            observing.set()
+            release.wait(10)
+            recorded.append(stats)
+
+        worker = ModelWorker(Recorder(), queue, on_batch=observer)
+        worker.start()
+        task = asyncio.create_task(queue.submit(windows(3, 4)))
+        await until(observing.is_set)
+        for _ in range(20):  # let the loop run any delivery already scheduled by the worker
+            await asyncio.sleep(0)
+        assert not task.done() and recorded == []
+        release.set()
+        out = await task
+        assert [s.windows for s in recorded] == [2] and out.shape == (2, 2)
+        worker.stop(5)
 
     asyncio.run(main())
