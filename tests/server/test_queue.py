@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -35,7 +35,9 @@ class Recorder:
         return np.array([[len(w.ids), w.ids[0]] for w in batch], dtype=np.float32)
 
 
-def make(max_batch_tokens: int = 64, max_batch_size: int = 8, **kw: int) -> tuple[BatchQueue, ModelWorker, Recorder, list[BatchStats]]:
+def make(
+    max_batch_tokens: int = 64, max_batch_size: int = 8, observer: Callable[[BatchStats], None] | None = None, **kw: int
+) -> tuple[BatchQueue, ModelWorker, Recorder, list[BatchStats]]:
     queue = BatchQueue(
         max_batch_tokens=max_batch_tokens,
         max_batch_size=max_batch_size,
@@ -43,7 +45,7 @@ def make(max_batch_tokens: int = 64, max_batch_size: int = 8, **kw: int) -> tupl
         max_concurrent_requests=kw.get("max_concurrent_requests", 100),
     )
     model, stats = Recorder(), []
-    worker = ModelWorker(model, queue, on_batch=stats.append)
+    worker = ModelWorker(model, queue, on_batch=observer or stats.append)
     return queue, worker, model, stats
 
 
@@ -187,7 +189,6 @@ def test_a_batch_is_recorded_before_its_vectors_are_handed_out() -> None:
     """A client holding its answer finds its batch in the metrics already."""
 
     async def main() -> None:
-        queue = BatchQueue(max_batch_tokens=64, max_batch_size=8, max_queued_tokens=10_000, max_concurrent_requests=10)
         observing, release = threading.Event(), threading.Event()
         recorded: list[BatchStats] = []
 
@@ -196,7 +197,7 @@ def test_a_batch_is_recorded_before_its_vectors_are_handed_out() -> None:
             release.wait(10)
             recorded.append(stats)
 
-        worker = ModelWorker(Recorder(), queue, on_batch=observer)
+        queue, worker, _, _ = make(observer=observer)
         worker.start()
         task = asyncio.create_task(queue.submit(windows(3, 4)))
         await until(observing.is_set)
