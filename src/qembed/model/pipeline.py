@@ -49,6 +49,9 @@ class PipelineSpec:
     default_prompt_name: str | None = None
     max_tokens: int = 512
     supports_mrl: bool = False
+    # Prompt family (qembed.model.families): which prefix a task gives each side. Empty:
+    # detected from model_type and prompts when asked (specs built by hand in tests).
+    prompt_family: str = ""
 
     @property
     def padding_side(self) -> Literal["left", "right"]:
@@ -85,8 +88,14 @@ def _pooling_from_config(cfg: dict, folder: Path) -> tuple[Pooling, bool]:
     return chosen[0], bool(cfg.get("include_prompt", True))
 
 
-def load_pipeline(folder: Path) -> PipelineSpec:
-    """Read the pipeline a model folder defines, defaulting from its architecture."""
+def load_pipeline(folder: Path, *, model_id: str | None = None) -> PipelineSpec:
+    """Read the pipeline a model folder defines, defaulting from its architecture.
+
+    ``model_id`` (hub id or alias) helps detect the prompt family: a hub cache folder is
+    named by commit hash, so the folder name alone may say nothing.
+    """
+    from qembed.model.families import detect_family
+
     config = _read_json(folder / "config.json") or {}
     model_type = str(config.get("model_type", "")).lower()
     hidden = int(config.get("hidden_size") or config.get("d_model") or 0)
@@ -135,4 +144,5 @@ def load_pipeline(folder: Path) -> PipelineSpec:
         default_prompt_name=st_config.get("default_prompt_name"),
         max_tokens=max_tokens,
         supports_mrl=model_type in MRL_MODEL_TYPES,
+        prompt_family=detect_family(model_type, prompts, model_id=model_id, folder=folder),
     )

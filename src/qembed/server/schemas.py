@@ -183,6 +183,7 @@ class Info(BaseModel):
     pooling: str
     normalize: bool
     prompts: dict[str, str]
+    prompt_family: str = Field("none", description="What task/input_type give each side: qwen3, e5, bge-zh, bge-en, prompts, none (see README: Instructions).")
     limits: dict[str, int | float]
     version: str
     backend: str

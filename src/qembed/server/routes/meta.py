@@ -76,6 +76,7 @@ async def info(request: Request) -> Response:
         pooling=i.pooling,
         normalize=i.normalize,
         prompts=i.prompts,
+        prompt_family=i.prompt_family,
         limits=limits,
         version=qembed.__version__,
         backend=i.backend,
