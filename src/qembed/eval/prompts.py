@@ -10,9 +10,12 @@ How the instruction travels depends on the target:
   and ``input_type`` and let the engine decide. It knows the model: MiniLM and other
   models trained without instructions get their own prompts (or none) instead.
 - ``client`` mode over HTTP (default; works with any OpenAI-compatible server: TEI,
-  vLLM, sglang, OpenAI): we prepend ``Instruct: ...\\nQuery:`` to the text ourselves, the
-  exact prefix the engine would apply for an instruction-aware model, so the numbers
-  match in-process Qwen3 numbers token for token.
+  vLLM, sglang, OpenAI): we prepend the prompt of the served model's *family*
+  (``qembed.model.families``: ``Instruct: ...\\nQuery:`` for Qwen3, ``query: ``/``passage: ``
+  for E5, the BGE query instructions, ...) ourselves: the exact prefix the engine would
+  apply in process, so the numbers match token for token. The family is ``--prompt-family``,
+  or (``auto``) what a qembed server's ``/info`` says, or what the served model's name
+  says, or Qwen3 (the historical default) when nothing does.
 - ``none``: raw texts on both sides (for models trained without instructions behind a
   foreign server).
 """
@@ -23,11 +26,21 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from qembed.errors import InputError
-from qembed.model.instructions import TASKS, format_instruction
+from qembed.model.families import CLIENT_FAMILY_NAMES
+from qembed.model.instructions import TASKS, format_instruction, preset_prompt
 
 Role = Literal["query", "document"]
 InstructionMode = Literal["client", "server", "none"]
 INSTRUCTION_MODES: tuple[str, ...] = ("client", "server", "none")
+# What ``--prompt-family`` accepts: a family, or auto (ask the server / read the model name).
+PROMPT_FAMILY_CHOICES: tuple[str, ...] = ("auto", *CLIENT_FAMILY_NAMES)
+
+
+def check_prompt_family(family: str | None) -> str | None:
+    """``None``/``auto`` pass; anything else must be a family a client can apply itself."""
+    if family is not None and family not in PROMPT_FAMILY_CHOICES:
+        raise InputError(f"prompt family must be one of {', '.join(PROMPT_FAMILY_CHOICES)}, not {family!r}.", param="prompt_family")
+    return family
 
 
 @dataclass(frozen=True)
@@ -62,17 +75,24 @@ class Prompting:
             return {"instruction": self.instruction.strip()}
         return {"task": self.preset, "input_type": role}
 
-    def client_prefix(self, role: Role) -> str:
-        """The text a client prepends itself (``client`` mode)."""
-        if not self.instructed(role):
-            return ""
-        return format_instruction((self.instruction or TASKS[self.preset].instruction).strip())
+    def client_prefix(self, role: Role, family: str = "qwen3", prompts: dict[str, str] | None = None) -> str:
+        """The text a client prepends itself (``client`` mode) for a model of ``family``.
 
-    def describe(self, role: Role) -> str:
+        ``prompts``: the model's own prompts when known (a qembed server's /info): they win
+        over the family's default text, as in process. An explicit instruction is always
+        the Qwen3 format, on the sides the preset instructs.
+        """
+        if self.mode == "none":
+            return ""
+        if self.instruction is not None:
+            return format_instruction(self.instruction.strip()) if self.instructed(role) else ""
+        return preset_prompt(family, prompts or {}, self.preset, role)
+
+    def describe(self, role: Role, family: str = "qwen3", prompts: dict[str, str] | None = None) -> str:
         """One line for reports: what this side got."""
         if self.mode == "none":
             return "none"
         if self.mode == "client":
-            prefix = self.client_prefix(role)
+            prefix = self.client_prefix(role, family, prompts)
             return repr(prefix) if prefix else "none"
         return ", ".join(f"{k}={v}" for k, v in self.engine_options(role).items())

