@@ -349,5 +349,123 @@ def compare_cmd(
     console.print(f"wrote {out}.json and {out}.md")
 
 
+ENDPOINT_KEYS = ("model", "family", "mode", "name", "api_key")
+
+
+def parse_endpoint(value: str) -> dict[str, str]:
+    """``URL[,model=NAME][,family=F][,mode=client|server|none][,name=LABEL][,api_key=K]`` -> fields."""
+    from qembed.eval.prompts import INSTRUCTION_MODES, PROMPT_FAMILY_CHOICES
+
+    url, *parts = [p.strip() for p in value.split(",")]
+    out = {"url": url}
+    for part in parts:
+        key, sep, val = part.partition("=")
+        if not sep or key not in ENDPOINT_KEYS or not val:
+            raise InputError(f"--endpoint {value!r}: {part!r} is not one of {', '.join(k + '=...' for k in ENDPOINT_KEYS)}.", param="endpoint")
+        out[key] = val
+    if out.get("family", "auto") not in PROMPT_FAMILY_CHOICES:
+        raise InputError(f"--endpoint {value!r}: family must be one of {', '.join(PROMPT_FAMILY_CHOICES)}.", param="endpoint")
+    if out.get("mode", "client") not in INSTRUCTION_MODES:
+        raise InputError(f"--endpoint {value!r}: mode must be one of {', '.join(INSTRUCTION_MODES)}.", param="endpoint")
+    return out
+
+
+def _fresh_out_dir(out: Path | None) -> Path:
+    """The folder to write to: the one given, or a new timestamped one (never the cwd itself)."""
+    if out is not None:
+        return out
+    import datetime as _dt
+
+    base = Path(f"qembed-zh-report-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    candidate, n = base, 1
+    while candidate.exists():
+        candidate, n = Path(f"{base}-{n}"), n + 1
+    return candidate
+
+
+@eval_group.command(
+    "zh-report",
+    help="The source article's three experiments (Chinese STS, mixed zh/en Kubernetes docs retrieval, code search) for "
+    "every --model and --endpoint, side by side in one table with latency and memory -> OUT/report.{md,json,png}.",
+)
+@click.option("--model", "models", multiple=True, help="In-process model (repeat for several).")
+@click.option("--endpoint", "endpoints", multiple=True,
+              help="OpenAI-compatible server: URL[,model=NAME][,family=qwen3|e5|bge-zh|bge-en|none][,mode=client|server|none]"
+              "[,name=LABEL][,api_key=K] (repeat for several).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("../shared/data"),
+              envvar="QEMBED_ZH_REPORT_DATA", show_default=True, help="Folder with stsb_zh/, k8s_docs_en_zh/, cosqa/, cosqa_retrieval/.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Keep the first N pairs/questions of every set (CI).")
+@click.option("--slice", "slice_", default=None, help="Keep rows START:STOP of every set instead.")
+@click.option("--doc-chars", type=click.IntRange(1), default=1200, show_default=True, help="Characters of each Kubernetes page embedded (after its title).")
+@click.option("--latency-queries", type=click.IntRange(0), default=20, show_default=True, help="Single-query calls for the p50 latency.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight per endpoint.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default ~/.cache/qembed/eval).")
+@click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache.")
+@click.option("--machine", default=None, help="How to describe the machine in the report (default: CPU model and cores seen here).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: a new ./qembed-zh-report-YYYYmmdd-HHMMSS).")
+@settings_options(SHARED_MODEL_FIELDS)
+def zh_report_cmd(
+    models: tuple[str, ...], endpoints: tuple[str, ...], data_dir: Path, limit: int | None, slice_: str | None, doc_chars: int,
+    latency_queries: int, batch_size: int, concurrency: int, cache_dir: Path | None, no_cache: bool, machine: str | None,
+    out: Path | None, **values: Any,
+) -> None:
+    import shlex
+
+    from qembed.eval.api import TargetSpec
+    from qembed.eval.cache import VectorCache
+    from qembed.eval.progress import progress_bar
+    from qembed.eval.zh_report import ReportTarget, load_report_data, run_report, write_report
+
+    setup_logging("warning")
+    console = Console()
+    try:
+        if not models and not endpoints:
+            raise InputError("give at least one --model or --endpoint.", param="model")
+        data = load_report_data(data_dir, limit=limit, slice_=slice_, doc_chars=doc_chars)
+        settings = build_settings({k: values[k] for k in SHARED_MODEL_FIELDS})
+        targets: list[Any] = [ReportTarget(TargetSpec(model=m, settings=settings, batch_size=batch_size)) for m in models]
+        for e in endpoints:
+            f = parse_endpoint(e)
+            spec = TargetSpec(endpoint=f["url"], model_name=f.get("model"), api_key=f.get("api_key"), name=f.get("name"),
+                              batch_size=batch_size, concurrency=concurrency, prompt_family=f.get("family", "auto"))
+            targets.append(ReportTarget(spec, f.get("mode", "client")))  # type: ignore[arg-type]
+        meta = {"command": "qembed " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("qembed") else "qembed eval zh-report ...",
+                "machine": machine or _machine_line()}
+        cache = None if no_cache else VectorCache(cache_dir)
+        with _sigterm_interrupts(), progress_bar() as bar:
+            report = run_report(targets, data, cache=cache, progress=bar, latency_queries=latency_queries, meta=meta)
+    except QembedError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _interrupted(no_cache)
+    folder = _fresh_out_dir(out)
+    paths = write_report(report, folder)
+    click.echo(report.to_markdown())
+    for t in report.targets:
+        if t.error:
+            console.print(f"[red]error[/] {t.name}: {t.error}")
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if any(t.error for t in report.targets):
+        sys.exit(1)
+
+
+def _machine_line() -> str:
+    import os
+    import platform
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model or platform.processor() or platform.machine()}, {cores} cores available"
+
+
 def register(group: click.Group) -> None:
     group.add_command(eval_group)
