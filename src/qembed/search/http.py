@@ -66,14 +66,14 @@ class _ModelFacts:
     def __init__(self, settings: Settings) -> None:
         from qembed.model.instructions import resolve_prompt
         from qembed.model.pipeline import load_pipeline
-        from qembed.model.sources import resolve_model
+        from qembed.model.sources import FALLBACK_NAMES, resolve_model
         from qembed.model.tokenization import TextTokenizer
 
         resolved = resolve_model(settings.model, source=settings.source, revision=settings.revision)
         spec = load_pipeline(resolved.path)
         tokenizer = TextTokenizer(resolved.path, spec)
         self.model_id = resolved.model_id
-        self.model = "minilm" if resolved.fallback_reason else (settings.model or resolved.model_id)
+        self.model = FALLBACK_NAMES.get(resolved.model_id, "minilm") if resolved.fallback_reason else (settings.model or resolved.model_id)
         self.dimension = spec.hidden_size
         prompt = resolve_prompt(spec, task="retrieval", input_type="document")
         self.window = (settings.max_tokens or spec.max_tokens) - tokenizer.special.count - len(tokenizer.prompt_ids(prompt))

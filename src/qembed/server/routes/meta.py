@@ -20,7 +20,9 @@ open_router = APIRouter(tags=["operations"])
 async def list_models(request: Request) -> Response:
     """The one served model (OpenAI's list shape)."""
     state = request.app.state
-    return OrjsonResponse({"object": "list", "data": [{"id": state.served.name, "object": "model", "created": state.started, "owned_by": "qembed"}]})
+    info = state.embedder.info
+    card = {"id": state.served.name, "object": "model", "created": state.started, "owned_by": "qembed", "source": info.source, "fallback_reason": info.fallback_reason}
+    return OrjsonResponse({"object": "list", "data": [card]})
 
 
 for _path in ("/v1/models", "/models"):
@@ -69,6 +71,7 @@ async def info(request: Request) -> Response:
         served_model_name=state.served.name,
         accepted_model_names=sorted(state.served.accepted),
         fallback_reason=i.fallback_reason,
+        source=i.source,
         dimension=i.dimension,
         min_dimensions=1 if s.force_dimensions else i.min_dimensions,
         supports_matryoshka=i.supports_mrl,
