@@ -14,6 +14,8 @@ Kinds:
 - ``st``: sentence-transformers ``SentenceTransformer(folder).encode``, the baseline.
 - ``http``: an OpenAI-compatible server (qembed serve, a peer, any endpoint), driven by
   a client in the worker with several requests in flight.
+- ``llamacpp``: a GGUF in llama-cpp-python, in a runner process of the peer venv that the
+  worker drives over a pipe (``qembed.bench.peer_llamacpp``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
-EngineKind = Literal["qembed", "st", "http"]
+EngineKind = Literal["qembed", "st", "http", "llamacpp"]  # llamacpp: qembed.bench.peer_llamacpp
 # engine: a system under test; baseline: a sentence-transformers setting that may serve as
 # the ratio baseline (the fastest one measured is used); reference: shown, never a baseline.
 EngineRole = Literal["engine", "baseline", "reference"]
@@ -179,7 +181,13 @@ class _HttpRunner:
             raise EngineFailed(f"status {outcome.status}: {outcome.error}")
 
 
-_RUNNERS = {"qembed": _QembedRunner, "st": _STRunner, "http": _HttpRunner}
+def _llamacpp_runner(spec: EngineSpec) -> Any:
+    from qembed.bench.peer_llamacpp import LlamaCppRunner  # drives a runner script in the peer venv
+
+    return LlamaCppRunner(spec)
+
+
+_RUNNERS = {"qembed": _QembedRunner, "st": _STRunner, "http": _HttpRunner, "llamacpp": _llamacpp_runner}
 
 
 def _worker_main(spec: EngineSpec, conn: Connection) -> None:

@@ -130,6 +130,10 @@ def throughput_markdown(report: dict[str, Any], plots: list[str]) -> str:
             lines += ["Install attempts that failed:", ""]
         for a in p.get("attempts", []):
             lines += [f"- {a['step']}:", "", "```", a["error"], "```", ""]
+    if report.get("peer_llamacpp"):
+        from qembed.bench.peer_llamacpp import markdown as llamacpp_markdown
+
+        lines += llamacpp_markdown(report["peer_llamacpp"], report["engines"])
     lines += _checks_lines(report.get("checks", []))
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"

