@@ -34,6 +34,13 @@ qembed's tokenizer for the same texts, and the report gives the cosine of the ve
 Sizing: ``n_ctx = n_batch = n_ubatch`` = the largest batch of the run in tokens (texts x
 tokens of the longest cell), so a ``batch_size`` batch is one ``llama_decode``, as it is one
 forward pass for the other engines; ``n_threads`` = qembed's threads; flash attention on.
+
+What llama.cpp does that the others do not (measured as it ships, not patched): with
+``embeddings`` on, ``llama_context::decode`` marks every token as an output
+(``output_all = cparams.embeddings``) and the qwen3 graph applies the output projection to
+every output row, so each token also pays the 151,669 x 1,024 lm_head (+35% FLOPs over the
+0.88 GFLOP/token of the layers) and the context holds n_ubatch x n_vocab float logits (1.2 GB
+at n_ubatch 2048, visible in its peak RSS). llama-server runs embeddings the same way.
 """
 
 from __future__ import annotations
