@@ -224,7 +224,7 @@ def ensure_llamacpp(
                 f"llama-cpp-python could not be installed: {step}: {_last_lines(output, 3)} (full log: {log})"
             )
             return status
-        if "download" in cmd:
+        if step.startswith("pip download"):  # unpack it: the converter and gguf-py come from it
             sdist = Path(cmd[-1]) / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
             with tarfile.open(sdist) as tar:
                 tar.extractall(sdist.parent, filter="data")
