@@ -56,6 +56,9 @@ class ModelInfo:
     dtype: str
     fallback_reason: str | None = None
     prompt_family: str = "none"  # qembed.model.families: what task presets give each side
+    # int8 builds: the recipe and the quality gate's measurement (min/mean cosine to float32 on
+    # the calibration set, the threshold); None for float models.
+    quantization: dict[str, Any] | None = None
 
 
 @dataclass
@@ -78,6 +81,14 @@ class EncodeResult:
     prompt_tokens: int
 
 
+def _quantization(backend: Any, threshold: float) -> dict[str, Any] | None:
+    """What /info and reports say about an int8 build (its recipe and gate measurement)."""
+    quality = getattr(backend, "quality", None)
+    if quality is None:
+        return None
+    return {"recipe": getattr(backend, "recipe", None), "gate": {**quality, "threshold": threshold}}
+
+
 class Embedder:
     """Load a model once; turn texts into vectors the way the reference implementation does."""
 
@@ -93,7 +104,7 @@ class Embedder:
         self.tokenizer = TextTokenizer(self.resolved.path, self.spec)
         self.backend = load_backend(
             s.backend, self.resolved.path, self.spec, device=s.device, dtype=s.dtype, threads=s.threads,
-            quantize=s.quantize, export_dir=s.export_dir,
+            quantize=s.quantize, export_dir=s.export_dir, int8=s.int8_options(),
         )
         self.max_tokens = s.max_tokens or self.spec.max_tokens
         if self.max_tokens <= self.tokenizer.special.count + 1:
@@ -116,6 +127,7 @@ class Embedder:
             dtype=self.backend.dtype,
             fallback_reason=self.resolved.fallback_reason,
             prompt_family=self.spec.prompt_family,
+            quantization=_quantization(self.backend, s.int8_min_cosine),
         )
         # LRU embedding cache (cache_size / cache_dir; None when off): see qembed.engine.cache.
         self.cache: EmbeddingCache | None = EmbeddingCache.from_settings(s, lambda: cache_namespace(self))

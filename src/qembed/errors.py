@@ -45,6 +45,12 @@ class UnsupportedModel(ModelError):
     code = "unsupported_model"
 
 
+class Int8QualityError(ModelError):
+    """An int8 build measured below the quality gate (``--int8-min-cosine``): never served."""
+
+    code = "int8_quality_gate"
+
+
 class InputError(QembedError, ValueError):
     """The caller asked for something that cannot be done; the message says what to change."""
 

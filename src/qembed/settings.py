@@ -39,6 +39,29 @@ class Settings(BaseSettings):
         "see docs/PERFORMANCE.md).",
     )
     quantize: Literal["none", "int8"] = Field("none", description="Weight quantization for backends that support it.")
+    int8_min_cosine: float = Field(
+        0.99,
+        ge=-1.0,
+        le=1.0,
+        description="int8 quality gate: the worst cosine to float32 on the shipped calibration set that an int8 build may "
+        "have; below it qembed refuses to serve (measured once per export, shown in /info). -1 accepts any build.",
+    )
+    int8_smoothquant: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] | None = Field(
+        None,
+        description="SmoothQuant migration strength (alpha) of int8 builds of decoder models; unset: the measured default "
+        "(0.5), auto: searched per model on the calibration set, 0: off.",
+    )
+    int8_activations: Literal["auto", "per-token", "per-tensor"] = Field(
+        "auto",
+        description="How the onnx backend quantizes activations: per-token (one scale per token; safe with outlier "
+        "tokens), per-tensor (ONNX Runtime's fused dynamic quantization, one scale per batch; faster) or auto "
+        "(per-tensor when it passes the int8 gate on this model, else per-token).",
+    )
+    int8_keep: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Linear layers (module-path substrings, comma-separated, e.g. mlp.down_proj) int8 builds keep in "
+        "float; unset: the backend's measured default.",
+    )
     export_dir: str | None = Field(
         None,
         description="Where ONNX/OpenVINO exports are cached (default: next to the model when writable, else ~/.cache/qembed).",
@@ -88,12 +111,20 @@ class Settings(BaseSettings):
     warmup: bool = Field(True, description="Run a warm-up pass before /ready answers 200.")
     log_level: str = Field("info", description="debug, info, warning, error.")
 
-    @field_validator("api_key", "cors_allow_origin", mode="before")
+    @field_validator("api_key", "cors_allow_origin", "int8_keep", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    def int8_options(self):
+        """The int8 gate threshold and recipe overrides, as the backends take them."""
+        from qembed.model.backends.int8.recipes import Int8Options
+
+        keep = tuple(self.int8_keep) if self.int8_keep is not None else None
+        activations = None if self.int8_activations == "auto" else self.int8_activations
+        return Int8Options(min_cosine=self.int8_min_cosine, alpha=self.int8_smoothquant, keep=keep, activations=activations)
 
     def masked(self) -> dict[str, object]:
         """The effective settings with secrets hidden, for the start-up log line."""

@@ -3,8 +3,8 @@ export cache is keyed, atomic and reused. Backends whose packages are not instal
 skipped with the reason.
 
 Tolerances (per vector cosine to torch float32, docs/PERFORMANCE.md): float32 backends
->= 0.9999; int8 backends (onnx, openvino) >= 0.99 on MiniLM, the quality gate; torch int8
->= 0.95 (it misses the gate and says so when loaded).
+>= 0.9999; int8 backends (onnx, openvino, torch) >= 0.99 on MiniLM, the quality gate
+(tests/model/test_int8.py tests the gate itself on the outlier fixture).
 """
 
 from __future__ import annotations
@@ -86,14 +86,16 @@ def test_int8_onnx_runs_the_tiny_qwen3_shape(tiny_model_dir: Path, export_dir: s
     assert _cosines(embedder.encode(TEXTS), reference["tiny"]).min() >= 0.95
 
 
-def test_torch_int8_within_its_tolerance(minilm_dir: Path, reference, caplog: pytest.LogCaptureFixture) -> None:
+def test_torch_int8_within_the_gate(minilm_dir: Path, export_dir: str, reference) -> None:
+    """Per-token int8 activations (torch._int_mm) + SmoothQuant: MiniLM within the int8 gate
+    (the torch.ao per-tensor recipe it replaces missed it: min cosine 0.95)."""
     from qembed import Embedder
 
-    with caplog.at_level("WARNING"):
-        embedder = Embedder("minilm", quantize="int8")
-    assert "quality gate" in caplog.text
+    embedder = Embedder("minilm", quantize="int8", export_dir=export_dir)
     assert embedder.info.dtype == "int8"
-    assert _cosines(embedder.encode(TEXTS), reference["minilm"]).min() >= 0.95
+    cos = _cosines(embedder.encode(TEXTS), reference["minilm"])
+    assert cos.min() >= INT8_MIN_COS
+    assert cos.mean() < 0.999999  # really quantized
 
 
 def test_openvino_int8_vectors_do_not_depend_on_batch_mates(tiny_model_dir: Path, export_dir: str) -> None:
@@ -253,22 +255,33 @@ def _gate(model: str, backend: str, shared_data: Path, export_dir: str, **extra)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
 def test_int8_quality_gate_minilm_stsb(backend: str, shared_data: Path, export_dir: str) -> None:
-    """The gate of docs/PERFORMANCE.md: Spearman within 0.5 points, mean cosine >= 0.99."""
+    """MiniLM STS-B (English test) with each int8 backend within 0.3 points of float32 (issue 17),
+    mean cosine to float32 >= 0.99."""
     _need(backend)
     rho32, rho8, cos = _gate("minilm", backend, shared_data, export_dir)
     assert abs(rho32 - 82.03) < 0.01  # the reference value of all-MiniLM-L6-v2 float32
-    assert abs(rho8 - rho32) <= 0.5 and cos >= 0.99
+    assert abs(rho8 - rho32) <= 0.3 and cos >= 0.99, (rho32, rho8, cos)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
 def test_int8_quality_gate_real_qwen3(backend: str, shared_data: Path, tmp_path: Path) -> None:
-    """Re-check the gate with real Qwen3-Embedding weights: QEMBED_REAL_MODEL_DIR=/path/to/folder."""
+    """The int8 gate on real Qwen3-Embedding weights (QEMBED_REAL_MODEL_DIR=/path/to/folder):
+    the default recipe passes, or the failure says by how much; STS-B within 0.3 points."""
     folder = os.environ.get("QEMBED_REAL_MODEL_DIR")
     if not folder:
         pytest.skip("set QEMBED_REAL_MODEL_DIR to a real Qwen3-Embedding folder to run the int8 gate on it")
     _need(backend)
+    from qembed import Embedder
+
+    # Threshold 0: build and measure whatever the recipe gives, then judge it here with numbers.
+    built = Embedder(folder, backend=backend, quantize="int8", int8_min_cosine=0.0, export_dir=str(tmp_path))
+    gate = built.info.quantization["gate"]
+    assert gate["min_cosine"] >= 0.99 and gate["mean_cosine"] >= 0.998, (
+        f"{backend} int8 on {folder}: min cosine {gate['min_cosine']} (needs 0.99, short by "
+        f"{0.99 - gate['min_cosine']:.4f}), mean {gate['mean_cosine']} (needs 0.998); recipe {built.info.quantization['recipe']}"
+    )
     rho32, rho8, cos = _gate(folder, backend, shared_data, str(tmp_path))
-    assert abs(rho8 - rho32) <= 0.5 and cos >= 0.99, (rho32, rho8, cos)
+    assert abs(rho8 - rho32) <= 0.3 and cos >= 0.99, (rho32, rho8, cos)

@@ -74,7 +74,10 @@ class _QembedRunner:
         import torch
 
         i = self.embedder.info
-        return {"backend": i.backend, "device": i.device, "dtype": i.dtype, "threads": torch.get_num_threads(), "dimension": i.dimension}
+        info = {"backend": i.backend, "device": i.device, "dtype": i.dtype, "threads": torch.get_num_threads(), "dimension": i.dimension}
+        if i.quantization:  # int8: the recipe and the quality gate's measurement, into the report
+            info["quantization"] = i.quantization
+        return info
 
     def batch(self, texts: list[str], batch_size: int) -> tuple[int | None, int, int]:
         result = self.embedder.encode_with_usage(texts, batch_size=batch_size, input_type="document")

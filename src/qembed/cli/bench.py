@@ -19,7 +19,7 @@ from qembed.cli.options import build_settings, settings_options
 from qembed.settings import Settings
 
 _WANTED = [
-    "model", "source", "revision", "backend", "quantize", "device", "dtype", "threads", "max_tokens", "long_text",
+    "model", "source", "revision", "backend", "quantize", "int8_min_cosine", "int8_smoothquant", "int8_keep", "int8_activations", "device", "dtype", "threads", "max_tokens", "long_text",
     "chunk_overlap", "cache_size", "max_batch_tokens", "max_batch_size", "max_client_batch_size", "warmup",
 ]  # fmt: skip
 BENCH_FIELDS = [f for f in _WANTED if f in Settings.model_fields]

@@ -22,7 +22,7 @@ app = typer.Typer(help="qembed: self-hosted text embeddings (Qwen3-Embedding and
 dev_app = typer.Typer(help="Developer tools: fixture models for tests and benchmarks.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 
-MODEL_FIELDS = ["model", "source", "revision", "backend", "device", "dtype", "threads", "max_tokens", "long_text", "truncation_side", "chunk_overlap", "force_dimensions"]
+MODEL_FIELDS = ["model", "source", "revision", "backend", "quantize", "int8_min_cosine", "int8_smoothquant", "int8_keep", "int8_activations", "device", "dtype", "threads", "max_tokens", "long_text", "truncation_side", "chunk_overlap", "force_dimensions"]
 
 
 def setup_logging(level: str = "info") -> None:
@@ -56,14 +56,18 @@ def download(
 @dev_app.command("make-model")
 def make_model_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder to write.")],
-    shape: Annotated[str, typer.Option(help="tiny (2 layers, hidden 64) or qwen3-0.6b (full shape).")] = "tiny",
+    shape: Annotated[str, typer.Option(help="tiny (2 layers, hidden 64), small (4 layers, hidden 256) or qwen3-0.6b (full shape).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
     old_tokenizer: Annotated[bool, typer.Option(help="Omit tokenizer.json (an old revision that does not append <|endoftext|>).")] = False,
+    outliers: Annotated[
+        float,
+        typer.Option(help="Add real-LLM activation outliers of this strength (1 = the documented recipe; 0 = none)."),
+    ] = 0.0,
 ) -> None:
     """Write a Qwen3-Embedding-shaped folder: real config and tokenizer, seeded random weights."""
     from qembed.dev.make_model import make_model
 
-    path = make_model(out, shape=shape, seed=seed, append_eos=not old_tokenizer)
+    path = make_model(out, shape=shape, seed=seed, append_eos=not old_tokenizer, outliers=outliers)
     typer.echo(str(path))
 
 

@@ -17,7 +17,7 @@ from qembed.cli.options import build_settings, settings_options
 from qembed.errors import QembedError
 
 # The engine's own --chunk-overlap (long-input windows) would be confused with the index's.
-INDEX_MODEL_FIELDS = ["model", "source", "revision", "backend", "device", "dtype", "threads", "max_tokens"]
+INDEX_MODEL_FIELDS = ["model", "source", "revision", "backend", "quantize", "int8_min_cosine", "device", "dtype", "threads", "max_tokens"]
 STORE_FIELDS = ["index", "data_dir", "store_uri"]
 
 

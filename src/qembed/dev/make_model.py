@@ -6,6 +6,7 @@ config and tokenizer are small and public (Apache-2.0), so we ship them in
 
 - ``tiny``: 2 layers, hidden 64, the REAL tokenizer; fast tests of tokenization, pooling,
   padding and parity (the weights carry no meaning).
+- ``small``: 4 layers, hidden 256; int8 studies on the outlier fixture in CI.
 - ``qwen3-0.6b``: the full Qwen3-Embedding-0.6B shape (28 layers, hidden 1024): the true
   compute cost, for benchmarks. Random weights: never read a similarity from it as quality.
 
@@ -13,6 +14,10 @@ The folder is what the hub repo holds: config.json, model.safetensors, tokenizer
 (rebuilt with the post-processor that appends ``<|endoftext|>`` = 151643),
 tokenizer_config.json, vocab.json, merges.txt, modules.json, 1_Pooling/config.json,
 config_sentence_transformers.json.
+
+``outliers`` (``qembed dev make-model --outliers STRENGTH``) gives the random weights the
+activation statistics of real LLM checkpoints, which random weights lack and which decide
+whether an int8 recipe is safe (see ``add_outliers``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,18 @@ SHAPES: dict[str, dict[str, int | float]] = {
         # Larger than the real 0.02 so that two random layers still mix context into the
         # last token: otherwise every text's vector is the <|endoftext|> embedding.
         "initializer_range": 0.25,
+    },
+    # Between the two: big enough for int8 studies to mean something (hidden 256, 4 layers,
+    # the shape issue 17 reproduced the outlier failure on), small enough for CI.
+    "small": {
+        "hidden_size": 256,
+        "intermediate_size": 768,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "max_window_layers": 4,
+        "initializer_range": 0.1,
     },
     "qwen3-0.6b": {},
 }
@@ -66,8 +83,18 @@ def write_tokenizer(out: Path, *, append_eos: bool = True) -> None:
     tok.backend_tokenizer.save(str(out / "tokenizer.json"))
 
 
-def make_model(out: Path, *, shape: str = "tiny", seed: int = 0, dtype: str | None = None, append_eos: bool = True) -> Path:
-    """Write a complete Qwen3-Embedding-style folder to ``out`` and return it."""
+def make_model(
+    out: Path,
+    *,
+    shape: str = "tiny",
+    seed: int = 0,
+    dtype: str | None = None,
+    append_eos: bool = True,
+    outliers: float = 0.0,
+) -> Path:
+    """Write a complete Qwen3-Embedding-style folder to ``out`` and return it.
+
+    ``outliers`` > 0 adds real-LLM activation outliers of that strength (``add_outliers``)."""
     import torch
     from safetensors.torch import save_file
     from transformers import Qwen3Config, Qwen3Model
@@ -90,7 +117,73 @@ def make_model(out: Path, *, shape: str = "tiny", seed: int = 0, dtype: str | No
 
     torch.manual_seed(seed)
     model = Qwen3Model(Qwen3Config(**{k: v for k, v in config.items() if k not in ("architectures", "torch_dtype")}))
+    if outliers < 0:
+        raise ValueError(f"outliers is a strength >= 0 (1 = the documented recipe), not {outliers}")
+    if outliers:
+        recipe = add_outliers(model, outliers, seed=seed)
+        (out / FIXTURE_NOTE).write_text(json.dumps(recipe, indent=2) + "\n")
     save_dtype = getattr(torch, dtype or ("float32" if shape == "tiny" else "bfloat16"))
     state = {k: v.detach().to(save_dtype).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     return out
+
+
+FIXTURE_NOTE = "qembed-fixture.json"
+# Tokens that carry "massive activations" in real LLMs besides the first one: delimiters
+# (Sun et al. 2024 find them on the start token, ".", "\\n" and similar). Qwen3 ids.
+DELIMITER_TOKENS = {"\u010a": 198, ",": 11, ".": 13, "\uff0c": 3837, "\u3002": 1773, ":": 25}
+
+
+def add_outliers(model, strength: float = 1.0, *, seed: int = 0) -> dict[str, object]:
+    """Give a random-weight Qwen3 model the outlier structure of real LLM checkpoints.
+
+    Random weights produce activations that are roughly Gaussian in every channel; real
+    decoder checkpoints do not, and that is what breaks int8 with one activation scale per
+    tensor (or per token). Three published observations, reproduced here at ``strength``
+    (1.0 = the values below; the effect scales with it):
+
+    1. **Systematic outlier channels** (Dettmers et al. 2022, "LLM.int8()"; Xiao et al. 2023,
+       "SmoothQuant"): a handful of hidden dimensions are 10-100x larger than the rest for
+       almost every token, at the inputs of the attention and MLP projections. Real models
+       get them from RMSNorm gains that single out those dimensions, so three channels of
+       every ``input_layernorm`` and ``post_attention_layernorm`` gain are multiplied by
+       ``60 * strength``.
+    2. **Massive activations** (Sun et al. 2024, "Massive Activations in Large Language
+       Models"): a few tokens (the first one, delimiters such as "." and "\\n") carry a
+       residual-stream value 100-1000x the median in one fixed dimension, through most
+       layers. The token-embedding rows of the delimiter tokens get ``100 * strength`` times
+       the embedding scale in the first outlier channel.
+    3. **Large MLP rows** (the "super weights" of Yu et al. 2024 live in ``down_proj``; its
+       input is what ``up_proj`` produces): two rows of every ``up_proj`` are multiplied by
+       ``12 * strength``, so ``down_proj`` sees two input channels an order of magnitude
+       above the others.
+
+    Returns what was changed (written next to the weights as ``qembed-fixture.json``).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    config = model.config
+    channels = torch.randperm(config.hidden_size, generator=gen)[:3].tolist()
+    rows = torch.randperm(config.intermediate_size, generator=gen)[:2].tolist()
+    norm_gain, up_gain, massive = 60.0 * strength, 12.0 * strength, 100.0 * strength
+    with torch.no_grad():
+        scale = float(model.embed_tokens.weight.std())
+        for token in DELIMITER_TOKENS.values():
+            if token < config.vocab_size:
+                model.embed_tokens.weight[token, channels[0]] = massive * scale
+        for layer in model.layers:
+            layer.input_layernorm.weight[channels] *= norm_gain
+            layer.post_attention_layernorm.weight[channels] *= norm_gain
+            layer.mlp.up_proj.weight[rows] *= up_gain
+    return {
+        "strength": strength,
+        "outlier_channels": channels,
+        "norm_gain": norm_gain,
+        "massive_channel": channels[0],
+        "massive_value": round(massive * scale, 4),
+        "massive_tokens": sorted(DELIMITER_TOKENS.values()),
+        "up_proj_rows": rows,
+        "up_proj_gain": up_gain,
+        "layers": len(model.layers),
+    }

@@ -194,6 +194,11 @@ class Info(BaseModel):
     backend: str
     device: str
     dtype: str
+    quantization: dict[str, Any] | None = Field(
+        None,
+        description="int8 builds: the recipe and the quality gate (min/mean cosine to float32 on the calibration set, "
+        "the threshold it passed). null for float models.",
+    )
 
 
 # -- the served model's names ----------------------------------------------------------------------

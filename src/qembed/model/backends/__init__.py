@@ -23,6 +23,7 @@ from pathlib import Path
 
 from qembed.errors import InputError
 from qembed.model.backends.base import Backend
+from qembed.model.backends.int8.recipes import Int8Options
 from qembed.model.pipeline import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,13 @@ def load_backend(
     quantize: str = "none",
     export_dir: str | None = None,
     progress: bool = True,
+    int8: Int8Options | None = None,
 ) -> Backend:
-    """Load ``folder`` on the named backend (``auto``: see the module docstring)."""
+    """Load ``folder`` on the named backend (``auto``: see the module docstring).
+
+    ``int8``: the gate threshold and recipe overrides for ``quantize="int8"``; every int8
+    build is measured on the calibration set and refused below the threshold
+    (``qembed.model.backends.int8.gate``)."""
     chosen = resolve_backend(name, device=device, quantize=quantize)
     if name == "auto":
         log.info("backend auto -> %s (quantize %s)", chosen, quantize)
@@ -102,12 +108,9 @@ def load_backend(
         if quantize == "int8":
             from qembed.model.backends.torch_int8 import TorchInt8Backend
 
-            log.warning(
-                "torch --quantize int8 misses qembed's int8 quality gate on MiniLM (STS-B -0.8 points, mean cosine "
-                "0.97 to float32; docs/PERFORMANCE.md); --backend onnx or openvino with --quantize int8 pass it."
+            return TorchInt8Backend(
+                folder, spec, device=device, dtype=dtype, threads=threads, int8=int8, export_dir=export_dir, progress=progress
             )
-
-            return TorchInt8Backend(folder, spec, device=device, dtype=dtype, threads=threads)
         from qembed.model.backends.torch_backend import TorchBackend
 
         return TorchBackend(folder, spec, device=device, dtype=dtype, threads=threads)
@@ -116,10 +119,12 @@ def load_backend(
             raise InputError(f"The onnx backend computes in float32 (or int8 with --quantize int8), not {dtype}.", param="dtype")
         from qembed.model.backends.onnx_backend import OnnxBackend
 
-        return OnnxBackend(folder, spec, quantize=quantize, threads=threads, export_dir=export_dir, progress=progress)
+        return OnnxBackend(folder, spec, quantize=quantize, threads=threads, export_dir=export_dir, progress=progress, int8=int8)
     from qembed.model.backends.openvino_backend import OpenVinoBackend
 
-    return OpenVinoBackend(folder, spec, quantize=quantize, dtype=dtype, threads=threads, export_dir=export_dir, progress=progress)
+    return OpenVinoBackend(
+        folder, spec, quantize=quantize, dtype=dtype, threads=threads, export_dir=export_dir, progress=progress, int8=int8
+    )
 
 
 __all__ = ["AUTO_CPU", "BACKENDS", "Backend", "available_backends", "load_backend", "missing_packages", "resolve_backend"]

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "qembed-export.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 # Bump when an export recipe changes in a way the other key parts do not capture.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: int8 builds are smoothed and carry their quality-gate measurement
 
 Stage = Callable[[str], Any]  # ``with stage("quantizing"): ...``
 
@@ -143,7 +143,7 @@ def cached_artifact(
     kind: str,
     folder: Path,
     recipe: Mapping[str, Any],
-    build: Callable[[Path, Stage], None],
+    build: Callable[[Path, Stage], Mapping[str, Any] | None],
     *,
     steps: int,
     export_dir: str | os.PathLike[str] | None = None,
@@ -152,7 +152,8 @@ def cached_artifact(
     """The folder of a finished export, building it first when absent.
 
     ``build(tmp, stage)`` writes the files into ``tmp`` and wraps each of its ``steps``
-    steps in ``with stage("name"):`` for the progress bar.
+    steps in ``with stage("name"):`` for the progress bar. What it returns (a mapping, e.g.
+    ``{"quality": ...}`` for int8 builds) is merged into the manifest, written last.
     """
     root = export_root(folder, export_dir)
     name = artifact_key(kind, folder, recipe)
@@ -169,8 +170,8 @@ def cached_artifact(
         stages = _Stages(f"qembed: {kind} export of {Path(folder).name}", steps, progress)
         start = time.perf_counter()
         try:
-            build(tmp, stages)
-            manifest = {
+            extra = build(tmp, stages)
+            manifest: dict[str, Any] = {
                 "kind": kind,
                 "model": str(Path(folder).resolve()),
                 "model_revision": model_revision(folder),
@@ -179,6 +180,7 @@ def cached_artifact(
                 "seconds": round(time.perf_counter() - start, 1),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
+            manifest.update(extra or {})
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
             if final.exists():  # a leftover without a manifest: incomplete by construction
                 shutil.rmtree(final)

@@ -180,13 +180,17 @@ def _quiet(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def export_float32(folder: Path, out_dir: Path, *, spec: PipelineSpec) -> dict[str, object]:
-    """Write ``out_dir/model.onnx`` (+ external weights) for ``folder``; returns how it was made."""
+def export_float32(folder: Path, out_dir: Path, *, spec: PipelineSpec, model=None) -> dict[str, object]:
+    """Write ``out_dir/model.onnx`` (+ external weights) for ``folder``; returns how it was made.
+
+    ``model``: an already loaded float32 model to export instead (e.g. one whose weights
+    SmoothQuant has rescaled); it is also what the export is checked against."""
     import io
 
     import torch
 
-    model = _load_float32(folder)
+    model = _load_float32(folder) if model is None else model
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     wrapper = _wrapper(model, decoder=spec.model_type in LAST_TOKEN_MODEL_TYPES)
     vocab = int(model.config.vocab_size)
     ids, mask = check_batch(vocab, spec.padding_side, rows=2, width=16)

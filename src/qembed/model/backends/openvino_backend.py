@@ -18,13 +18,15 @@ compounded by bf16 ones.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from qembed.errors import InputError, ModelError
-from qembed.model.backends.artifacts import Stage, cached_artifact, library_versions
+from qembed.model.backends.artifacts import Stage, cached_artifact, library_versions, read_manifest
+from qembed.model.backends.int8.recipes import DEFAULT_RECIPES, Int8Options, Int8Recipe
 from qembed.model.backends.pooling_np import pool_numpy
 from qembed.model.backends.threads import intra_op_threads
 from qembed.model.pipeline import LAST_TOKEN_MODEL_TYPES, PipelineSpec
@@ -36,14 +38,18 @@ DYNAMIC_QUANTIZATION_GROUP_SIZE = 32
 _PRECISION = {"auto": "f32", "float32": "f32", "bfloat16": "bf16"}
 
 
-def _convert(folder: Path, spec: PipelineSpec, tmp: Path, stage: Stage, *, int8: bool) -> None:
+def _convert(
+    folder: Path, spec: PipelineSpec, tmp: Path, stage: Stage, *, int8: bool, recipe: Int8Recipe | None = None,
+    export_dir: str | None = None,
+) -> dict[str, object] | None:
     import openvino as ov
     import torch
 
+    from qembed.model.backends.int8.prepare import smoothed_float32
     from qembed.model.backends.onnx_export import _load_float32, _wrapper, check_batch
 
-    with stage("load the torch model"):
-        model = _load_float32(folder)
+    with stage("load the torch model" + (f" and SmoothQuant (alpha {recipe.alpha})" if int8 and recipe and recipe.alpha else "")):
+        model, smoothing = smoothed_float32(folder, spec, recipe) if int8 and recipe else (_load_float32(folder), None)
         wrapper = _wrapper(model, decoder=spec.model_type in LAST_TOKEN_MODEL_TYPES, full_mask=True)
         ids, mask = check_batch(int(model.config.vocab_size), spec.padding_side, rows=2, width=16)
     with stage("convert to OpenVINO"), torch.inference_mode(), warnings.catch_warnings():
@@ -61,13 +67,46 @@ def _convert(folder: Path, spec: PipelineSpec, tmp: Path, stage: Stage, *, int8:
             nncf_log = logging.getLogger("nncf")  # its statistics table: qembed's bar says what happens
             level = nncf_log.level
             nncf_log.setLevel(logging.WARNING)
+            ignored = {}
+            if recipe and recipe.keep:
+                ignored["ignored_scope"] = nncf.IgnoredScope(patterns=[f".*{re.escape(k)}.*" for k in recipe.keep], validate=False)
             try:
-                converted = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM)
+                converted = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM, **ignored)
             finally:
                 nncf_log.setLevel(level)
     with stage("save and check against torch"):
         ov.save_model(converted, str(tmp / MODEL_XML), compress_to_fp16=False)
         _check(model, tmp / MODEL_XML, spec, int8=int8)
+    if not int8:
+        return None
+    with stage("int8 quality gate (calibration set vs float32)"):
+        from qembed.model.backends.int8 import gate
+
+        request = _compile(tmp / MODEL_XML, dtype="auto", threads=None, int8=True).create_infer_request()
+        quality = gate.measure(lambda ids, mask: _run(request, spec, ids, mask), folder, spec, export_dir=export_dir, progress=False)
+    return {"quality": quality, "smoothquant": smoothing}
+
+
+def _compile(xml: Path, *, dtype: str, threads: int | None, int8: bool):
+    import openvino as ov
+
+    config = {
+        "INFERENCE_PRECISION_HINT": _PRECISION[dtype],
+        "INFERENCE_NUM_THREADS": intra_op_threads(threads),
+        "NUM_STREAMS": 1,  # one batch at a time (the worker thread), all cores on it
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    if int8:
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP_SIZE
+    return ov.Core().compile_model(str(xml), "CPU", config)
+
+
+def _run(request, spec: PipelineSpec, input_ids: np.ndarray, attention_mask: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+    ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+    mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
+    result = request.infer({"input_ids": ids, "attention_mask": mask})
+    states = next(iter(result.values()))  # the request's buffer: pooled into a new array below
+    return pool_numpy(states, mask, spec.pooling, skip)
 
 
 def _check(model, xml: Path, spec: PipelineSpec, *, int8: bool) -> None:
@@ -91,21 +130,27 @@ def _check(model, xml: Path, spec: PipelineSpec, *, int8: bool) -> None:
         raise ModelError(f"The OpenVINO conversion disagrees with torch (min cosine {cos:.5f} < {floor}).")
 
 
-def openvino_model(folder: Path, spec: PipelineSpec, *, int8: bool, export_dir: str | None = None, progress: bool = True) -> Path:
-    """The cached OpenVINO IR of ``folder`` (built on first use)."""
-    recipe = {
+def openvino_model(
+    folder: Path, spec: PipelineSpec, *, int8: bool, recipe: Int8Recipe | None = None, export_dir: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """The cached OpenVINO IR of ``folder`` (built on first use); int8 builds are smoothed
+    per ``recipe`` and measured by the int8 gate (``quality`` in the manifest)."""
+    recipe = (recipe or DEFAULT_RECIPES["openvino"]) if int8 else None
+    key = {
         "weights": "int8_asym per channel (nncf)" if int8 else "float32",
         "mask": "4d, padding rows attend to themselves",
         "padding_side": spec.padding_side,
         "model_type": spec.model_type,
         "versions": library_versions("torch", "transformers", "openvino", "nncf"),
+        **(recipe.as_dict() if recipe else {}),
     }
     kind = "openvino-int8" if int8 else "openvino-float32"
 
-    def build(tmp: Path, stage: Stage) -> None:
-        _convert(folder, spec, tmp, stage, int8=int8)
+    def build(tmp: Path, stage: Stage) -> dict[str, object] | None:
+        return _convert(folder, spec, tmp, stage, int8=int8, recipe=recipe, export_dir=export_dir)
 
-    return cached_artifact(kind, folder, recipe, build, steps=4 if int8 else 3, export_dir=export_dir, progress=progress) / MODEL_XML
+    return cached_artifact(kind, folder, key, build, steps=5 if int8 else 3, export_dir=export_dir, progress=progress) / MODEL_XML
 
 
 class OpenVinoBackend:
@@ -123,35 +168,34 @@ class OpenVinoBackend:
         threads: int | None = None,
         export_dir: str | None = None,
         progress: bool = True,
+        int8: Int8Options | None = None,
     ) -> None:
-        import openvino as ov
+        from qembed.model.backends.int8.gate import enforce
 
         if dtype not in _PRECISION:
             raise InputError(f"The openvino backend computes in float32 or bfloat16, not {dtype!r}.", param="dtype")
         self.spec = spec
         self.device = "cpu"
-        int8 = quantize == "int8"
-        self.dtype = "int8" if int8 else ("bfloat16" if dtype == "bfloat16" else "float32")
-        xml = openvino_model(folder, spec, int8=int8, export_dir=export_dir, progress=progress)
-        config = {
-            "INFERENCE_PRECISION_HINT": _PRECISION[dtype],
-            "INFERENCE_NUM_THREADS": intra_op_threads(threads),
-            "NUM_STREAMS": 1,  # one batch at a time (the worker thread), all cores on it
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        if int8:
-            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP_SIZE
+        is_int8 = quantize == "int8"
+        self.dtype = "int8" if is_int8 else ("bfloat16" if dtype == "bfloat16" else "float32")
+        self.quality: dict[str, object] | None = None
+        options = int8 or Int8Options()
+        xml = openvino_model(
+            folder, spec, int8=is_int8, recipe=options.recipe("openvino", decoder=spec.model_type in LAST_TOKEN_MODEL_TYPES) if is_int8 else None, export_dir=export_dir,
+            progress=progress,
+        )
+        if is_int8:
+            manifest = read_manifest(xml.parent)
+            self.quality = manifest.get("quality")
+            self.recipe = {**manifest.get("recipe", {}), "smoothquant": manifest.get("smoothquant")}
+            enforce(self.quality, min_cosine=options.min_cosine, backend="openvino", model=str(folder))
         try:
-            self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+            self.compiled = _compile(xml, dtype=dtype, threads=threads, int8=is_int8)
         except Exception as exc:  # noqa: BLE001 - a damaged cache must say where it is
             raise ModelError(f"OpenVINO cannot load {xml} ({exc}); delete {xml.parent} to convert again.") from exc
         self.request = self.compiled.create_infer_request()
         self.path = xml
-        log.info("loaded %s on openvino (%s, %d threads)", xml, self.dtype, config["INFERENCE_NUM_THREADS"])
+        log.info("loaded %s on openvino (%s, %d threads)", xml, self.dtype, intra_op_threads(threads))
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
-        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
-        mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
-        result = self.request.infer({"input_ids": ids, "attention_mask": mask})
-        states = result[self.compiled.output(0)]  # the request's buffer: pooled into a new array below
-        return pool_numpy(states, mask, self.spec.pooling, skip)
+        return _run(self.request, self.spec, input_ids, attention_mask, skip)

@@ -85,6 +85,7 @@ async def info(request: Request) -> Response:
         backend=i.backend,
         device=i.device,
         dtype=i.dtype,
+        quantization=i.quantization,
     )
     return OrjsonResponse(body.model_dump())
 

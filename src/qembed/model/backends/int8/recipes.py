@@ -1,0 +1,83 @@
+"""Which int8 recipe each backend uses, and the options a user may change.
+
+Chosen by measurement on the outlier fixture (``qembed dev make-model --outliers 1``, the
+activation structure of real LLM checkpoints) and on all-MiniLM-L6-v2; the numbers are in
+docs/PERFORMANCE.md. ``alpha`` is SmoothQuant's migration strength (``smoothing``; "auto":
+chosen per model by ``prepare.choose_alpha``; None or 0: no smoothing); ``keep`` names Linears (module-path substrings) left in the float dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from qembed.errors import InputError
+
+# The gate's default floor: the worst calibration vector of an int8 build must keep
+# cosine >= 0.99 to the float32 one (mean is reported beside it).
+DEFAULT_MIN_COSINE = 0.99
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How one backend builds its int8 model."""
+
+    alpha: float | str | None = 0.5  # "auto": searched per model (int8.prepare); None/0: off
+    # The first decoder layer is where massive activations are born (Sun et al. 2024) and
+    # the one int8 hurts most: kept in float it lifts the outlier fixture's worst cosine
+    # from 0.990 to 0.9995 for 1/28 of Qwen3-0.6B's Linear work (docs/PERFORMANCE.md).
+    keep: tuple[str, ...] = ("layers.0.",)
+    # "per-token": one activation scale per token (torch, onnx: our MatMulInteger graph);
+    # "per-tensor": ONNX Runtime's dynamic quantization, one scale for the whole batch;
+    # "auto" (onnx): per-tensor (the faster fused kernel) when it passes the gate, else per-token;
+    # "per-token-group": OpenVINO's run-time quantization, groups of 32 within a token.
+    activations: str = "per-token"
+    # Smooth encoders (BERT family) too. Measured on MiniLM: per-token torch/onnx need it to pass
+    # the gate (min cosine 0.9884 without); OpenVINO gains nothing from it (0.99763 without,
+    # 0.99759 with) and its vectors then move by 1e-4 with the batch shape, so it skips it.
+    smooth_encoders: bool = True
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["keep"] = list(self.keep)
+        return data
+
+
+# torch: per-token int8 activations (torch_w8a8) after SmoothQuant; onnx: ONNX Runtime's
+# per-tensor dynamic quantization, which needs the smoothing most; openvino: per-token
+# groups of 32 at run time, smoothed too (it costs nothing: folded into the weights).
+DEFAULT_RECIPES: dict[str, Int8Recipe] = {
+    "torch": Int8Recipe(),
+    "onnx": Int8Recipe(activations="auto"),
+    "openvino": Int8Recipe(activations="per-token-group", smooth_encoders=False),
+}
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """What the settings say about int8 (``--int8-min-cosine``, ``--int8-smoothquant``,
+    ``--int8-keep``, ``--int8-activations``); None fields take the backend's measured default."""
+
+    min_cosine: float = DEFAULT_MIN_COSINE
+    alpha: float | None = None
+    keep: tuple[str, ...] | None = None
+    activations: str | None = None
+
+    def recipe(self, backend: str, *, decoder: bool = True) -> Int8Recipe:
+        """The recipe for ``backend`` (``decoder``: a decoder LLM such as Qwen3, else an encoder)."""
+        base = DEFAULT_RECIPES[backend]
+        default_alpha = base.alpha if decoder or base.smooth_encoders else None
+        alpha = default_alpha if self.alpha is None else (self.alpha or None)
+        keep = base.keep if self.keep is None else tuple(self.keep)
+        activations = self.activations or base.activations
+        if backend == "onnx" and activations not in ("auto", "per-token", "per-tensor"):
+            raise InputError(
+                f"--int8-activations for the onnx backend: auto, per-token or per-tensor, not {activations!r}.",
+                param="int8_activations",
+            )
+        if backend != "onnx" and activations != base.activations:
+            raise InputError(
+                f"The {backend} backend quantizes activations {base.activations} only; --int8-activations "
+                "chooses for the onnx backend.",
+                param="int8_activations",
+            )
+        return Int8Recipe(alpha=alpha, keep=keep, activations=activations, smooth_encoders=base.smooth_encoders)
