@@ -12,8 +12,9 @@ Experiments and metrics (all on a 0-1 scale, the article's):
 1. **Chinese STS** (``stsb_zh/STS-B.test.data``, 1,361 pairs): Spearman of cosine vs gold
    (the task's STS prompts, e.g. ``query: `` on both sides for E5).
 2. **Kubernetes docs, zh + en** (``k8s_docs_en_zh``): the corpus holds the English AND the
-   Chinese page of every topic (each page embedded as ``title + "\\n" + text[:doc_chars]``,
-   so every model sees the same text whatever its window); 40 topics x 2 questions
+   Chinese page of every topic (each page embedded as ``title + "\\n" + text[:doc_chars]``:
+   the same text for every model; a model with a shorter window embeds it in windows, the
+   engine's long-text default); 40 topics x 2 questions
    (Chinese, English; ``qembed.eval.k8s_queries``). Relevant: both language versions of
    each listed page. Exact cosine ranking over the whole corpus. P@1, MRR@10, nDCG@10
    (binary gains, trec_eval as in ``qembed eval retrieval``), hit@3 (share of questions
