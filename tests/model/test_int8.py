@@ -243,3 +243,19 @@ def test_alpha_auto_is_searched_on_the_calib_split_and_recorded(outlier_dir: Pat
     assert set(trials) == {f"{a:g}" for a in ALPHA_GRID}
     best = trials[f"{alpha:g}"]["min_cosine"]
     assert all(t["min_cosine"] <= best for t in trials.values())
+
+
+def test_info_over_http_carries_the_gate(outlier_dir: Path, export_dir: str) -> None:
+    """/info shows the recipe and the measured cosine of the int8 build being served."""
+    from fastapi.testclient import TestClient
+
+    from qembed import Settings
+    from qembed.server.app import create_app
+
+    settings = Settings(model=str(outlier_dir), backend="torch", quantize="int8", export_dir=export_dir, warmup=False)
+    with TestClient(create_app(settings)) as client:
+        body = client.get("/info").json()
+    assert body["dtype"] == "int8"
+    gate_result = body["quantization"]["gate"]
+    assert gate_result["min_cosine"] >= DEFAULT_MIN_COSINE and gate_result["threshold"] == DEFAULT_MIN_COSINE
+    assert body["quantization"]["recipe"]["keep"] == ["layers.0."]
