@@ -79,10 +79,11 @@ def e5_tool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def e5_embedder(e5_tool_dir: Path):
+def e5_embedder(e5_small_dir: Path):
+    """The real multilingual-e5-small as qembed's own loader builds it (``e5_small_dir``)."""
     from qembed import Embedder
 
-    return Embedder(str(e5_tool_dir), device="cpu")
+    return Embedder(str(e5_small_dir), device="cpu")
 
 
 @pytest.fixture(scope="session")

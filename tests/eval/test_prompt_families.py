@@ -120,8 +120,8 @@ def test_unknown_prompt_family_is_an_input_error() -> None:
 
 
 @pytest.fixture(scope="module")
-def e5_live(e5_tool_dir: Path, e5_embedder: Embedder) -> Iterator[str]:
-    with LiveServer(create_app(settings_for(e5_tool_dir), e5_embedder)) as server:
+def e5_live(e5_small_dir: Path, e5_embedder: Embedder) -> Iterator[str]:
+    with LiveServer(create_app(settings_for(e5_small_dir), e5_embedder)) as server:
         yield server.url
 
 

@@ -119,12 +119,12 @@ def test_report_on_a_slice_with_the_real_e5(e5_embedder: Embedder, shared_data: 
     assert paths["plot"].stat().st_size > 10_000
 
 
-def test_cli_writes_a_fresh_folder_and_reports_a_dead_endpoint(e5_tool_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_cli_writes_a_fresh_folder_and_reports_a_dead_endpoint(e5_small_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     from qembed.cli.eval import eval_group
 
     runner = CliRunner()
     with runner.isolated_filesystem(temp_dir=tmp_path):
-        result = runner.invoke(eval_group, ["zh-report", "--model", str(e5_tool_dir), "--endpoint", "http://127.0.0.1:9,name=dead",
+        result = runner.invoke(eval_group, ["zh-report", "--model", str(e5_small_dir), "--endpoint", "http://127.0.0.1:9,name=dead",
                                      "--data", str(shared_data), "--limit", "2", "--doc-chars", "200", "--latency-queries", "2",
                                      "--no-cache", "--machine", "test box"])
         folders = list(Path(".").glob("qembed-zh-report-*"))
@@ -136,9 +136,9 @@ def test_cli_writes_a_fresh_folder_and_reports_a_dead_endpoint(e5_tool_dir: Path
 
 
 @pytest.mark.slow
-def test_full_sets_in_process(e5_tool_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_full_sets_in_process(e5_small_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "full"
-    done = subprocess.run([str(QEMBED), "eval", "zh-report", "--model", str(e5_tool_dir), "--data", str(shared_data),
+    done = subprocess.run([str(QEMBED), "eval", "zh-report", "--model", str(e5_small_dir), "--data", str(shared_data),
                            "--no-cache", "--out", str(out)], capture_output=True, text=True, timeout=3000)
     assert done.returncode == 0, done.stderr[-3000:]
     (row,) = json.loads((out / "report.json").read_text())["targets"]

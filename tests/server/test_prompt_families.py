@@ -19,8 +19,8 @@ TEXT = "如何解决Kubernetes Pod一直处于Pending状态？"
 
 
 @pytest.fixture(scope="module")
-def e5_client(e5_tool_dir: Path, e5_embedder: Embedder) -> Iterator[TestClient]:
-    client = ready_client(create_app(settings_for(e5_tool_dir), e5_embedder))
+def e5_client(e5_small_dir: Path, e5_embedder: Embedder) -> Iterator[TestClient]:
+    client = ready_client(create_app(settings_for(e5_small_dir), e5_embedder))
     try:
         yield client
     finally:

