@@ -259,3 +259,13 @@ def test_info_over_http_carries_the_gate(outlier_dir: Path, export_dir: str) -> 
     gate_result = body["quantization"]["gate"]
     assert gate_result["min_cosine"] >= DEFAULT_MIN_COSINE and gate_result["threshold"] == DEFAULT_MIN_COSINE
     assert body["quantization"]["recipe"]["keep"] == ["layers.0."]
+
+
+def test_the_bench_report_prints_the_gate_with_its_digits() -> None:
+    from qembed.bench.report import gate_lines
+
+    q = {"gate": {"min_cosine": 0.990558, "mean_cosine": 0.999203, "texts": 133, "threshold": 0.99},
+         "recipe": {"keep": ["layers.0."], "smoothquant": {"alpha": 0.5}}}
+    lines = gate_lines([{"name": "torch-int8", "info": {"quantization": q}}, {"name": "st", "info": {}}])
+    assert "| torch-int8 | 0.99056 | 0.99920 | 133 | 0.9900 | 0.50 | layers.0. |" in lines
+    assert gate_lines([{"name": "st", "info": {}}]) == []

@@ -59,6 +59,22 @@ def _checks_lines(checks: list[dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def gate_lines(engines: list[dict[str, Any]]) -> list[str]:
+    """The int8 engines' quality-gate table (empty when no engine is int8)."""
+    gated = [(e["name"], e["info"]["quantization"]) for e in engines if (e.get("info") or {}).get("quantization")]
+    if not gated:
+        return []
+    lines = ["", "int8 quality gate (each build's vectors vs float32 on qembed's calibration set, measured once per export):", ""]
+    lines += _table(
+        ["engine", "min cosine", "mean cosine", "texts", "threshold", "SmoothQuant alpha", "kept in float"],
+        [[name, _fmt(q["gate"]["min_cosine"], 5), _fmt(q["gate"]["mean_cosine"], 5), q["gate"]["texts"],
+          _fmt(q["gate"]["threshold"], 4), _fmt(((q.get("recipe") or {}).get("smoothquant") or {}).get("alpha"), 2),
+          ", ".join((q.get("recipe") or {}).get("keep") or []) or "-"]
+         for name, q in gated],
+    )
+    return lines
+
+
 def throughput_markdown(report: dict[str, Any], plots: list[str]) -> str:
     model = report["model"]
     lines = [
@@ -83,15 +99,7 @@ def throughput_markdown(report: dict[str, Any], plots: list[str]) -> str:
         load = e["info"].get("load_seconds")
         rows.append([e["name"], e["label"], e["role"], status, e["dtype"] or "-", _fmt(load, 1), _fmt(e["peak_rss_mb"], 0) + (f" ({e['rss_of']})" if e["rss_of"] else "")])
     lines += _table(["engine", "what", "role", "status", "dtype", "load s", "peak RSS MB"], rows)
-    gated = [(e["name"], e["info"]["quantization"]) for e in report["engines"] if (e.get("info") or {}).get("quantization")]
-    if gated:
-        lines += ["", "int8 quality gate (each build's vectors vs float32 on qembed's calibration set, measured once per export):", ""]
-        lines += _table(
-            ["engine", "min cosine", "mean cosine", "texts", "threshold", "SmoothQuant alpha", "kept in float"],
-            [[name, q["gate"]["min_cosine"], q["gate"]["mean_cosine"], q["gate"]["texts"], q["gate"]["threshold"],
-              ((q.get("recipe") or {}).get("smoothquant") or {}).get("alpha"), ", ".join((q.get("recipe") or {}).get("keep") or []) or "-"]
-             for name, q in gated],
-        )
+    lines += gate_lines(report["engines"])
     lines += ["", "## Throughput", "", "Tokens/s: median of the rounds (min-max). Ratio: to the baseline, the fastest sentence-transformers setting measured in the same cell. "
               "MFU: model FLOPs per second over the measured matrix-multiply rate of the dtype the engine computes in (int8 engines: the int8 rate).", ""]  # fmt: skip
     for cell in report["cells"]:
