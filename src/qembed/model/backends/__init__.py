@@ -11,7 +11,8 @@ auto       the fastest measured backend that is installed, for the device
 
 ``auto`` on CUDA is torch. On the CPU it takes the first installed entry of
 ``AUTO_CPU[quantize]``, an order measured with ``bench/cpu_backends.py`` (numbers in
-docs/PERFORMANCE.md). Exports and conversions are cached next to the model (see
+docs/PERFORMANCE.md); with int8, the first whose build passes the int8 quality gate on the
+model being loaded. Exports and conversions are cached next to the model (see
 ``artifacts``), so only the first start with a new backend pays for them.
 """
 
@@ -102,8 +103,47 @@ def load_backend(
     build is measured on the calibration set and refused below the threshold
     (``qembed.model.backends.int8.gate``)."""
     chosen = resolve_backend(name, device=device, quantize=quantize)
+    if name == "auto" and quantize == "int8" and chosen != "torch":
+        return _first_int8_that_passes(folder, spec, device=device, dtype=dtype, threads=threads, export_dir=export_dir,
+                                       progress=progress, int8=int8)
     if name == "auto":
         log.info("backend auto -> %s (quantize %s)", chosen, quantize)
+    return _load(chosen, folder, spec, device=device, dtype=dtype, threads=threads, quantize=quantize,
+                 export_dir=export_dir, progress=progress, int8=int8)
+
+
+def _first_int8_that_passes(folder: Path, spec: PipelineSpec, **kwargs) -> Backend:
+    """``--backend auto --quantize int8`` on the CPU: the first installed backend of
+    ``AUTO_CPU["int8"]`` whose int8 build passes the gate on THIS model (each build is
+    measured once and cached, so later starts skip the refused ones at once)."""
+    from qembed.errors import Int8QualityError
+
+    refused: list[str] = []
+    for candidate in (b for b in AUTO_CPU["int8"] if not missing_packages(b)):
+        try:
+            backend = _load(candidate, folder, spec, quantize="int8", **kwargs)
+        except Int8QualityError as exc:
+            log.warning("backend auto: the %s int8 build misses the gate; trying the next backend (%s)", candidate, exc.message)
+            refused.append(f"{candidate}: {exc.message}")
+            continue
+        log.info("backend auto -> %s (quantize int8, passed the gate)", candidate)
+        return backend
+    raise Int8QualityError("No int8 backend passes the quality gate on this model. " + " | ".join(refused), param="quantize")
+
+
+def _load(
+    chosen: str,
+    folder: Path,
+    spec: PipelineSpec,
+    *,
+    device: str,
+    dtype: str,
+    threads: int | None,
+    quantize: str,
+    export_dir: str | None,
+    progress: bool,
+    int8: Int8Options | None,
+) -> Backend:
     if chosen == "torch":
         if quantize == "int8":
             from qembed.model.backends.torch_int8 import TorchInt8Backend

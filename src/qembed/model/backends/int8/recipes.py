@@ -74,10 +74,6 @@ class Int8Options:
                 f"--int8-activations for the onnx backend: auto, per-token or per-tensor, not {activations!r}.",
                 param="int8_activations",
             )
-        if backend != "onnx" and activations != base.activations:
-            raise InputError(
-                f"The {backend} backend quantizes activations {base.activations} only; --int8-activations "
-                "chooses for the onnx backend.",
-                param="int8_activations",
-            )
+        if backend != "onnx":  # --int8-activations chooses for onnx; the others have one scheme each
+            activations = base.activations
         return Int8Recipe(alpha=alpha, keep=keep, activations=activations, smooth_encoders=base.smooth_encoders)
