@@ -104,7 +104,10 @@ def test_bench_throughput_puts_llamacpp_beside_qembed(peer: pl.LlamaCppStatus, t
         "--st-dtypes", "float32", "--no-st-default", "--peer", "llama.cpp", "--llamacpp-venv", str(venv), "--no-peer-install",
         "--gemm-size", "128", "--gemm-seconds", "0.1",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # Conversions go to a folder of this test, never next to the shared session fixture (other
+    # tests compare that folder's files, e.g. tests/cli/test_download.py).
+    env = {**os.environ, "QEMBED_EXPORT_DIR": str(tmp_path / "exports")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert (tmp_path / "throughput.json").is_file(), proc.stderr[-3000:]
     report = json.loads((tmp_path / "throughput.json").read_text())
     # The one check machine noise can fail here: MFU of a tiny model against a 128^3 matmul on a
