@@ -4,7 +4,8 @@ llama-cpp-python embedding it, and the bench run that puts it beside qembed.
 Needs an existing peer venv (``/tmp/qembed-peer-llamacpp``, or ``QEMBED_LLAMACPP_VENV``) with
 llama-cpp-python built in it: building it takes 5-15 minutes, so CI never does; without it
 these tests skip and say why. Make one with ``qembed bench throughput --peer llama.cpp
---peer-install`` (any model) or see bench/README.md.
+--peer-install`` (any model) or see bench/README.md. Marked ``slow`` (``pytest -m slow``): with a
+venv present they take over a minute, and the default suite must stay within CI's time budget.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 import pytest
 
 from qembed.bench import peer_llamacpp as pl
+
+pytestmark = pytest.mark.slow
 
 TEXTS = [
     "What is the capital of China?",
