@@ -40,8 +40,11 @@ REQUIRES: dict[str, tuple[str, ...]] = {
 EXTRAS = {"onnx": "qembed[onnx]", "openvino": "qembed[openvino]"}
 # Fastest first, as measured with bench/cpu_backends.py on a 2-core AVX-512 VNNI CPU
 # (docs/PERFORMANCE.md): int8 on the full-shape Qwen3-0.6B, 128-token passages: onnx 3.8x,
-# openvino 3.0x, torch 1.9x sentence-transformers float32; torch int8 misses the quality
-# gate and is only the last resort. float32: openvino ahead of onnx (MiniLM 1.40x vs 1.08x).
+# openvino 3.0x, torch 1.9x sentence-transformers float32 (before the gated recipes; the
+# 2026-12-01 direction check on the outlier fixture kept onnx ahead of torch int8, and torch's
+# single-query latency is the worst of the three). With int8, ``auto`` takes the first of
+# these whose build passes the gate on the model. float32: openvino ahead of onnx (MiniLM
+# 1.40x vs 1.08x).
 AUTO_CPU: dict[str, tuple[str, ...]] = {
     "int8": ("onnx", "openvino", "torch"),
     "none": ("openvino", "onnx", "torch"),
