@@ -31,6 +31,10 @@ TEXTS = [
 ]
 
 
+# A deliberately lossy recipe: ONNX Runtime's per-tensor dynamic int8, no smoothing, no float layer.
+LOSSY_ONNX = {"backend": "onnx", "quantize": "int8", "int8_smoothquant": 0.0, "int8_activations": "per-tensor", "int8_keep": []}
+
+
 def _need(backend: str) -> None:
     missing = missing_packages(backend)
     if missing:
@@ -81,15 +85,7 @@ def test_the_fixture_breaks_per_tensor_int8_as_real_weights_do(outlier_dir: Path
     the fixture: what the fixture is for. The gate refuses it, with the measured numbers."""
     _need("onnx")
     with pytest.raises(Int8QualityError) as info:
-        _embedder(
-            outlier_dir,
-            export_dir,
-            backend="onnx",
-            quantize="int8",
-            int8_smoothquant=0.0,
-            int8_activations="per-tensor",
-            int8_keep=[],
-        )
+        _embedder(outlier_dir, export_dir, **LOSSY_ONNX)
     message = info.value.message
     assert "min cosine" in message and f"threshold {DEFAULT_MIN_COSINE:.5f}" in message
     assert "--int8-min-cosine" in message and "--dtype bfloat16" in message
@@ -196,16 +192,7 @@ def test_the_measurement_is_cached_with_the_build(
 
 def test_a_lower_threshold_accepts_the_loss_knowingly(outlier_dir: Path, export_dir: str) -> None:
     _need("onnx")
-    embedder = _embedder(
-        outlier_dir,
-        export_dir,
-        backend="onnx",
-        quantize="int8",
-        int8_smoothquant=0.0,
-        int8_activations="per-tensor",
-        int8_keep=[],
-        int8_min_cosine=-1.0,
-    )
+    embedder = _embedder(outlier_dir, export_dir, **LOSSY_ONNX, int8_min_cosine=-1.0)
     assert embedder.info.quantization["gate"]["min_cosine"] < 0.9
     assert embedder.info.quantization["gate"]["threshold"] == -1.0
     assert embedder.info.quantization["recipe"]["alpha"] is None
