@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from qembed.embedder import Embedder, EncodeResult, ModelInfo, similarity  # noqa: E402
+from qembed.embedding.embedder import Embedder, EncodeResult, ModelInfo, similarity  # noqa: E402
 from qembed.settings import Settings  # noqa: E402
 
 __all__ = ["Embedder", "EncodeResult", "ModelInfo", "Settings", "__version__", "similarity"]

@@ -65,7 +65,7 @@ class EngineFailed(RuntimeError):
 # -- runners (inside the worker) -----------------------------------------------------------
 class _QembedRunner:
     def __init__(self, spec: EngineSpec) -> None:
-        from qembed.embedder import Embedder
+        from qembed.embedding.embedder import Embedder
         from qembed.settings import Settings
 
         self.embedder = Embedder(settings=Settings.model_validate(spec.settings))

@@ -76,7 +76,7 @@ def make_model_cmd(
 def info_cmd(**values: Any) -> None:
     from dataclasses import asdict
 
-    from qembed.embedder import Embedder
+    from qembed.embedding.embedder import Embedder
 
     settings = build_settings(values)
     setup_logging("warning")
@@ -96,7 +96,7 @@ def info_cmd(**values: Any) -> None:
 @click.option("--dimensions", type=int, default=None, help="Matryoshka dimensions.")
 @settings_options(MODEL_FIELDS)
 def embed_cmd(texts: tuple[str, ...], prompt_name: str | None, instruction: str | None, task: str | None, input_type: str, dimensions: int | None, **values: Any) -> None:
-    from qembed.embedder import Embedder
+    from qembed.embedding.embedder import Embedder
 
     settings = build_settings(values)
     setup_logging("warning")

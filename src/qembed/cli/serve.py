@@ -35,7 +35,7 @@ def run_server(settings: Settings) -> int:
     """Load, serve until SIGTERM/SIGINT, drain; the process exit code."""
     import uvicorn
 
-    from qembed.embedder import Embedder
+    from qembed.embedding.embedder import Embedder
     from qembed.server.app import create_app
 
     embedder = Embedder(settings=settings)

@@ -131,7 +131,7 @@ class InProcessTarget:
     def load(cls, settings: Settings, *, batch_size: int = 32, dimensions: int | None = None, name: str | None = None,
              prompt_family: str | None = None) -> InProcessTarget:
         """Load the model, counting its load time and memory towards this target."""
-        from qembed.embedder import Embedder
+        from qembed.embedding.embedder import Embedder
 
         stats = TargetStats()
         stats.memory.start()

@@ -59,7 +59,7 @@ class SearchIndex:
         try:
             if encoder is None:
                 if embedder is None:
-                    from qembed.embedder import Embedder
+                    from qembed.embedding.embedder import Embedder
 
                     chosen = model or settings.model or store.get_meta().get("model")
                     embedder = Embedder(chosen, settings=settings)

@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 import qembed
-from qembed.embedder import Embedder
+from qembed.embedding.embedder import Embedder
 from qembed.server import errors as error_handlers
 from qembed.server import openapi
 from qembed.server.auth import require_api_key
@@ -28,7 +28,7 @@ from qembed.server.middleware import Observe, RequestGate
 from qembed.server.routes.embeddings import router as embeddings_router
 from qembed.server.routes.meta import models_router, open_router
 from qembed.server.schemas import EmbeddingRequest, NativeEmbedRequest, ServedModel, TokenizeRequest
-from qembed.server.service import EmbeddingService
+from qembed.serving.service import EmbeddingService
 from qembed.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.include_router(models_router)
     app.include_router(open_router)
     if settings.index:
-        from qembed.search.http import make_router  # only when an index is served
+        from qembed.server.routes.search import make_router  # only when an index is served
 
         app.include_router(make_router(settings=settings, embed=service.embed), dependencies=[Depends(require_api_key)])
     openapi.install(app, [EmbeddingRequest, NativeEmbedRequest, TokenizeRequest])

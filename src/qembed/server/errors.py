@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from qembed.engine.queue import ModelRunError, QueueFull, Unavailable
+from qembed.serving.queue import ModelRunError, QueueFull, Unavailable
 from qembed.errors import InputError, InputTooLong, ModelError, ModelOutputError, QembedError
 
 log = logging.getLogger(__name__)

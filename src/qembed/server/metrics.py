@@ -12,7 +12,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from qembed.engine.worker import BatchStats
+from qembed.serving.worker import BatchStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _POW2 = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)

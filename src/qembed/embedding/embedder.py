@@ -4,9 +4,9 @@ An encode call runs three stages, which the server's queue also uses one by one 
 inputs of many requests can share model batches:
 
 1. ``prepare``: validate options, apply the prompt, tokenize, cut long inputs into
-   windows (``qembed.engine.windows``);
+   windows (``qembed.encode.windows``);
 2. ``run``: one padded batch of windows through the backend and pooling;
-3. ``finish``: windows back into one vector per input (``qembed.engine.assemble``).
+3. ``finish``: windows back into one vector per input (``qembed.encode.assemble``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from qembed.engine.assemble import assemble
-from qembed.engine.batching import pad_windows, plan_batches
-from qembed.engine.cache import EmbeddingCache, encode_cached
-from qembed.engine.cache import namespace as cache_namespace
-from qembed.engine.windows import Window, plan_windows
+from qembed.encode.assemble import assemble
+from qembed.encode.batching import pad_windows, plan_batches
+from qembed.embedding.cache import EmbeddingCache, encode_cached
+from qembed.embedding.cache import namespace as cache_namespace
+from qembed.encode.windows import Window, plan_windows
 from qembed.errors import InputError
 from qembed.model.backends import load_backend
 from qembed.model.instructions import InputType, resolve_prompt
@@ -129,7 +129,7 @@ class Embedder:
             prompt_family=self.spec.prompt_family,
             quantization=_quantization(self.backend, s.int8_min_cosine),
         )
-        # LRU embedding cache (cache_size / cache_dir; None when off): see qembed.engine.cache.
+        # LRU embedding cache (cache_size / cache_dir; None when off): see qembed.embedding.cache.
         self.cache: EmbeddingCache | None = EmbeddingCache.from_settings(s, lambda: cache_namespace(self))
 
     # -- facts --------------------------------------------------------------------------
@@ -276,7 +276,7 @@ class Embedder:
         def run(prepared: Prepared) -> np.ndarray:
             return self._run_prepared(prepared, batch_size, max_batch_tokens, show_progress_bar)
 
-        if self.cache is not None:  # only the inputs not seen before run (qembed.engine.cache)
+        if self.cache is not None:  # only the inputs not seen before run (qembed.embedding.cache)
             return EncodeResult(*encode_cached(self.cache, self, inputs, run, **options))
         prepared = self.prepare(inputs, **options)
         return EncodeResult(run(prepared), prepared.prompt_tokens)

@@ -8,11 +8,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from qembed.embedder import EncodeResult
-from qembed.search.http import make_router
+from qembed.embedding.embedder import EncodeResult
+from qembed.server.routes.search import make_router
 from qembed.settings import Settings
 
-from .conftest import TARGET
+from tests.search.conftest import TARGET
 
 TARGET_PATH = TARGET.removeprefix("docs/")
 

@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from qembed.engine.queue import BatchQueue, ModelRunError, QueueFull, Unavailable
-from qembed.engine.windows import Window
-from qembed.engine.worker import BatchStats, ModelWorker
+from qembed.serving.queue import BatchQueue, ModelRunError, QueueFull, Unavailable
+from qembed.encode.windows import Window
+from qembed.serving.worker import BatchStats, ModelWorker
 
 POISON = 999
 

@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from qembed.embedder import Embedder, EncodeResult
-from qembed.engine.cache import lookup, tokens_per_input
-from qembed.engine.queue import BatchQueue
-from qembed.engine.windows import Window
-from qembed.engine.worker import ModelWorker
+from qembed.embedding.embedder import Embedder, EncodeResult
+from qembed.embedding.cache import lookup, tokens_per_input
+from qembed.serving.queue import BatchQueue
+from qembed.encode.windows import Window
+from qembed.serving.worker import ModelWorker
 from qembed.errors import InputError
 from qembed.settings import Settings
 

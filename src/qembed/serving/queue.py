@@ -3,11 +3,11 @@
 Why a queue of *windows* and not of requests: a client request may carry 2048 short
 texts or one 100k-token document; the model wants batches of similar-length rows under a
 token budget. So every request is cut into windows (``Embedder.prepare``), the windows
-of all waiting requests are packed together (``qembed.engine.batching``), and each
+of all waiting requests are packed together (``qembed.encode.batching``), and each
 request gets its vectors back when its last window is done.
 
 Threads: ``submit`` runs on the asyncio loop; ``next_batch``/``complete``/``fail`` run on
-the one model thread (``qembed.engine.worker``). Shared state is guarded by one lock;
+the one model thread (``qembed.serving.worker``). Shared state is guarded by one lock;
 results go back to the loop with ``loop.call_soon_threadsafe`` on asyncio futures.
 
 Guarantees:
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qembed.engine.batching import plan_batches
-from qembed.engine.windows import Window
+from qembed.encode.batching import plan_batches
+from qembed.encode.windows import Window
 from qembed.errors import QembedError
 
 

@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qembed.engine.windows import Window
+from qembed.encode.windows import Window
 
 if TYPE_CHECKING:  # the engine knows the Embedder only by duck type (no import cycle)
-    from qembed.embedder import Embedder, Prepared
+    from qembed.embedding.embedder import Embedder, Prepared
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from qembed.engine.windows import Window
+from qembed.encode.windows import Window
 
 
 def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_rows: int) -> list[list[int]]:

@@ -6,7 +6,7 @@ Longer ones follow the policy:
 
 - ``chunk`` (default): overlapping windows over the content, each with the prompt; the
   input's vector is the mean of its window vectors weighted by their content tokens,
-  re-normalized (see ``qembed.engine.assemble``);
+  re-normalized (see ``qembed.encode.assemble``);
 - ``truncate``: keep the ``right``-truncated start or the ``left``-truncated end (the
   prompt is always kept);
 - ``error``: a clear error with the token count and the limit.

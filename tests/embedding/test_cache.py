@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qembed.engine.cache import CacheEntry, EmbeddingCache, lookup, split_inputs, tokens_per_input
+from qembed.embedding.cache import CacheEntry, EmbeddingCache, lookup, split_inputs, tokens_per_input
 from qembed.errors import InputError
 
 TEXTS = ["The cat sat on the mat.", "A quick brown fox jumps over the lazy dog.", "Embeddings turn text into vectors."]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qembed.engine.assemble import assemble
-from qembed.engine.windows import Window
+from qembed.encode.assemble import assemble
+from qembed.encode.windows import Window
 from qembed.errors import ModelOutputError
 
 

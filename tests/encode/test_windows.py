@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qembed.engine.windows import Window, plan_windows
+from qembed.encode.windows import Window, plan_windows
 from qembed.errors import InputError, InputTooLong
 from qembed.model.tokenization import SpecialTokens
 

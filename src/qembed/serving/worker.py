@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qembed.engine.queue import Batch, BatchQueue, ModelRunError
-from qembed.engine.windows import Window
+from qembed.serving.queue import Batch, BatchQueue, ModelRunError
+from qembed.encode.windows import Window
 from qembed.errors import QembedError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from qembed.engine.windows import Window
+from qembed.encode.windows import Window
 from qembed.errors import ModelOutputError
 
 

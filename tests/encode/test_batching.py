@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from qembed.engine.batching import pad_windows, plan_batches
-from qembed.engine.windows import Window
+from qembed.encode.batching import pad_windows, plan_batches
+from qembed.encode.windows import Window
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,0 +1,1 @@
+"""The embedder (the public Python API) and the embedding cache that wraps it."""

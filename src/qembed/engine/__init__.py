@@ -1,1 +1,0 @@
-"""Serving machinery between the public API and the model: windows, batches, queue, worker."""
