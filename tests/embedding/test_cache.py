@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qembed.embedding.cache import CacheEntry, EmbeddingCache, lookup, split_inputs, tokens_per_input
+from qembed.embedding.cache import CacheEntry, CachedCall, EmbeddingCache
 from qembed.errors import InputError
 
 TEXTS = ["The cat sat on the mat.", "A quick brown fox jumps over the lazy dog.", "Embeddings turn text into vectors."]
@@ -57,14 +57,6 @@ def test_key_depends_on_namespace_options_and_input_kind() -> None:
     assert a.key("o1", "text") != a.key("o2", "text")
     assert a.key("o", "1") != a.key("o", (1,))
     assert a.key("o", (1, 2)) == a.key("o", (1, 2))
-
-
-def test_split_inputs_shapes() -> None:
-    assert split_inputs("x") == ["x"]
-    assert split_inputs([1, 2, 3]) == [(1, 2, 3)]
-    assert split_inputs([[1, 2], [3]]) == [(1, 2), (3,)]
-    assert split_inputs(["a", [1]]) is None
-    assert split_inputs([]) is None
 
 
 @pytest.fixture(scope="module")
@@ -126,18 +118,41 @@ def test_invalid_inputs_still_raise_the_same_errors(cached_tiny) -> None:
         cached_tiny.encode(["ok"], dimensions=5)
 
 
-def test_server_path_lookup_prepare_run_finish_complete(cached_tiny, tiny_embedder) -> None:
-    """What the server does with prepare/run/finish: prepare only the missing inputs."""
+def test_server_path_begin_prepare_run_finish(cached_tiny, tiny_embedder) -> None:
+    """What the server does: begin, prepare and run only ``todo``, then finish the call."""
     cached_tiny.cache.clear()
     cached_tiny.encode(TEXTS[1:2])
-    found = lookup(cached_tiny.cache, cached_tiny, TEXTS)
-    assert found.missing == [0, 2] and found.missing_inputs == [TEXTS[0], TEXTS[2]]
-    prepared = cached_tiny.prepare(found.missing_inputs)
+    resolved, call = cached_tiny.begin(TEXTS)
+    assert call.missing == [0, 2] and list(call.todo.items) == [TEXTS[0], TEXTS[2]]
+    assert call.todo.positions == (0, 2)  # the caller's numbering survives the split
+    prepared = cached_tiny.prepare(call.todo, resolved)
     finished = cached_tiny.finish(prepared, cached_tiny.run(prepared.windows))
-    vectors, tokens = found.complete(finished, tokens_per_input(prepared.windows, prepared.n_inputs))
+    vectors, tokens = call.finish(finished, prepared.tokens_per_input())
     want = tiny_embedder.encode_with_usage(TEXTS)
     assert np.allclose(vectors, want.vectors, atol=1e-6) and tokens == want.prompt_tokens
-    assert lookup(cached_tiny.cache, cached_tiny, TEXTS).missing == []
+    assert cached_tiny.begin(TEXTS)[1].todo is None
+
+
+def test_without_a_cache_todo_is_every_input(tiny_embedder) -> None:
+    resolved, call = tiny_embedder.begin(TEXTS)
+    assert call.cache is None and call.todo is not None and list(call.todo.items) == TEXTS
+    with pytest.raises(ValueError, match="one vector"):
+        call.finish(np.zeros((1, 4), dtype=np.float32), [1])
+
+
+def test_errors_name_the_callers_index_after_the_cache_split(tiny_model_dir: Path) -> None:
+    """Inputs the cache answers are not sent on; an error about one that is still names the
+    caller's input[i], not its place among the missing ones."""
+    from qembed import Embedder
+
+    cached = Embedder(str(tiny_model_dir), cache_size=8, max_tokens=32)
+    cached.encode(["seen before", "also seen"])
+    with pytest.raises(InputError, match=r"^input\[1\] is an empty string"):
+        cached.encode(["seen before", ""])
+    long = "word " * 100
+    with pytest.raises(InputError, match=r"^input\[2\] has \d+ tokens"):
+        cached.encode(["seen before", "also seen", long], long_text="error")
+    assert CachedCall.begin(None, cached.parse(["a"]), cached.resolve()).todo is not None
 
 
 def test_disk_cache_through_embedder(tmp_path: Path, tiny_model_dir: Path, tiny_embedder) -> None:

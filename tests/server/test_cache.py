@@ -45,3 +45,14 @@ def test_errors_name_the_callers_index_with_the_cache(tiny_model_dir: Path, make
     r = client.post("/v1/embeddings", json={"input": ["seen before", ""]})
     assert r.status_code == 400
     assert "input[1]" in r.json()["error"]["message"]
+
+
+def test_an_error_about_a_missing_input_names_the_callers_index(tiny_model_dir: Path, make_client) -> None:
+    """The error comes from preparing the inputs the cache did not have (a subset): its
+    message still uses the request's numbering."""
+    cached = Embedder(str(tiny_model_dir), device="cpu", cache_size=100, max_tokens=32)
+    client = make_client(embedder=cached)
+    assert client.post("/v1/embeddings", json={"input": ["seen before", "also seen"]}).status_code == 200
+    r = client.post("/v1/embeddings", json={"input": ["seen before", "also seen", "word " * 100], "long_text": "error"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith("input[2] has ")

@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from qembed.serving.queue import BatchQueue, ModelRunError, QueueFull, Unavailable
+from qembed.errors import ModelRunError, QueueFull, Unavailable
+from qembed.serving.queue import BatchQueue
 from qembed.encode.windows import Window
 from qembed.serving.worker import BatchStats, ModelWorker
 

@@ -19,11 +19,9 @@ Storage: an in-memory LRU of ``cache_size`` entries, and optionally a SQLite fil
 memory). Hits and misses are counted for the server's metrics (``stats()``, and an
 ``on_lookup(hits, misses)`` hook for a Prometheus counter).
 
-Use: ``Embedder.encode`` consults the cache by itself when ``cache_size`` or
-``cache_dir`` is set. The server, which runs ``prepare``/``run``/``finish`` itself,
-calls ``lookup()`` first, prepares only ``Lookup.missing_inputs``, and hands the finished
-vectors of those to ``Lookup.complete`` (which stores them and returns every input's
-vector in order).
+Use: one flow, ``CachedCall`` (``Embedder.begin`` starts it): the Python API and the
+server both prepare and run only ``CachedCall.todo`` and hand the finished vectors to
+``CachedCall.finish``. The cache knows nothing of the Embedder (it sits below it).
 """
 
 from __future__ import annotations
@@ -41,15 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qembed.encode.windows import Window
+from qembed.encode.inputs import Inputs, Item
 
-if TYPE_CHECKING:  # the engine knows the Embedder only by duck type (no import cycle)
-    from qembed.embedding.embedder import Embedder, Prepared
+if TYPE_CHECKING:
+    from qembed.encode.options import ResolvedOptions
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "embeddings.sqlite3"
-Item = str | tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -190,144 +187,80 @@ def _frozen(vector: np.ndarray) -> np.ndarray:
     return out
 
 
-# -- what an encode call asks for ------------------------------------------------------------
-def split_inputs(inputs: Any) -> list[Item] | None:
-    """The inputs of one call as cacheable items, or None when they are not plainly texts or
-    token lists (then ``prepare`` gets them unchanged and gives its own error)."""
-    if isinstance(inputs, str):
-        return [inputs]
-    try:
-        items = list(inputs)
-    except TypeError:
-        return None
-    if not items:
-        return None
-    if all(isinstance(x, str) for x in items):
-        return items
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in items):
-        return [tuple(items)]  # one tokenized input
-    if all(isinstance(x, Sequence) and not isinstance(x, str) and all(isinstance(t, int) and not isinstance(t, bool) for t in x) for x in items):
-        return [tuple(x) for x in items]
-    return None
-
-
-def options_key(
-    embedder: Embedder,
-    *,
-    prompt_name: str | None = None,
-    prompt: str | None = None,
-    instruction: str | None = None,
-    task: str | None = None,
-    input_type: str = "query",
-    dimensions: int | None = None,
-    normalize: bool | None = None,
-    long_text: str | None = None,
-    truncation_side: str | None = None,
+# -- one encode call through the cache ------------------------------------------------------------
+def namespace(
+    model_path: str | Path, *, backend: str, dtype: str, quantize: str, max_tokens: int, chunk_overlap: int
 ) -> str:
-    """The options that shape a vector, resolved (so ``task="sts"`` and the prompt it stands
-    for share entries) and validated the way ``prepare`` validates them."""
-    from qembed.model.instructions import resolve_prompt
-
-    prefix = resolve_prompt(embedder.spec, prompt_name=prompt_name, prompt=prompt, instruction=instruction, task=task, input_type=input_type)
-    dims = embedder.check_dimensions(dimensions)
-    return json.dumps(
-        [
-            prefix,
-            dims,
-            embedder.spec.normalize if normalize is None else bool(normalize),
-            long_text or embedder.settings.long_text,
-            truncation_side or embedder.settings.truncation_side,
-        ]
-    )
-
-
-def namespace(embedder: Embedder) -> str:
     """What identifies the model and engine settings behind a vector."""
     import qembed
-    from qembed.model.backends.artifacts import model_revision
+    from qembed.common.fingerprint import model_fingerprint
 
-    s = embedder.settings
     return json.dumps(
         {
-            "model": str(embedder.resolved.path),
-            "revision": model_revision(embedder.resolved.path),
-            "backend": embedder.backend.name,
-            "dtype": embedder.backend.dtype,
-            "quantize": s.quantize,
-            "max_tokens": embedder.max_tokens,
-            "chunk_overlap": embedder.chunk_overlap,
+            "model": str(model_path),
+            "revision": model_fingerprint(Path(model_path)),
+            "backend": backend,
+            "dtype": dtype,
+            "quantize": quantize,
+            "max_tokens": max_tokens,
+            "chunk_overlap": chunk_overlap,
             "qembed": getattr(qembed, "__version__", "?"),
         },
         sort_keys=True,
     )
 
 
-def tokens_per_input(windows: Sequence[Window], n_inputs: int) -> list[int]:
-    """Tokens each input cost (sum of its windows, special tokens and prompt included)."""
-    out = [0] * n_inputs
-    for window in windows:
-        out[window.owner] += len(window.ids)
-    return out
-
-
 @dataclass
-class Lookup:
-    """One call's inputs split into cached and missing."""
+class CachedCall:
+    """One encode call: which inputs still need the model (``todo``), and the answer.
 
-    cache: EmbeddingCache
-    items: list[Item]
-    keys: list[str]
-    found: list[CacheEntry | None]
-    missing: list[int] = field(init=False)
+    The one flow of the cache, used by ``Embedder.encode`` and the server's service alike:
+    ``begin`` looks every input up, the caller prepares and runs only ``todo`` (an
+    ``Inputs`` subset that keeps the caller's numbering, so an error about one of them
+    names the caller's ``input[i]``), and ``finish`` stores the new vectors and returns
+    every input's vector in request order. Without a cache ``todo`` is all the inputs.
+    """
 
-    def __post_init__(self) -> None:
-        self.missing = [i for i, entry in enumerate(self.found) if entry is None]
+    inputs: Inputs
+    cache: EmbeddingCache | None = None
+    keys: list[str] = field(default_factory=list)
+    found: list[CacheEntry | None] = field(default_factory=list)
+
+    @classmethod
+    def begin(cls, cache: EmbeddingCache | None, inputs: Inputs, options: ResolvedOptions) -> CachedCall:
+        if cache is None:
+            return cls(inputs)
+        opts = options.key()
+        keys = [cache.key(opts, item) for item in inputs.items]
+        return cls(inputs, cache, keys, cache.get_many(keys))
 
     @property
-    def missing_inputs(self) -> list[Any]:
-        """What to send to ``prepare`` (texts, or token id lists)."""
-        return [self.items[i] if isinstance(self.items[i], str) else list(self.items[i]) for i in self.missing]
+    def missing(self) -> list[int]:
+        if self.cache is None:
+            return list(range(len(self.inputs)))
+        return [i for i, entry in enumerate(self.found) if entry is None]
 
-    def complete(self, vectors: np.ndarray | None, tokens: Sequence[int] = ()) -> tuple[np.ndarray, int]:
-        """Store the finished ``vectors`` (and per-input ``tokens``) of ``missing_inputs`` and
-        return ``(vectors of every input in order, total tokens)``."""
-        if self.missing:
-            if vectors is None or len(vectors) != len(self.missing) or len(tokens) != len(self.missing):
-                raise ValueError("complete() needs one vector and one token count per missing input")
+    @property
+    def todo(self) -> Inputs | None:
+        """The inputs the model must embed; None when the cache had every one."""
+        missing = self.missing
+        if not missing:
+            return None
+        return self.inputs if len(missing) == len(self.inputs) else self.inputs.subset(missing)
+
+    def finish(self, vectors: np.ndarray | None, tokens: Sequence[int]) -> tuple[np.ndarray, int]:
+        """``vectors``/``tokens``: one per ``todo`` input. Returns (every input's vector, total tokens)."""
+        missing = self.missing
+        if missing and (vectors is None or len(vectors) != len(missing) or len(tokens) != len(missing)):
+            raise ValueError("finish() needs one vector and one token count per input of todo")
+        if self.cache is None:
+            assert vectors is not None
+            return vectors, int(sum(tokens))
+        if missing:
+            assert vectors is not None
             entries = [CacheEntry(_frozen(v), int(t)) for v, t in zip(vectors, tokens, strict=True)]
-            self.cache.put_many([self.keys[i] for i in self.missing], entries)
-            for i, entry in zip(self.missing, entries, strict=True):
+            self.cache.put_many([self.keys[i] for i in missing], entries)
+            for i, entry in zip(missing, entries, strict=True):
                 self.found[i] = entry
         done = [e for e in self.found if e is not None]
         return np.stack([e.vector for e in done]).astype(np.float32, copy=False), sum(e.tokens for e in done)
-
-
-def lookup(cache: EmbeddingCache, embedder: Embedder, inputs: Any, **options: Any) -> Lookup | None:
-    """Split ``inputs`` into cached and missing; None when they are not cacheable as given.
-    Raises ``InputError`` for invalid options, like ``prepare``."""
-    items = split_inputs(inputs)
-    if items is None:
-        return None
-    opts = options_key(embedder, **options)
-    keys = [cache.key(opts, item) for item in items]
-    return Lookup(cache, items, keys, cache.get_many(keys))
-
-
-def encode_cached(
-    cache: EmbeddingCache,
-    embedder: Embedder,
-    inputs: Any,
-    run: Callable[[Prepared], np.ndarray],
-    **options: Any,
-) -> tuple[np.ndarray, int]:
-    """``Embedder.encode_with_usage`` through the cache: only the missing inputs are prepared
-    and run (``run``: prepared -> finished vectors)."""
-    found = lookup(cache, embedder, inputs, **options)
-    if found is None:
-        prepared = embedder.prepare(inputs, **options)
-        return run(prepared), prepared.prompt_tokens
-    if not found.missing:
-        return found.complete(None)
-    prepared = embedder.prepare(found.missing_inputs, **options)
-    vectors = run(prepared)
-    return found.complete(vectors, tokens_per_input(prepared.windows, prepared.n_inputs))

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from qembed.embedding.cache import CachedCall, EmbeddingCache, namespace
 from qembed.encode.assemble import assemble
 from qembed.encode.batching import pad_windows, plan_batches
-from qembed.embedding.cache import EmbeddingCache, encode_cached
-from qembed.embedding.cache import namespace as cache_namespace
+from qembed.encode.inputs import Inputs, check_vocabulary, parse_inputs
+from qembed.encode.options import EncodeDefaults, EncodeOptions, ResolvedOptions, check_dimensions
 from qembed.encode.windows import Window, plan_windows
 from qembed.errors import InputError
 from qembed.model.backends import load_backend
-from qembed.model.instructions import InputType, resolve_prompt
 from qembed.model.pipeline import MRL_MIN_DIMENSIONS, PipelineSpec, load_pipeline
 from qembed.model.sources import ResolvedModel, resolve_model
 from qembed.model.tokenization import TextTokenizer
@@ -33,7 +33,7 @@ from qembed.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Inputs = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]]
+RawInputs = str | Sequence[str] | Sequence[int] | Sequence[Sequence[int]] | Inputs
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,13 @@ class Prepared:
     def __post_init__(self) -> None:
         self.prompt_tokens = sum(len(w.ids) for w in self.windows)
 
+    def tokens_per_input(self) -> list[int]:
+        """Tokens each input cost (sum of its windows, special tokens and prompt included)."""
+        out = [0] * self.n_inputs
+        for window in self.windows:
+            out[window.owner] += len(window.ids)
+        return out
+
 
 @dataclass(frozen=True)
 class EncodeResult:
@@ -97,7 +104,7 @@ class Embedder:
         updates = dict(overrides)
         if model is not None:
             updates["model"] = model
-        self.settings = base.model_copy(update=updates) if updates else base
+        self.settings = base.overlay(**updates)  # validated: a misspelt or bad setting fails before anything loads
         s = self.settings
         self.resolved: ResolvedModel = resolve_model(s.model, source=s.source, revision=s.revision)
         self.spec: PipelineSpec = load_pipeline(self.resolved.path, model_id=self.resolved.model_id)
@@ -129,8 +136,18 @@ class Embedder:
             prompt_family=self.spec.prompt_family,
             quantization=_quantization(self.backend, s.int8_min_cosine),
         )
+        self.defaults = EncodeDefaults(
+            model_id=self.resolved.model_id, long_text=s.long_text, truncation_side=s.truncation_side,
+            force_dimensions=s.force_dimensions,
+        )
         # LRU embedding cache (cache_size / cache_dir; None when off): see qembed.embedding.cache.
-        self.cache: EmbeddingCache | None = EmbeddingCache.from_settings(s, lambda: cache_namespace(self))
+        self.cache: EmbeddingCache | None = EmbeddingCache.from_settings(s, self._cache_namespace)
+
+    def _cache_namespace(self) -> str:
+        return namespace(
+            self.resolved.path, backend=self.backend.name, dtype=self.backend.dtype, quantize=self.settings.quantize,
+            max_tokens=self.max_tokens, chunk_overlap=self.chunk_overlap,
+        )
 
     # -- facts --------------------------------------------------------------------------
     @property
@@ -146,42 +163,42 @@ class Embedder:
         return f"Embedder({i.model_id!r}, dim={i.dimension}, pooling={i.pooling}, max_tokens={i.max_tokens}, {i.device}/{i.dtype})"
 
     # -- stage 1: prepare -----------------------------------------------------------------
+    def resolve(self, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> ResolvedOptions:
+        """The options of one call (``EncodeOptions`` or its keyword arguments), checked
+        against this model and the configured defaults; raises ``InputError``."""
+        if isinstance(options, ResolvedOptions):
+            return options
+        if options is None:
+            options = EncodeOptions.of(**kwargs)
+        elif kwargs:
+            raise InputError("Give the options either as EncodeOptions or as keyword arguments, not both.")
+        return options.resolve(self.spec, self.defaults)
+
+    def parse(self, inputs: RawInputs) -> Inputs:
+        """The inputs of one call, classified and checked (token ids against the vocabulary)."""
+        parsed = parse_inputs(inputs)
+        check_vocabulary(parsed, self.tokenizer.vocab_size)
+        return parsed
+
+    def begin(self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> tuple[ResolvedOptions, CachedCall]:
+        """Options and inputs checked, and the cache asked: what is left for the model
+        (``CachedCall.todo``). The Python API and the server both start a call here."""
+        resolved = self.resolve(options, **kwargs)
+        return resolved, CachedCall.begin(self.cache, self.parse(inputs), resolved)
+
     def check_dimensions(self, dimensions: int | None) -> int | None:
-        if dimensions is None:
-            return None
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int):
-            raise InputError(f"dimensions must be an integer, not {dimensions!r}.", param="dimensions")
-        hidden = self.spec.hidden_size
-        low = MRL_MIN_DIMENSIONS if self.spec.supports_mrl else hidden
-        if self.settings.force_dimensions:
-            low = 1
-        if not low <= dimensions <= hidden:
-            why = "" if self.spec.supports_mrl or self.settings.force_dimensions else (
-                f" ({self.info.model_id} was not trained for Matryoshka truncation; start qembed with "
-                "--force-dimensions to truncate anyway)"
-            )
-            raise InputError(f"dimensions must be between {low} and {hidden} for {self.info.model_id}, not {dimensions}{why}.", param="dimensions")
-        return None if dimensions == hidden else dimensions
+        return check_dimensions(dimensions, self.spec, self.defaults)
 
     def _content(self, inputs: Inputs, prompt: str) -> tuple[list[list[int]], list[int]]:
         """Per input: content ids (prompt first) and the prompt's token count."""
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        items = list(inputs)
-        if not items:
-            raise InputError("input is empty; send at least one text.", param="input")
-        if all(isinstance(x, int) and not isinstance(x, bool) for x in items):
-            items = [items]  # one tokenized input
         prompt_ids = list(self.tokenizer.prompt_ids(prompt))
-        if all(isinstance(x, str) for x in items):
-            for i, text in enumerate(items):
-                if not text:
-                    raise InputError(f"input[{i}] is an empty string; every input needs at least one character.", param="input")
+        if not inputs.tokenized:
+            texts = inputs.texts
             if not prompt:
-                content = self.tokenizer.content_ids(items)
+                content = self.tokenizer.content_ids(texts)
                 return content, [0] * len(content)
             # prompt + text in one pass: exactly the ids the reference gives.
-            content = self.tokenizer.content_ids([prompt + t for t in items])
+            content = self.tokenizer.content_ids([prompt + t for t in texts])
             prefix = len(prompt_ids)
             budget = self.max_tokens - self.tokenizer.special.count
             lens = []
@@ -192,28 +209,14 @@ class Embedder:
                 # The text's first characters merged with the prompt's last token (e.g. "Query:" + "(x").
                 if len(ids) > budget:
                     # Windows repeat the prompt: tokenize it apart so that every window gets all of it.
-                    content[i] = prompt_ids + self.tokenizer.content_ids([items[i]])[0]
+                    content[i] = prompt_ids + self.tokenizer.content_ids([texts[i]])[0]
                     lens.append(prefix)
                 else:
                     lens.append(next((k for k, (a, b) in enumerate(zip(ids, prompt_ids, strict=False)) if a != b), min(len(ids), prefix)))
             return content, lens
-        if any(isinstance(x, str) for x in items):
-            i = next(i for i, x in enumerate(items) if isinstance(x, str) != isinstance(items[0], str))
-            kinds = ("a string", "not a string") if isinstance(items[i], str) else ("not a string", "a string")
-            raise InputError(
-                f"input[{i}] is {kinds[0]} but input[0] is {kinds[1]}; send either texts or lists of token ids, not both.",
-                param="input",
-            )
         content, lens = [], []
-        for i, ids in enumerate(items):
-            if isinstance(ids, str) or not isinstance(ids, Sequence) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-                raise InputError(f"input[{i}] must be a string or a list of token ids; mixed inputs are not allowed.", param="input")
-            if not ids:
-                raise InputError(f"input[{i}] is an empty token list.", param="input")
-            bad = next((t for t in ids if not 0 <= t < self.tokenizer.vocab_size), None)
-            if bad is not None:
-                raise InputError(f"input[{i}] has token id {bad}, outside the vocabulary [0, {self.tokenizer.vocab_size}).", param="input")
-            ids = list(ids)
+        for item in inputs.items:
+            ids = list(item)
             if self.tokenizer.is_wrapped(ids):  # already a full model input (e.g. from /tokenize)
                 h, t = len(self.tokenizer.special.head), len(self.tokenizer.special.tail)
                 ids = ids[h : len(ids) - t]
@@ -221,43 +224,21 @@ class Embedder:
             lens.append(len(prompt_ids))
         return content, lens
 
-    def _long_text_policy(self, long_text: str | None, truncation_side: str | None) -> tuple[str, str]:
-        policy = long_text or self.settings.long_text
-        side = truncation_side or self.settings.truncation_side
-        if policy not in ("chunk", "truncate", "error"):
-            raise InputError(f"long_text must be chunk, truncate or error, not {policy!r}.", param="long_text")
-        if side not in ("right", "left"):
-            raise InputError(f"truncation_side must be right or left, not {side!r}.", param="truncation_side")
-        return policy, side
-
-    def prepare(
-        self,
-        inputs: Inputs,
-        *,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-        instruction: str | None = None,
-        task: str | None = None,
-        input_type: InputType = "query",
-        dimensions: int | None = None,
-        normalize: bool | None = None,
-        long_text: str | None = None,
-        truncation_side: str | None = None,
-    ) -> Prepared:
+    def prepare(self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> Prepared:
         """Validate and tokenize; raises ``InputError`` with a message that says what to change."""
-        prefix = resolve_prompt(self.spec, prompt_name=prompt_name, prompt=prompt, instruction=instruction, task=task, input_type=input_type)
-        dims = self.check_dimensions(dimensions)
-        policy, side = self._long_text_policy(long_text, truncation_side)
-        content, prefix_lens = self._content(inputs, prefix)
+        resolved = self.resolve(options, **kwargs)
+        parsed = self.parse(inputs)
+        content, prefix_lens = self._content(parsed, resolved.prefix)
         windows: list[Window] = []
         for i, (ids, plen) in enumerate(zip(content, prefix_lens, strict=True)):
             windows.extend(
                 plan_windows(
-                    ids, plen, owner=i, special=self.tokenizer.special, limit=self.max_tokens, policy=policy,
-                    side=side, overlap=self.chunk_overlap, exclude_prompt=not self.spec.include_prompt,
+                    ids, plen, owner=i, special=self.tokenizer.special, limit=self.max_tokens, policy=resolved.long_text,
+                    side=resolved.truncation_side, overlap=self.chunk_overlap, exclude_prompt=not self.spec.include_prompt,
+                    label=parsed.label(i),
                 )
             )
-        return Prepared(windows, len(content), self.spec.normalize if normalize is None else bool(normalize), dims)
+        return Prepared(windows, len(content), resolved.normalize, resolved.dimensions)
 
     # -- stage 2: run ----------------------------------------------------------------------
     def run(self, windows: Sequence[Window]) -> np.ndarray:
@@ -271,15 +252,14 @@ class Embedder:
 
     # -- all three -----------------------------------------------------------------------
     def encode_with_usage(
-        self, inputs: Inputs, *, batch_size: int = 32, max_batch_tokens: int | None = None, show_progress_bar: bool = False, **options: Any
+        self, inputs: RawInputs, *, batch_size: int = 32, max_batch_tokens: int | None = None, show_progress_bar: bool = False, **options: Any
     ) -> EncodeResult:
-        def run(prepared: Prepared) -> np.ndarray:
-            return self._run_prepared(prepared, batch_size, max_batch_tokens, show_progress_bar)
-
-        if self.cache is not None:  # only the inputs not seen before run (qembed.embedding.cache)
-            return EncodeResult(*encode_cached(self.cache, self, inputs, run, **options))
-        prepared = self.prepare(inputs, **options)
-        return EncodeResult(run(prepared), prepared.prompt_tokens)
+        resolved, call = self.begin(inputs, **options)
+        if call.todo is None:  # every input was in the cache
+            return EncodeResult(*call.finish(None, []))
+        prepared = self.prepare(call.todo, resolved)
+        vectors = self._run_prepared(prepared, batch_size, max_batch_tokens, show_progress_bar)
+        return EncodeResult(*call.finish(vectors, prepared.tokens_per_input()))
 
     def _run_prepared(self, prepared: Prepared, batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool) -> np.ndarray:
         """Length-sorted batches under the token budget through ``run``, then ``finish``."""
@@ -287,20 +267,15 @@ class Embedder:
         budget = max_batch_tokens or batch_size * self.max_tokens
         batches = plan_batches([len(w.ids) for w in windows], max_tokens=budget, max_rows=batch_size)
         vectors = np.zeros((len(windows), self.spec.hidden_size), dtype=np.float32)
-        progress = None
-        if show_progress_bar:
-            from tqdm.auto import tqdm
+        from qembed.common.progress import Bar
 
-            progress = tqdm(total=len(windows), desc="embedding", unit="window")
-        for batch in batches:
-            vectors[batch] = self.run([windows[i] for i in batch])
-            if progress is not None:
+        with Bar("embedding windows", len(windows), enabled=show_progress_bar) as progress:
+            for batch in batches:
+                vectors[batch] = self.run([windows[i] for i in batch])
                 progress.update(len(batch))
-        if progress is not None:
-            progress.close()
         return self.finish(prepared, vectors)
 
-    def encode(self, inputs: Inputs, **kwargs: Any) -> np.ndarray:
+    def encode(self, inputs: RawInputs, **kwargs: Any) -> np.ndarray:
         """Texts (or token id lists) -> float32 array [n, dim] (1-D for a single string).
 
         Options: prompt_name, prompt, instruction, task, input_type ("query"/"document"),
@@ -308,30 +283,15 @@ class Embedder:
         batch_size, max_batch_tokens, show_progress_bar.
         """
         result = self.encode_with_usage(inputs, **kwargs).vectors
-        return result[0] if isinstance(inputs, str) else result
+        return result[0] if isinstance(inputs, str) or (isinstance(inputs, Inputs) and inputs.single) else result
 
-    def tokenize(
-        self,
-        inputs: Inputs,
-        *,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-        instruction: str | None = None,
-        task: str | None = None,
-        input_type: InputType = "query",
-        dimensions: int | None = None,
-        normalize: bool | None = None,
-        long_text: str | None = None,
-        truncation_side: str | None = None,
-    ) -> list[list[int]]:
+    def tokenize(self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> list[list[int]]:
         """The token ids of each input as the model reads it: special tokens + prompt + the
         whole content, *untruncated*, for counting. (An input longer than the window is cut
         into windows, truncated or refused only when it is embedded.) Takes and validates the
         options of ``prepare``."""
-        prefix = resolve_prompt(self.spec, prompt_name=prompt_name, prompt=prompt, instruction=instruction, task=task, input_type=input_type)
-        self.check_dimensions(dimensions)
-        self._long_text_policy(long_text, truncation_side)
-        content, _ = self._content(inputs, prefix)
+        resolved = self.resolve(options, **kwargs)
+        content, _ = self._content(self.parse(inputs), resolved.prefix)
         return [self.tokenizer.wrap(ids) for ids in content]
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -42,8 +42,11 @@ def plan_windows(
     side: Literal["right", "left"] = "right",
     overlap: int = 0,
     exclude_prompt: bool = False,
+    label: str = "",
 ) -> list[Window]:
-    """Windows for one input. ``content`` starts with ``prefix_len`` prompt tokens."""
+    """Windows for one input. ``content`` starts with ``prefix_len`` prompt tokens; ``label``
+    names the input in errors (default ``input[owner]``)."""
+    label = label or f"input[{owner}]"
     head, tail = list(special.head), list(special.tail)
     budget = limit - special.count  # tokens left for prompt + content
     skip = len(head) + prefix_len if exclude_prompt else 0
@@ -52,7 +55,7 @@ def plan_windows(
     total = len(content) + special.count
     if policy == "error":
         raise InputTooLong(
-            f"input[{owner}] has {total} tokens (prompt and special tokens included); the limit is {limit}. "
+            f"{label} has {total} tokens (prompt and special tokens included); the limit is {limit}. "
             "Shorten it, or send long_text='chunk' (windows) or long_text='truncate'.",
             param="input",
         )
@@ -60,15 +63,13 @@ def plan_windows(
     room = budget - prefix_len
     if room < 1:
         raise InputError(
-            f"input[{owner}]: the prompt alone takes {prefix_len + special.count} of the {limit}-token window; "
+            f"{label}: the prompt alone takes {prefix_len + special.count} of the {limit}-token window; "
             "use a shorter instruction or a larger window.",
             param="input",
         )
     if policy == "truncate":
         kept = body[:room] if side == "right" else body[-room:]
         return [Window(head + prefix + kept + tail, owner, len(kept), skip)]
-    if policy != "chunk":
-        raise InputError(f"long_text must be chunk, truncate or error, not {policy!r}.", param="long_text")
     overlap = min(overlap, room - 1) if room > 1 else 0
     stride = room - overlap
     windows: list[Window] = []

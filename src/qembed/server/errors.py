@@ -10,7 +10,6 @@ each qembed error class is chosen in ``STATUS`` below and nowhere else.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -19,8 +18,18 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from qembed.serving.queue import ModelRunError, QueueFull, Unavailable
-from qembed.errors import InputError, InputTooLong, ModelError, ModelOutputError, QembedError
+from qembed.errors import (
+    InputError,
+    InputTooLong,
+    ModelError,
+    ModelOutputError,
+    ModelRunError,
+    NotFound,
+    QembedError,
+    QueueFull,
+    Unavailable,
+    describe_validation_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,7 @@ class APIError(Exception):
 STATUS: list[tuple[type[QembedError], int, str]] = [
     (InputTooLong, 400, INVALID),
     (InputError, 400, INVALID),
+    (NotFound, 404, INVALID),
     (QueueFull, 429, "rate_limit_error"),
     (Unavailable, 503, SERVER),
     (ModelOutputError, 500, SERVER),
@@ -100,48 +110,6 @@ def _respond(request: Request, err: APIError) -> Response:
     return error_response(err)
 
 
-# -- translating FastAPI's and Starlette's errors --------------------------------------------------
-def _loc(loc: tuple[Any, ...]) -> str:
-    """('body', 'input', 3) -> 'input[3]'; union member names (e.g. 'list[str]') are dropped."""
-    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif isinstance(part, str) and ("[" in part or part in ("str", "int", "bool", "float")):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """One message (and the param) for pydantic's error list: the first error, said plainly."""
-    if not errors:
-        return "The request is invalid.", None
-    first = errors[0]
-    kind, loc = first.get("type", ""), _loc(tuple(first.get("loc", ())))
-    if kind == "json_invalid":
-        detail = (first.get("ctx") or {}).get("error", "")
-        return f"The request body is not valid JSON ({detail}).".replace(" ()", ""), None
-    if kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
-        return "The request body must be a JSON object.", None
-    if kind == "missing":
-        if not loc:
-            return "The request body is missing; send a JSON object.", None
-        return f"{loc} is required.", loc
-    if kind == "extra_forbidden":
-        return f"Unknown field {loc!r}; see /docs for the fields this route takes.", loc
-    msg = str(first.get("msg", "is invalid"))
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if not loc:
-        return msg, None
-    if msg.startswith(loc):
-        return msg, loc
-    return f"{loc}: {msg}", loc
-
-
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into an OpenAI error body."""
 
@@ -158,7 +126,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        message, param = validation_message(list(exc.errors()))
+        message, param = describe_validation_errors(list(exc.errors()))
         return _respond(request, APIError(400, message, param=param, code="invalid_request"))
 
     @app.exception_handler(StarletteHTTPException)

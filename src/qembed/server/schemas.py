@@ -7,10 +7,12 @@ Models are strict: ``"dimensions": "64"`` is a mistake the client should hear ab
 something to guess at; unknown fields are refused so that a typo in an extension
 (``promt_name``) cannot silently give vectors without the prompt.
 
-What pydantic cannot check (the model name, how many inputs one request may carry) is
-checked by ``validate_request``; what needs the tokenizer (empty strings, token ids out
-of the vocabulary, too-long inputs, unknown prompt names, ``dimensions`` out of range) is
-checked by ``Embedder.prepare``. Together: every client mistake is a 4xx with a message
+The input is parsed by ``qembed.encode.inputs.parse_inputs`` (the Python API's parser, so
+the same mistake reads the same), and the options are ``qembed.encode.options.EncodeOptions``
+(one definition). What pydantic cannot check (the model name, how many inputs one request
+may carry) is checked by ``validate_request``; what needs the model (token ids out of the
+vocabulary, too-long inputs, unknown prompt names, ``dimensions`` out of range) is checked
+by ``Embedder.begin``/``prepare``. Together: every client mistake is a 4xx with a message
 naming the problem.
 """
 
@@ -25,80 +27,58 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictInt,
-    StrictStr,
+    PlainValidator,
     ValidationError,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
+    WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
+from qembed.encode.inputs import Inputs, parse_inputs
+from qembed.encode.options import EncodeOptions
+from qembed.errors import InputError, describe_validation_errors
 from qembed.server.errors import APIError
 
 # -- input ---------------------------------------------------------------------------------
 
 
-def _json_kind(value: Any) -> str:
-    return {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _input_problem(value: Any) -> str:
-    """Say which part of ``input`` is wrong (pydantic's union errors list every member)."""
-    shapes = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
-    if not isinstance(value, list):
-        return f"input must be {shapes}; got {_json_kind(value)}."
-    first = value[0]
-    want = str if isinstance(first, str) else list if isinstance(first, list) else int
-    for i, item in enumerate(value):
-        if want is int and (not isinstance(item, int) or isinstance(item, bool)):
-            return f"input[{i}] is {_json_kind(item)}; a list of token ids holds only integers."
-        if want is str and not isinstance(item, str):
-            return f"input[{i}] is {_json_kind(item)}; a list input holds only strings (or only token ids, or only lists of token ids)."
-        if want is list:
-            if not isinstance(item, list):
-                return f"input[{i}] is {_json_kind(item)}; a list of token lists holds only lists of integers."
-            for j, tok in enumerate(item):
-                if not isinstance(tok, int) or isinstance(tok, bool):
-                    return f"input[{i}][{j}] is {_json_kind(tok)}; token ids are integers."
-    return f"input must be {shapes}."
-
-
-def _check_input(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+def _parse_input(value: Any) -> Inputs:
+    """The request's ``input``, parsed by the one parser of the Python API (same messages)."""
     try:
-        return handler(value)
-    except ValidationError:
-        raise PydanticCustomError("input_type", _input_problem(value)) from None
+        return parse_inputs(value)
+    except InputError as exc:
+        raise PydanticCustomError(InputError.code, exc.message) from None
 
 
 Input = Annotated[
-    StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]],
-    WrapValidator(_check_input),
-    Field(
-        description="A text, a list of texts, one tokenized input (list of token ids) or several (list of lists).",
-        examples=["What is the capital of China?", ["first text", "second text"]],
+    Inputs,
+    PlainValidator(_parse_input),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}},
+                {"type": "array", "items": {"type": "integer"}},
+                {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+            ],
+            "description": "A text, a list of texts, one tokenized input (list of token ids) or several (list of lists).",
+            "examples": ["What is the capital of China?", ["first text", "second text"]],
+        }
     ),
 ]
 
 
-class EmbedOptions(BaseModel):
-    """Options shared by every route that embeds (the OpenAI SDK sends them via ``extra_body``)."""
+class EmbedOptions(EncodeOptions):
+    """The encode options (``qembed.encode.options.EncodeOptions``, one definition) plus the
+    served model's name; shared by every route that embeds (the OpenAI SDK sends the
+    extensions via ``extra_body``)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=False)
 
     model: str | None = Field(None, description="The served model's hub id, alias or folder name, or --served-model-name. Optional.")
-    dimensions: int | None = Field(None, description="Matryoshka truncation: keep the first N dimensions (re-normalized).")
-    prompt_name: str | None = Field(None, description="A prompt of the model (e.g. 'query' for Qwen3-Embedding). See GET /info.")
-    instruction: str | None = Field(None, description="A free task instruction: the text becomes 'Instruct: {instruction}\\nQuery:{text}'.")
-    task: str | None = Field(None, description="A task preset (retrieval, code_retrieval, sts, pair_classification, bitext, classification, clustering).")
-    input_type: Literal["query", "document"] | None = Field(None, description="With `task`: documents of asymmetric tasks get no instruction.")
-    long_text: Literal["chunk", "truncate", "error"] | None = Field(None, description="Inputs longer than the window: chunk (mean of windows), truncate, or error. Default: the server's --long-text.")
-    truncation_side: Literal["right", "left"] | None = Field(None, description="Which end `truncate` cuts. Default: the server's --truncation-side.")
-    normalize: bool | None = Field(None, description="L2-normalize the vectors (default: as the model does).")
 
-    def engine_options(self) -> dict[str, Any]:
-        """The keyword arguments of ``Embedder.prepare`` this body sets."""
-        names = ("dimensions", "prompt_name", "instruction", "task", "input_type", "long_text", "truncation_side", "normalize")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+    def encode_options(self) -> EncodeOptions:
+        """This body's encode options alone (without ``model``, ``input`` and the route's own fields)."""
+        return EncodeOptions(**{name: getattr(self, name) for name in EncodeOptions.model_fields})
 
 
 class EmbeddingRequest(EmbedOptions):
@@ -250,21 +230,12 @@ class ServedModel:
 # -- the one validation function --------------------------------------------------------------------
 
 
-def count_inputs(value: Any) -> int:
-    """Inputs in a request: a string or one list of token ids is one input."""
-    if isinstance(value, str):
-        return 1
-    if value and all(isinstance(x, int) for x in value):
-        return 1
-    return len(value)
-
-
-def validate_request(body: EmbedOptions, *, served: ServedModel, max_client_batch_size: int) -> tuple[Any, dict[str, Any]]:
+def validate_request(body: EmbedOptions, *, served: ServedModel, max_client_batch_size: int) -> tuple[Inputs, EncodeOptions]:
     """Checks that need the server's facts: the model name (404) and the number of inputs
-    (413). Returns the inputs and the engine options."""
+    (413). Returns the parsed inputs and the encode options."""
     served.check(body.model)
-    inputs = body.input  # type: ignore[attr-defined]
-    n = count_inputs(inputs)
+    inputs: Inputs = body.input  # type: ignore[attr-defined]
+    n = len(inputs)
     if n > max_client_batch_size:
         raise APIError(
             413,
@@ -273,18 +244,18 @@ def validate_request(body: EmbedOptions, *, served: ServedModel, max_client_batc
             param="input",
             code="too_many_inputs",
         )
-    return inputs, body.engine_options()
+    return inputs, body.encode_options()
 
 
 def parse_body(model: type[BaseModel], raw: bytes) -> Any:
     """Bytes -> request model; a pydantic error becomes a 400 naming the field."""
-    from qembed.server.errors import validation_message
-
     try:
         return model.model_validate_json(raw or b"")
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         if not raw:
             errors = [{"type": "missing", "loc": ()}]
-        message, param = validation_message(errors)  # type: ignore[arg-type]
-        raise APIError(400, message, param=param, code="invalid_request") from None
+        message, param = describe_validation_errors(errors)  # type: ignore[arg-type]
+        # A mistake in `input` keeps the code the Python API gives it (InputError: invalid_input).
+        code = InputError.code if errors and errors[0].get("type") == InputError.code else "invalid_request"
+        raise APIError(400, message, param=param, code=code) from None

@@ -37,29 +37,7 @@ import numpy as np
 
 from qembed.encode.batching import plan_batches
 from qembed.encode.windows import Window
-from qembed.errors import QembedError
-
-
-class QueueFull(QembedError):
-    """Too much work is waiting; the client should retry after ``retry_after`` seconds."""
-
-    code = "queue_full"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Unavailable(QembedError):
-    """The queue no longer accepts work (the server is shutting down)."""
-
-    code = "shutting_down"
-
-
-class ModelRunError(QembedError):
-    """The model raised on a batch (e.g. out of memory); carries the original as __cause__."""
-
-    code = "model_failure"
+from qembed.errors import ModelRunError, QueueFull, Unavailable
 
 
 @dataclass(eq=False)

@@ -3,7 +3,7 @@
 Request path (``embed``):
 
 1. admission: a request slot (``--max-concurrent-requests``) or ``QueueFull``;
-2. ``Embedder.prepare`` on a small thread pool -- tokenization is CPU work that must
+2. ``Embedder.begin`` (options, inputs, the cache) and ``Embedder.prepare`` on a small thread pool -- tokenization is CPU work that must
    stay off the event loop (it would stall every other request) and off the model
    thread (it would idle the model);
 3. ``BatchQueue.submit``: the windows wait with other requests' windows until the model
@@ -25,11 +25,10 @@ from functools import partial
 from typing import Any
 
 from qembed.embedding.embedder import Embedder, EncodeResult
-from qembed.embedding.cache import lookup, tokens_per_input
-from qembed.serving.queue import BatchQueue
+from qembed.encode.options import EncodeOptions
 from qembed.encode.windows import Window
+from qembed.serving.queue import BatchQueue
 from qembed.serving.worker import ModelWorker
-from qembed.errors import InputError
 from qembed.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -124,33 +123,24 @@ class EmbeddingService:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- work -------------------------------------------------------------------------------
-    async def embed(self, inputs: Any, **options: Any) -> EncodeResult:
-        """Vectors for ``inputs`` (the ``Embedder.encode`` inputs and options), batched with
-        every other request in flight. Raises qembed errors (InputError, QueueFull, ...)."""
+    async def embed(self, inputs: Any, options: EncodeOptions | None = None, **kwargs: Any) -> EncodeResult:
+        """Vectors for ``inputs`` (raw, or ``Inputs`` already parsed by a request body) under
+        ``options`` (``EncodeOptions`` or its keyword arguments), batched with every other
+        request in flight. The call's flow is ``Embedder.begin`` -> prepare ``todo`` -> the
+        queue -> finish -> ``CachedCall.finish``, as in process. Raises qembed errors
+        (InputError, QueueFull, ...)."""
         loop = asyncio.get_running_loop()
         with self.queue.admit():
-            found = None
-            if self.embedder.cache is not None:  # --cache-size/--cache-dir: seen inputs cost nothing
-                found = await loop.run_in_executor(self._pool, partial(lookup, self.embedder.cache, self.embedder, inputs, **options))
-                if found is not None and not found.missing:
-                    return EncodeResult(*found.complete(None))
-            todo = found.missing_inputs if found is not None else inputs
-            try:
-                prepared = await loop.run_in_executor(self._pool, partial(self.embedder.prepare, todo, **options))
-            except InputError:
-                if found is None:
-                    raise
-                # Re-validate the whole request so the error names the caller's index, not the cache's.
-                await loop.run_in_executor(self._pool, partial(self.embedder.prepare, inputs, **options))
-                raise
+            resolved, call = await loop.run_in_executor(self._pool, partial(self.embedder.begin, inputs, options, **kwargs))
+            if call.todo is None:  # --cache-size/--cache-dir: every input seen before
+                return EncodeResult(*call.finish(None, []))
+            prepared = await loop.run_in_executor(self._pool, self.embedder.prepare, call.todo, resolved)
             vectors = await self.queue.submit(prepared.windows)
             out = await loop.run_in_executor(self._pool, self.embedder.finish, prepared, vectors)
-        if found is not None:
-            return EncodeResult(*found.complete(out, tokens_per_input(prepared.windows, prepared.n_inputs)))
-        return EncodeResult(out, prepared.prompt_tokens)
+        return EncodeResult(*call.finish(out, prepared.tokens_per_input()))
 
-    async def tokenize(self, inputs: Any, **options: Any) -> list[list[int]]:
+    async def tokenize(self, inputs: Any, options: EncodeOptions | None = None, **kwargs: Any) -> list[list[int]]:
         """Token ids per input as the model reads them (untruncated), off the event loop."""
         loop = asyncio.get_running_loop()
         with self.queue.admit():
-            return await loop.run_in_executor(self._pool, partial(self.embedder.tokenize, inputs, **options))
+            return await loop.run_in_executor(self._pool, partial(self.embedder.tokenize, inputs, options, **kwargs))

