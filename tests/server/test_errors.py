@@ -159,3 +159,23 @@ def test_non_finite_model_output_is_a_counted_500(make_client, tiny_model_dir) -
     samples = metric_samples(client.get("/metrics").text)
     assert samples[("qembed_errors_total", (("kind", "non_finite_output"),))] == 1
     assert json.dumps(error)  # and nothing in it is a NaN vector
+
+
+def test_error_classes_map_to_their_status() -> None:
+    """One table: a missing index is a 404 (not a 400), a broken internal promise a 500 with its message."""
+    from qembed.errors import InputError, InternalError, NotFound
+    from qembed.server.errors import from_qembed
+
+    missing = from_qembed(NotFound("no index 'docs' in qembed-data", param="index"))
+    assert (missing.status, missing.code, missing.param) == (404, "not_found", "index")
+    assert from_qembed(InputError("bad")).status == 400
+    broken = from_qembed(InternalError("expected 3 vectors, got 2"))
+    assert (broken.status, broken.type, broken.message) == (500, "server_error", "expected 3 vectors, got 2")
+
+
+def test_a_missing_index_is_not_found(tmp_path) -> None:
+    from qembed.errors import NotFound
+    from qembed.search.store import open_store
+
+    with pytest.raises(NotFound, match="no index 'absent'"):
+        open_store("absent", data_dir=tmp_path, create=False)

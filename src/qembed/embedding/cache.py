@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qembed.encode.inputs import Inputs, Item
+from qembed.errors import InternalError
 
 if TYPE_CHECKING:
     from qembed.encode.options import ResolvedOptions
@@ -252,7 +253,7 @@ class CachedCall:
         """``vectors``/``tokens``: one per ``todo`` input. Returns (every input's vector, total tokens)."""
         missing = self.missing
         if missing and (vectors is None or len(vectors) != len(missing) or len(tokens) != len(missing)):
-            raise ValueError("finish() needs one vector and one token count per input of todo")
+            raise InternalError("finish() needs one vector and one token count per input of todo")
         if self.cache is None:
             assert vectors is not None
             return vectors, int(sum(tokens))

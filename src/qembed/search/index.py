@@ -24,17 +24,21 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from qembed.errors import InputError
+from qembed.embedding.protocol import InProcessEncoder
+from qembed.errors import InputError, InternalError
 from qembed.search.chunking import ChunkConfig, Chunker
 from qembed.search.documents import Chunk, Document
 from qembed.search.ingest import RecordFields, Source, count_documents, documents, plan
 from qembed.search.store.base import DocumentUpdate, Store
+from qembed.settings import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
 
 class Encoder(Protocol):
-    """What indexing and searching need from a model (``EmbedderEncoder`` wraps an Embedder)."""
+    """Search's adapter around the one ``TextEncoder`` protocol (``qembed.embedding.protocol``):
+    retrieval's two sides, plus the token facts chunking needs (``EmbedderEncoder`` wraps an
+    ``InProcessEncoder``)."""
 
     model: str  # the name to load it again (alias, hub id or folder)
     model_id: str
@@ -51,12 +55,13 @@ class Encoder(Protocol):
 class EmbedderEncoder:
     """An ``Embedder`` with the retrieval prompts: queries get the task instruction, documents none."""
 
-    def __init__(self, embedder: Any, *, batch_size: int = 32) -> None:
+    def __init__(self, embedder: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         from qembed.model.instructions import resolve_prompt
         from qembed.model.sources import FALLBACK_NAMES
 
         self.embedder = embedder
         self.batch_size = batch_size
+        self.encoder = InProcessEncoder(embedder, batch_size=batch_size)
         info = embedder.info
         self.model_id = info.model_id
         self.model = FALLBACK_NAMES.get(info.model_id, "minilm") if info.fallback_reason else (embedder.settings.model or info.model_id)
@@ -65,13 +70,13 @@ class EmbedderEncoder:
         self.window = embedder.max_tokens - embedder.tokenizer.special.count - len(embedder.tokenizer.prompt_ids(prompt))
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self.embedder.tokenizer.content_ids(texts)] if texts else []
+        return self.encoder.count_tokens(texts)
 
     def encode_documents(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.encode(texts, task="retrieval", input_type="document", batch_size=self.batch_size)
+        return self.encoder.encode(texts, role="document", task="retrieval").vectors
 
     def encode_query(self, text: str) -> np.ndarray:
-        return self.embedder.encode(text, task="retrieval", input_type="query")
+        return self.encoder.encode([text], role="query", task="retrieval").vectors[0]
 
 
 @dataclass
@@ -168,7 +173,7 @@ class Indexer:
         found = dict(batch.reused)
         if batch.texts:
             if vectors is None or len(vectors) != len(batch.texts):
-                raise ValueError(f"expected {len(batch.texts)} vectors, got {0 if vectors is None else len(vectors)}")
+                raise InternalError(f"expected {len(batch.texts)} vectors, got {0 if vectors is None else len(vectors)}")
             vectors = np.asarray(vectors, dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[1] != self.encoder.dimension:
                 raise InputError(f"the model returned vectors of shape {list(vectors.shape)}; the index has {self.encoder.dimension} dimensions.")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from qembed.errors import InputError
+from qembed.errors import InputError, InternalError
 from qembed.search.bm25 import query_terms
 from qembed.search.documents import Chunk
 from qembed.search.store.base import Filters, Store
@@ -120,7 +120,7 @@ class Searcher:
     def _rerank(query: str, results: list[SearchResult], rerank: Reranker) -> list[SearchResult]:
         scores = list(rerank(query, results))
         if len(scores) != len(results):
-            raise ValueError(f"the re-ranker returned {len(scores)} scores for {len(results)} candidates")
+            raise InternalError(f"the re-ranker returned {len(scores)} scores for {len(results)} candidates")
         for r, s in zip(results, scores, strict=True):
             r.rerank_score = float(s)
             r.score = float(s)

@@ -75,8 +75,8 @@ class APIError(Exception):
 # qembed error class -> (status, OpenAI type). First match wins: subclasses first.
 STATUS: list[tuple[type[QembedError], int, str]] = [
     (InputTooLong, 400, INVALID),
-    (InputError, 400, INVALID),
     (NotFound, 404, INVALID),
+    (InputError, 400, INVALID),
     (QueueFull, 429, "rate_limit_error"),
     (Unavailable, 503, SERVER),
     (ModelOutputError, 500, SERVER),

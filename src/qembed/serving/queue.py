@@ -37,7 +37,7 @@ import numpy as np
 
 from qembed.encode.batching import plan_batches
 from qembed.encode.windows import Window
-from qembed.errors import ModelRunError, QueueFull, Unavailable
+from qembed.errors import InternalError, ModelRunError, QueueFull, Unavailable
 
 
 @dataclass(eq=False)
@@ -163,7 +163,7 @@ class BatchQueue:
         that every request the payload limit lets in can be served.
         """
         if not windows:
-            raise ValueError("submit needs at least one window")
+            raise InternalError("submit needs at least one window")
         loop = asyncio.get_running_loop()
         job = Job(windows=windows, future=loop.create_future(), loop=loop)
         tokens = sum(len(w.ids) for w in windows)

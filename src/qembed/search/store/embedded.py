@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from qembed.errors import InputError
+from qembed.errors import InputError, InternalError, NotFound
 from qembed.search import bm25
 from qembed.search.documents import Chunk
 from qembed.search.ingest import STORE_MARKER
@@ -133,7 +133,7 @@ class EmbeddedStore(Store):
         self.name = name or self.folder.name
         if not self.folder.is_dir():
             if not create:
-                raise InputError(f"no index {self.name!r} in {self.folder.parent} (build it with `qembed index PATH --index {self.name}`).", param="index")
+                raise NotFound(f"no index {self.name!r} in {self.folder.parent} (build it with `qembed index PATH --index {self.name}`).", param="index")
             self.folder.mkdir(parents=True, exist_ok=True)
         marker = self.folder / STORE_MARKER
         if not marker.exists():
@@ -254,7 +254,7 @@ class EmbeddedStore(Store):
             return
         for u in updates:
             if len(u.chunks) != len(u.vectors):
-                raise ValueError(f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors")
+                raise InternalError(f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors")
         with self._write() as db:
             internal = self._internal(db)
             dim = int(internal.get("dimension", 0) or 0)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from qembed.errors import InputError
+from qembed.errors import InputError, InternalError, NotFound
 from qembed.search import bm25
 from qembed.search.documents import Chunk
 from qembed.search.store.base import DocumentUpdate, Filters, Hit, Store, StoreStats, normalize_rows
@@ -145,7 +145,7 @@ class MilvusStore(Store):
         exists = self.client.has_collection(self.meta)
         if not exists and not create:
             self.close()
-            raise InputError(f"no index {name!r} in Milvus at {uri} (build it with `qembed index PATH --index {name} --store-uri {uri}`).", param="index")
+            raise NotFound(f"no index {name!r} in Milvus at {uri} (build it with `qembed index PATH --index {name} --store-uri {uri}`).", param="index")
         if not exists:
             self._create_small(self.meta, [("key", 512), ("value", MAX_VARCHAR)])
         if not self.client.has_collection(self.docs):
@@ -241,7 +241,7 @@ class MilvusStore(Store):
         with self.lock:
             for u in updates:
                 if len(u.chunks) != len(u.vectors):
-                    raise ValueError(f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors")
+                    raise InternalError(f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors")
                 if not u.chunks:
                     continue
                 vectors = np.asarray(u.vectors, dtype=np.float32)
