@@ -1,31 +1,64 @@
-"""One typed settings object for every part of qembed.
+"""One typed settings object for every part of qembed, grouped by concern.
 
 Each field is a CLI flag (``--max-batch-tokens``), an environment variable
-(``QEMBED_MAX_BATCH_TOKENS``) and an attribute, with one default and one description, so
-the three can never drift apart. The CLI builds a ``Settings`` from its flags on top of
-the environment; library users build one directly or pass keyword arguments.
+(``QEMBED_MAX_BATCH_TOKENS``) and an attribute (``settings.max_batch_tokens``), with one
+default and one description, so the three can never drift apart. The fields are grouped
+into one model per concern (``ModelSettings``, ``EncodeSettings``, ``CacheSettings``,
+``SearchSettings``, ``ServingSettings``, ``ServerSettings``); ``Settings`` is all of them
+at once, still flat: every env var is ``QEMBED_<FIELD>`` and every attribute
+``settings.<field>``. A command asks for the flags of the groups it uses
+(``Settings.fields_of(ModelSettings, EncodeSettings)``), never for a hand-kept list.
+
+The CLI builds a ``Settings`` from its flags on top of the environment; library users
+build one directly or pass keyword arguments. Either way changes go through
+``Settings.overlay``, which validates them and refuses unknown names.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import difflib
+import os
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from qembed.errors import InputError
+
 DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+# Texts per encode call (library, eval, bench, indexing): one default for all of them.
+DEFAULT_BATCH_SIZE = 32
 
 LongTextPolicy = Literal["chunk", "truncate", "error"]
 TruncationSide = Literal["right", "left"]
 Source = Literal["auto", "huggingface", "modelscope", "local"]
 
 
-class Settings(BaseSettings):
-    """Everything that configures a qembed process (engine, server, limits)."""
+def _split_commas(value: object) -> object:
+    """``"a, b"`` (an env var) -> ``["a", "b"]``; lists pass through."""
+    if isinstance(value, str):
+        return [k.strip() for k in value.split(",") if k.strip()]
+    return value
 
-    model_config = SettingsConfigDict(env_prefix="QEMBED_", extra="ignore", validate_default=True)
 
-    # --- model -------------------------------------------------------------------------
+def _path_str(value: object) -> object:
+    """A ``pathlib.Path`` given for a folder setting is its string (``Embedder(Path(...))``)."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(validate_default=True)
+
+    @field_validator("model", "export_dir", "cache_dir", "data_dir", mode="before", check_fields=False)
+    @classmethod
+    def _paths(cls, value: object) -> object:
+        return _path_str(value)
+
+
+class ModelSettings(_Group):
+    """Which model, loaded how and where (every command that loads a model takes these)."""
+
     model: str | None = Field(
         None,
         description="Hub id, alias (qwen3-0.6b, qwen3-4b, qwen3-8b, minilm) or local folder. "
@@ -73,6 +106,24 @@ class Settings(BaseSettings):
         "(AVX512-BF16/AMX), else float32. Pin float32 for bit-level parity with a float32 reference.",
     )
     threads: int | None = Field(None, ge=1, description="Torch intra-op threads (default: cores available to the process).")
+
+    @field_validator("int8_keep", mode="before")
+    @classmethod
+    def _split_keep(cls, value: object) -> object:
+        return _split_commas(value)
+
+    def int8_options(self):
+        """The int8 gate threshold and recipe overrides, as the backends take them."""
+        from qembed.model.backends.int8.recipes import Int8Options
+
+        keep = tuple(self.int8_keep) if self.int8_keep is not None else None
+        activations = None if self.int8_activations == "auto" else self.int8_activations
+        return Int8Options(min_cosine=self.int8_min_cosine, alpha=self.int8_smoothquant, keep=keep, activations=activations)
+
+
+class EncodeSettings(_Group):
+    """How inputs become model windows (every command that loads a model takes these)."""
+
     max_tokens: int | None = Field(
         None, ge=8, description="Window limit in tokens per input (default: 8192 for Qwen3, the model's max otherwise)."
     )
@@ -83,18 +134,25 @@ class Settings(BaseSettings):
         False, description="Allow `dimensions` below the model size for models without Matryoshka training."
     )
 
+
+class CacheSettings(_Group):
+    """The optional embedding cache of the engine."""
+
     cache_size: int = Field(0, ge=0, description="Entries in the in-memory LRU embedding cache (0: off).")
     cache_dir: str | None = Field(None, description="Folder of the optional on-disk embedding cache.")
 
-    # --- search ------------------------------------------------------------------------
+
+class SearchSettings(_Group):
+    """The search store (``qembed index``, ``qembed search``, ``qembed serve --index``)."""
+
     data_dir: str = Field("qembed-data", description="Folder of the embedded search store.")
     index: str | None = Field(None, description="Search index served by `qembed serve` (POST /v1/search, /v1/index).")
     store_uri: str | None = Field(None, description="Milvus URI (http://host:19530) instead of the embedded store.")
 
-    # --- server ------------------------------------------------------------------------
-    host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 to listen on every interface).")
-    port: int = Field(30000, ge=0, le=65535, description="Port (30000: sglang's default, so its clients work as-is).")
-    served_model_name: str | None = Field(None, description="Extra name the server accepts in `model`.")
+
+class ServingSettings(_Group):
+    """The model worker and its queue: batching and back-pressure (serve, bench)."""
+
     max_batch_tokens: int | None = Field(
         None, ge=16, description="Token budget of one model batch (padded tokens). Default: 16384 on CUDA, 8192 on CPU."
     )
@@ -103,28 +161,87 @@ class Settings(BaseSettings):
     payload_limit: int = Field(8_000_000, ge=1024, description="Largest request body in bytes (more: 413).")
     max_queued_tokens: int = Field(2_000_000, ge=1, description="Tokens waiting in the queue before 429.")
     max_concurrent_requests: int = Field(512, ge=1, description="Requests in flight before 429.")
+    warmup: bool = Field(True, description="Run a warm-up pass before /ready answers 200.")
+
+
+class ServerSettings(_Group):
+    """The HTTP process: where it listens, who may call it, how it stops."""
+
+    host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 to listen on every interface).")
+    port: int = Field(30000, ge=0, le=65535, description="Port (30000: sglang's default, so its clients work as-is).")
+    served_model_name: str | None = Field(None, description="Extra name the server accepts in `model`.")
     api_key: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Accepted Bearer tokens (comma-separated in the env var). Empty: no auth."
     )
     cors_allow_origin: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Origins allowed by CORS (off when empty).")
     shutdown_timeout: float = Field(30.0, ge=0, description="Seconds to finish accepted requests after SIGTERM.")
-    warmup: bool = Field(True, description="Run a warm-up pass before /ready answers 200.")
     log_level: str = Field("info", description="debug, info, warning, error.")
 
-    @field_validator("api_key", "cors_allow_origin", "int8_keep", mode="before")
+    @field_validator("api_key", "cors_allow_origin", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [k.strip() for k in value.split(",") if k.strip()]
-        return value
+        return _split_commas(value)
 
-    def int8_options(self):
-        """The int8 gate threshold and recipe overrides, as the backends take them."""
-        from qembed.model.backends.int8.recipes import Int8Options
 
-        keep = tuple(self.int8_keep) if self.int8_keep is not None else None
-        activations = None if self.int8_activations == "auto" else self.int8_activations
-        return Int8Options(min_cosine=self.int8_min_cosine, alpha=self.int8_smoothquant, keep=keep, activations=activations)
+GROUPS: tuple[type[BaseModel], ...] = (ModelSettings, EncodeSettings, CacheSettings, SearchSettings, ServingSettings, ServerSettings)
+
+
+def _unknown(name: str, known: Iterable[str]) -> InputError:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else " (see `qembed serve --help` for the settings)."
+    return InputError(f"unknown setting {name!r}{hint}", param=name)
+
+
+def settings_error(exc: ValidationError) -> InputError:
+    """One line per bad field: ``long_text='bogus': Input should be 'chunk', 'truncate' or 'error'``."""
+    parts, param = [], None
+    for error in exc.errors():
+        loc = ".".join(str(x) for x in error["loc"])
+        param = param or (str(error["loc"][0]) if error["loc"] else None)
+        parts.append(f"{loc}={error.get('input')!r}: {error['msg']}")
+    return InputError("invalid setting " + "; ".join(parts), param=param)
+
+
+# Base classes in reverse: pydantic orders fields from the last base to the first, and
+# this order (model, encode, cache, search, serving, server) is the README table's.
+class Settings(ServerSettings, ServingSettings, SearchSettings, CacheSettings, EncodeSettings, ModelSettings, BaseSettings):
+    """Everything that configures a qembed process (engine, server, limits)."""
+
+    model_config = SettingsConfigDict(env_prefix="QEMBED_", extra="ignore", validate_default=True)
+
+    @classmethod
+    def fields_of(cls, *groups: type[BaseModel], exclude: Iterable[str] = ()) -> list[str]:
+        """The field names of ``groups``, in Settings order, less ``exclude`` (flags a command spells otherwise)."""
+        excluded = set(exclude)
+        unknown = excluded.difference(cls.model_fields)
+        if unknown:
+            raise ValueError(f"not Settings fields: {sorted(unknown)}")
+        wanted = {name for group in groups for name in group.model_fields}
+        return [name for name in cls.model_fields if name in wanted and name not in excluded]
+
+    @classmethod
+    def group_of(cls, name: str) -> type[BaseModel]:
+        """The concern group a field belongs to."""
+        for group in GROUPS:
+            if name in group.model_fields:
+                return group
+        raise _unknown(name, cls.model_fields)
+
+    def overlay(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied, validated like the environment is.
+
+        Unknown names and bad values raise ``InputError`` naming the field (and, for a
+        misspelt name, the closest valid one), before anything uses the settings.
+        """
+        if not changes:
+            return self
+        for name in changes:
+            if name not in type(self).model_fields:
+                raise _unknown(name, type(self).model_fields)
+        try:
+            return type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise settings_error(exc) from exc
 
     def masked(self) -> dict[str, object]:
         """The effective settings with secrets hidden, for the start-up log line."""

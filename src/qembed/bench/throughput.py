@@ -38,7 +38,7 @@ from qembed.bench.peers import DEFAULT_VENV, ensure_infinity, infinity_server
 from qembed.bench.procs import ManagedServer, StartError, peak_rss_bytes, pid_listening_on
 from qembed.bench.workloads import PRESETS, Workload, WorkloadBuilder, WorkloadSpec, default_sources
 from qembed.model.backends.hardware import native_bf16
-from qembed.settings import Settings
+from qembed.settings import DEFAULT_BATCH_SIZE, Settings
 
 WARMUP_VARIANT = 10_000  # texts no measured round uses
 # Below this cosine to qembed's vectors an engine computes something else (other tokens,
@@ -51,7 +51,7 @@ class ThroughputOptions:
     settings: Settings
     workloads: list[WorkloadSpec] = field(default_factory=lambda: [PRESETS["passage"], PRESETS["document"]])
     variants: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # extra qembed engines: (name, Settings overrides)
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
     sweep_batch_sizes: list[int] = field(default_factory=list)
     sweep_workload: str = "passage"
     rounds: int = 3
@@ -129,7 +129,7 @@ class ThroughputBench:
         self.progress = progress
         s = options.settings
         self.model_path = resolve_model(s.model, source=s.source, revision=s.revision).path
-        self.settings = s.model_copy(update={"model": str(self.model_path)})
+        self.settings = s.overlay(model=str(self.model_path))
         self.device = pick_device(s.device)
         self.qembed_dtype = pick_dtype(s.dtype, self.device, checkpoint_dtype(self.model_path))
         self.facts: ModelFacts = model_facts(self.model_path)
@@ -164,7 +164,7 @@ class ThroughputBench:
         base = self.settings.model_dump()
         specs = [EngineSpec("qembed", "qembed", "engine", path, label=f"in-process ({_label(self.settings)})", settings=base)]
         for name, overrides in o.variants:
-            merged = Settings.model_validate({**base, **overrides})
+            merged = self.settings.overlay(**overrides)
             specs.append(EngineSpec(f"qembed-{name}", "qembed", "engine", path, label=f"in-process ({_label(merged)})", settings=merged.model_dump()))
         if o.st:
             threads = self.settings.threads

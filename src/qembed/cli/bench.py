@@ -15,14 +15,20 @@ from typing import Any
 
 import click
 
-from qembed.cli.options import build_settings, settings_options
-from qembed.settings import Settings
+from qembed.cli.options import build_settings, engine_fields, settings_options
+from qembed.errors import InputError
+from qembed.settings import DEFAULT_BATCH_SIZE, CacheSettings, ServingSettings, Settings
 
-_WANTED = [
-    "model", "source", "revision", "backend", "quantize", "int8_min_cosine", "int8_smoothquant", "int8_keep", "int8_activations", "device", "dtype", "threads", "max_tokens", "long_text",
-    "chunk_overlap", "cache_size", "max_batch_tokens", "max_batch_size", "max_client_batch_size", "warmup",
-]  # fmt: skip
-BENCH_FIELDS = [f for f in _WANTED if f in Settings.model_fields]
+# The engine under test, its cache and how its worker batches (the HTTP server's own
+# host/port/auth are the bench's business, not flags).
+BENCH_FIELDS = engine_fields(CacheSettings, ServingSettings)
+
+
+def _settings(values: dict[str, Any]) -> Settings:
+    try:
+        return build_settings(values)
+    except InputError as exc:
+        raise click.UsageError(exc.message) from exc
 
 
 def _ints(text: str) -> list[int]:
@@ -48,7 +54,7 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
             raise click.BadParameter(f"{pair!r} in {text!r}: not field=value with a Settings field (e.g. backend, quantize, dtype, threads)")
         overrides[key] = value.strip()
     try:
-        Settings.model_validate({**Settings().model_dump(), **overrides})
+        Settings().overlay(**overrides)
     except Exception as exc:
         raise click.BadParameter(f"{text!r}: {exc}") from exc
     return name, overrides
@@ -87,7 +93,7 @@ def bench_group() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder (default bench/results/throughput-<time>).")
 @click.option("--workload", "workload_specs", multiple=True, help="query, passage, document or long; NAME:COUNT or NAME:COUNTxTOKENS. Repeatable. Default: passage and document.")
 @click.option("--n-texts", type=int, default=None, help="Texts per workload (overrides each workload's default count).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Texts per encode call / per HTTP request.")
+@click.option("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, show_default=True, help="Texts per encode call / per HTTP request.")
 @click.option("--sweep-batch-sizes", default="", help="Also measure the sweep workload at these batch sizes (e.g. 1,8,32,64), for the throughput-vs-batch plot.")
 @click.option("--sweep-workload", default="passage", show_default=True)
 @click.option("--rounds", type=int, default=3, show_default=True, help="Alternating measurement rounds.")
@@ -120,7 +126,7 @@ def throughput_cmd(out: Path | None, workload_specs: tuple[str, ...], n_texts: i
     from qembed.bench.throughput import ThroughputOptions, run_throughput
     from qembed.bench.workloads import PRESETS, parse_workload
 
-    settings = build_settings(values)
+    settings = _settings(values)
     try:
         specs = [parse_workload(w, count=n_texts if n_texts and ":" not in w and w != "long" else None) for w in workload_specs]
     except ValueError as exc:
@@ -191,14 +197,14 @@ def load_cmd(endpoint: str | None, serve: bool, out: Path | None, concurrency: s
     if duration <= 0 or pool < 1 or inputs_per_request < 1:
         raise click.BadParameter("--duration, --pool and --inputs-per-request must be positive")
     levels = _ints(concurrency) if concurrency else ([10] if soak else [1, 4, 10, 32])
-    settings = build_settings(values)
+    settings = _settings(values)
     out_dir = _out_dir(out, "soak" if soak else "load")
     folder = tokenizer
     if folder is None and (serve or values.get("model")):
         from qembed.model.sources import resolve_model
 
         folder = resolve_model(settings.model, source=settings.source, revision=settings.revision).path
-        settings = settings.model_copy(update={"model": str(folder)})
+        settings = settings.overlay(model=str(folder))
     folder = folder or default_tokenizer_folder()
     try:
         spec = parse_workload(workload_name, count=None if ":" in workload_name else pool)

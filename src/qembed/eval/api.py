@@ -32,7 +32,7 @@ from qembed.eval.tasks import (
     evaluate_retrieval,
     evaluate_sts,
 )
-from qembed.settings import Settings
+from qembed.settings import DEFAULT_BATCH_SIZE, Settings
 
 CacheArg = bool | str | Path | VectorCache | None
 
@@ -45,7 +45,7 @@ class TargetSpec:
     endpoint: str | None = None
     api_key: str | None = None
     model_name: str | None = None
-    batch_size: int = 32
+    batch_size: int = DEFAULT_BATCH_SIZE
     concurrency: int = 4
     dimensions: int | None = None
     settings: Settings | None = None
@@ -62,7 +62,7 @@ class TargetSpec:
             )
         settings = self.settings or Settings()
         if self.model is not None:
-            settings = settings.model_copy(update={"model": self.model})
+            settings = settings.overlay(model=self.model)
         return InProcessTarget.load(settings, batch_size=self.batch_size, dimensions=self.dimensions, name=self.name,
                                     prompt_family=self.prompt_family)
 
@@ -74,7 +74,7 @@ def make_target(target: Target | TargetSpec | Any = None, **spec: Any) -> Target
     if isinstance(target, TargetSpec):
         return target.build()
     if hasattr(target, "encode") and hasattr(target, "info"):  # an Embedder
-        return InProcessTarget(target, batch_size=spec.get("batch_size", 32), dimensions=spec.get("dimensions"))
+        return InProcessTarget(target, batch_size=spec.get("batch_size", DEFAULT_BATCH_SIZE), dimensions=spec.get("dimensions"))
     if hasattr(target, "embed") and hasattr(target, "identity"):
         return target
     raise InputError(f"not a target: {target!r}")
@@ -138,7 +138,7 @@ def _pair_task(
 def sts(
     path: str | Path, *, target: Any = None, model: str | None = None, endpoint: str | None = None, api_key: str | None = None,
     model_name: str | None = None, columns: Sequence[Column] | None = None, split: str | None = None, preset: str | None = None,
-    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = 32,
+    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = DEFAULT_BATCH_SIZE,
     dimensions: int | None = None, show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval sts``: cosine Spearman/Pearson x100 against gold scores."""
@@ -151,7 +151,7 @@ def sts(
 def pairs(
     path: str | Path, *, target: Any = None, model: str | None = None, endpoint: str | None = None, api_key: str | None = None,
     model_name: str | None = None, columns: Sequence[Column] | None = None, split: str | None = None, preset: str | None = None,
-    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = 32,
+    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = DEFAULT_BATCH_SIZE,
     dimensions: int | None = None, show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval pairs``: AP of cosine, best-threshold accuracy and F1 (x100)."""
@@ -164,7 +164,7 @@ def pairs(
 def code(
     path: str | Path, *, target: Any = None, model: str | None = None, endpoint: str | None = None, api_key: str | None = None,
     model_name: str | None = None, columns: Sequence[Column] | None = None, split: str | None = None, preset: str | None = None,
-    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = 32,
+    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = DEFAULT_BATCH_SIZE,
     dimensions: int | None = None, show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval code``: mean cosine of matches/non-matches, gap, ROC AUC x100."""
@@ -177,7 +177,7 @@ def code(
 def retrieval(
     folder: str | Path, *, target: Any = None, model: str | None = None, endpoint: str | None = None, api_key: str | None = None,
     model_name: str | None = None, split: str | None = None, use_title: bool = True, preset: str | None = None,
-    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = 32,
+    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = DEFAULT_BATCH_SIZE,
     dimensions: int | None = None, search: SearchBackend = "auto", show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval retrieval``: nDCG@10, MRR@10, P@1, Recall@10/100, MAP@100 (x100) on a BEIR folder."""

@@ -21,7 +21,7 @@ from qembed.errors import InputError, QembedError
 from qembed.eval.memory import PeakMemory
 from qembed.eval.prompts import Prompting, Role, check_prompt_family
 from qembed.model.families import family_from_name
-from qembed.settings import Settings
+from qembed.settings import DEFAULT_BATCH_SIZE, Settings
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".gguf")
 RETRY_STATUS = {429, 502, 503, 504}
@@ -110,7 +110,7 @@ def _weights_fingerprint(folder: Path) -> list[tuple[str, int, int]]:
 class InProcessTarget:
     """A qembed ``Embedder`` in this process."""
 
-    def __init__(self, embedder: Any, *, batch_size: int = 32, dimensions: int | None = None, name: str | None = None,
+    def __init__(self, embedder: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, dimensions: int | None = None, name: str | None = None,
                  stats: TargetStats | None = None, prompt_family: str | None = None) -> None:
         if batch_size < 1:
             raise InputError("batch_size must be at least 1.", param="batch_size")
@@ -128,7 +128,7 @@ class InProcessTarget:
             self.stats.memory.start()
 
     @classmethod
-    def load(cls, settings: Settings, *, batch_size: int = 32, dimensions: int | None = None, name: str | None = None,
+    def load(cls, settings: Settings, *, batch_size: int = DEFAULT_BATCH_SIZE, dimensions: int | None = None, name: str | None = None,
              prompt_family: str | None = None) -> InProcessTarget:
         """Load the model, counting its load time and memory towards this target."""
         from qembed.embedding.embedder import Embedder
@@ -229,7 +229,7 @@ class HttpTarget:
         *,
         api_key: str | None = None,
         model_name: str | None = None,
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         concurrency: int = 4,
         dimensions: int | None = None,
         timeout: float = 300.0,
