@@ -31,7 +31,6 @@ from qembed.search.documents import Chunk, Document
 from qembed.search.ingest import RecordFields, Source, count_documents, documents, plan
 from qembed.search.store.base import DocumentUpdate, Store
 from qembed.settings import DEFAULT_BATCH_SIZE
-from qembed.settings import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
