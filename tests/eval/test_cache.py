@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qembed.eval import cache as cache_mod
-from qembed.eval.cache import VectorCache, text_key
+from qembed.eval.cache import VectorCache
 from qembed.eval.datasets import load_beir
 from qembed.eval.encode import encode_texts
 from qembed.eval.prompts import Prompting
@@ -48,14 +46,13 @@ def test_cache_key_follows_target_and_prompt(tmp_path: Path) -> None:
 
 def test_interrupted_run_keeps_finished_chunks(tmp_path: Path, make_beir) -> None:
     data = load_beir(make_beir(n_docs=30, n_queries=6))
-    cache = VectorCache(tmp_path / "cache", flush_rows=10_000)  # only the interrupt flushes
+    cache = VectorCache(tmp_path / "cache")
     # chunk 4: queries take 2 calls (6 texts), the corpus 8 calls; interrupt on the 5th call
     interrupted = FakeTarget(chunk_size=4, interrupt_on_call=5)
     with pytest.raises(KeyboardInterrupt):
         evaluate_retrieval(interrupted, data, cache=cache)
     done = len(interrupted.embedded)
     assert done == 6 + 2 * 4
-    assert list((tmp_path / "cache").rglob("*.tmp")) == []
     resumed = FakeTarget(chunk_size=4)
     result = evaluate_retrieval(resumed, data, cache=cache)
     assert len(resumed.embedded) == 36 - done
@@ -64,41 +61,44 @@ def test_interrupted_run_keeps_finished_chunks(tmp_path: Path, make_beir) -> Non
     assert result.scores == clean.scores
 
 
-def test_interrupt_during_shard_write_leaves_previous_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = VectorCache(tmp_path, flush_rows=2).open({"t": 1})
-    store.add([text_key("a"), text_key("b")], np.ones((2, 3)))  # flushed: one complete shard
-    real_savez = np.savez
+def test_an_interrupted_write_stores_nothing_of_its_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One chunk, one transaction: a write killed half way leaves what was stored before, and none of its rows."""
+    store = VectorCache(tmp_path).open({"t": 1})
+    store.add(["a", "b"], np.ones((2, 3)))
+    db = store.cache._db
+    real = db.executemany
 
-    def broken(handle, **arrays):
-        handle.write(b"PK\x03\x04 half a zip")
-        raise KeyboardInterrupt
+    class HalfWay:
+        def __getattr__(self, name):
+            return getattr(db, name)
 
-    monkeypatch.setattr(cache_mod.np, "savez", broken)
+        def executemany(self, sql, rows):
+            real(sql, list(rows)[:1])  # the first row reaches the file, then the process is interrupted
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.cache, "_db", HalfWay())
     with pytest.raises(KeyboardInterrupt):
-        store.add([text_key("c"), text_key("d")], np.zeros((2, 3)))
-    monkeypatch.setattr(cache_mod.np, "savez", real_savez)
-    assert list(tmp_path.rglob("*.tmp")) == []  # the half-written file never got a shard name
+        store.add(["c", "d"], np.zeros((2, 3)))
+    monkeypatch.setattr(store.cache, "_db", db)
+    store.add(["e"], np.ones((1, 3)))  # this commit would store the half chunk had put_many not rolled it back
+    store.cache.close()
     reopened = VectorCache(tmp_path).open({"t": 1})
-    assert len(reopened) == 2
-    assert reopened.get(text_key("a")) is not None and reopened.get(text_key("c")) is None
+    got = reopened.get_many(["a", "b", "c", "d", "e"])
+    assert [g is not None for g in got] == [True, True, False, False, True]
 
 
-def test_unreadable_shard_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store = VectorCache(tmp_path, flush_rows=1).open({"t": 2})
-    store.add([text_key("a")], np.ones((1, 3)))
-    (store.folder / "shard-99999999999999999999-0-bad.npz").write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING):
-        reopened = VectorCache(tmp_path).open({"t": 2})
-    assert len(reopened) == 1
-    assert "unreadable cache shard" in caplog.text
+def test_namespaces_share_one_file_and_never_each_others_vectors(tmp_path: Path) -> None:
+    cache = VectorCache(tmp_path)
+    cache.open({"t": "one"}).add(["a"], np.full((1, 2), 1.0))
+    cache.open({"t": "two"}).add(["a"], np.full((1, 2), 2.0))
+    cache.close()
+    again = VectorCache(tmp_path)
+    assert float(again.open({"t": "one"}).get_many(["a"])[0][0]) == 1.0
+    assert float(again.open({"t": "two"}).get_many(["a"])[0][0]) == 2.0
+    assert again.open({"t": "three"}).get_many(["a"]) == [None]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))] == ["embeddings.sqlite3"]
 
 
-def test_many_shards_are_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cache_mod, "MERGE_ABOVE", 3)
-    store = VectorCache(tmp_path, flush_rows=1).open({"t": 3})
-    for i in range(5):
-        store.add([text_key(str(i))], np.full((1, 2), i, dtype=np.float32))
-    assert len(list(store.folder.glob("shard-*.npz"))) == 5
-    merged = VectorCache(tmp_path).open({"t": 3})
-    assert len(list(merged.folder.glob("shard-*.npz"))) == 1
-    assert [float(merged.get(text_key(str(i)))[0]) for i in range(5)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+def test_no_file_until_used(tmp_path: Path) -> None:
+    VectorCache(tmp_path / "never")
+    assert not (tmp_path / "never").exists()

@@ -139,11 +139,15 @@ class EmbeddingCache:
             for key, entry in zip(keys, entries, strict=True):
                 self._remember(key, entry)
             if self._db is not None:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO entries (key, tokens, vector) VALUES (?, ?, ?)",
-                    [(k, e.tokens, np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()) for k, e in zip(keys, entries, strict=True)],
-                )
-                self._db.commit()
+                try:  # one transaction: all of these entries or (interrupted) none
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO entries (key, tokens, vector) VALUES (?, ?, ?)",
+                        [(k, e.tokens, np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()) for k, e in zip(keys, entries, strict=True)],
+                    )
+                    self._db.commit()
+                except BaseException:
+                    self._db.rollback()
+                    raise
 
     def _remember(self, key: str, entry: CacheEntry) -> None:
         if self.max_entries <= 0:

@@ -2,8 +2,8 @@
 
 Missing texts are sent longest first in chunks of ``target.chunk_size``: similar lengths
 share a padded batch (less padding), and the first chunk, the slowest, tells the user
-early how long the whole run will take. Each finished chunk goes to the cache, and the
-cache is flushed even when the run is interrupted, so Ctrl-C keeps the work done.
+early how long the whole run will take. Each finished chunk goes to the cache at once
+(one transaction), so Ctrl-C keeps the work done.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from qembed.eval.cache import VectorCache, text_key
+from qembed.eval.cache import VectorCache
 from qembed.eval.prompts import Prompting, Role
 from qembed.eval.targets import Target, TargetError
 
@@ -60,30 +60,24 @@ def encode_texts(
     counts = EncodeCounts(texts=len(texts), unique=len(unique))
     rows: list[np.ndarray | None] = [None] * len(unique)
     store = cache.open(cache_namespace(target, prompting, role)) if cache is not None else None
-    keys = [text_key(t) for t in unique] if store is not None else []
     if store is not None:
-        for i, key in enumerate(keys):
-            rows[i] = store.get(key)
+        rows = store.get_many(unique)
     missing = sorted((i for i, row in enumerate(rows) if row is None), key=lambda i: -len(unique[i]))
     counts.cached = len(unique) - len(missing)
     description = f"{target.name}: {label}"  # several targets share one progress display in `compare`
     task = progress.add_task(description, total=len(unique), completed=counts.cached) if progress is not None else None
-    try:
-        for start in range(0, len(missing), target.chunk_size):
-            chunk = missing[start : start + target.chunk_size]
-            vectors = np.asarray(target.embed([unique[i] for i in chunk], prompting, role), dtype=np.float32)
-            if vectors.ndim != 2 or vectors.shape[0] != len(chunk):
-                raise TargetError(f"{target.name} returned shape {vectors.shape} for {len(chunk)} texts.")
-            if store is not None:
-                store.add([keys[i] for i in chunk], vectors)
-            for i, row in zip(chunk, vectors, strict=True):
-                rows[i] = row
-            counts.embedded += len(chunk)
-            if task is not None:
-                progress.advance(task, len(chunk))
-    finally:
-        if store is not None:
-            store.flush()
+    for start in range(0, len(missing), target.chunk_size):
+        chunk = missing[start : start + target.chunk_size]
+        vectors = np.asarray(target.embed([unique[i] for i in chunk], prompting, role), dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(chunk):
+            raise TargetError(f"{target.name} returned shape {vectors.shape} for {len(chunk)} texts.")
+        if store is not None:  # stored at once: an interrupted run keeps every finished chunk
+            store.add([unique[i] for i in chunk], vectors)
+        for i, row in zip(chunk, vectors, strict=True):
+            rows[i] = row
+        counts.embedded += len(chunk)
+        if task is not None:
+            progress.advance(task, len(chunk))
     matrix = np.stack(rows) if unique else np.zeros((0, 0), dtype=np.float32)  # type: ignore[arg-type]
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     if np.any(norms == 0):
