@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qembed.common.fingerprint import model_fingerprint
 from qembed.errors import InputError
 from qembed.model.backends import AUTO_CPU, BACKENDS, artifacts, missing_packages, resolve_backend
 
@@ -116,7 +117,7 @@ def test_export_is_cached_and_reused(tiny_model_dir: Path, tmp_path: Path, monke
     spec = load_pipeline(tiny_model_dir)
     first = OnnxBackend(tiny_model_dir, spec, export_dir=str(tmp_path), progress=False)
     manifest = artifacts.read_manifest(first.path.parent)
-    assert manifest["kind"] == "onnx-float32" and manifest["model_revision"] == artifacts.model_revision(tiny_model_dir)
+    assert manifest["kind"] == "onnx-float32" and manifest["model_revision"] == model_fingerprint(tiny_model_dir)
 
     def refuse(*args, **kwargs):
         raise AssertionError("exported again although the export is cached")
@@ -140,9 +141,9 @@ def test_cache_key_follows_the_weights_and_the_recipe(tmp_path: Path) -> None:
     later = time.time() + 10
     os.utime(weights, (later, later))  # re-downloaded / edited weights
     assert artifacts.artifact_key("onnx-int8", folder, {"a": 1}) != key
-    revision = artifacts.model_revision(folder)
+    key = artifacts.artifact_key("onnx-int8", folder, {"a": 1})
     (folder / "config.json").write_text('{"hidden_size": 16}')
-    assert artifacts.model_revision(folder) != revision
+    assert artifacts.artifact_key("onnx-int8", folder, {"a": 1}) != key
 
 
 def test_failed_build_leaves_nothing_and_success_is_atomic(tmp_path: Path) -> None:

@@ -324,14 +324,14 @@ def load_checks(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def default_tokenizer_folder(cache: Path | None = None) -> Path:
     """A folder with the real Qwen3 tokenizer (shipped with qembed) to count tokens for
-    endpoints whose model folder we do not have."""
+    endpoints whose model folder we do not have. Built once, under the qembed cache home."""
     import json
     import shutil
-    import tempfile
 
+    from qembed.common.paths import bench_dir
     from qembed.dev.make_model import _assets, write_tokenizer
 
-    out = cache or Path(tempfile.gettempdir()) / "qembed-bench-qwen3-tokenizer"
+    out = cache or bench_dir() / "qwen3-tokenizer"
     if (out / "tokenizer.json").exists() and (out / "config.json").exists():
         return out
     write_tokenizer(out)

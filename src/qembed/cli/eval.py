@@ -99,7 +99,7 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Texts per model batch / HTTP request."),
         click.option("--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions."),
-        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default ~/.cache/qembed/eval)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed)."),
         click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache."),
         click.option("--json", "json_path", default=None, help="Also write the result as JSON to this file ('-' for stdout)."),
     ]
@@ -177,7 +177,7 @@ def _print_result(result: Any, stats: dict[str, Any], console: Console) -> None:
 
 
 def _run_single(kind: str, source: Path, values: dict[str, Any], load: Callable[[], Any]) -> None:
-    from qembed.eval.progress import progress_bar
+    from qembed.common.progress import progress_bar
     from qembed.eval.prompts import Prompting
     from qembed.eval.tasks import (
         DEFAULT_PRESETS,
@@ -299,7 +299,7 @@ def _paired(values: tuple[str, ...], endpoints: tuple[str, ...], flag: str) -> l
 @click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight per endpoint.")
 @click.option("--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions for every target.")
 @click.option("--search", type=click.Choice(["auto", "numpy", "faiss"]), default="auto", show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default ~/.cache/qembed/eval).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed).")
 @click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache.")
 @click.option("--out", default="qembed-eval-compare", show_default=True, help="Write OUT.json and OUT.md.")
 @settings_options(SHARED_MODEL_FIELDS)
@@ -309,10 +309,10 @@ def compare_cmd(
     instruction_mode: str, batch_size: int, concurrency: int, dimensions: int | None, search: str, cache_dir: Path | None,
     no_cache: bool, out: str, **values: Any,
 ) -> None:
+    from qembed.common.progress import progress_bar
     from qembed.eval.api import TargetSpec, TaskSpec
     from qembed.eval.cache import VectorCache
     from qembed.eval.compare import run_comparison
-    from qembed.eval.progress import progress_bar
 
     setup_logging("warning")
     console = Console()
@@ -404,7 +404,7 @@ def _fresh_out_dir(out: Path | None) -> Path:
 @click.option("--latency-queries", type=click.IntRange(0), default=20, show_default=True, help="Single-query calls for the p50 latency.")
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight per endpoint.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default ~/.cache/qembed/eval).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed).")
 @click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache.")
 @click.option("--machine", default=None, help="How to describe the machine in the report (default: CPU model and cores seen here).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -417,9 +417,9 @@ def zh_report_cmd(
 ) -> None:
     import shlex
 
+    from qembed.common.progress import progress_bar
     from qembed.eval.api import TargetSpec
     from qembed.eval.cache import VectorCache
-    from qembed.eval.progress import progress_bar
     from qembed.eval.zh_report import ReportTarget, load_report_data, run_report, write_report
 
     setup_logging("warning")

@@ -95,7 +95,7 @@ def _progress(show: bool) -> Iterator[Any]:
     if not show:
         yield None
         return
-    from qembed.eval.progress import progress_bar
+    from qembed.common.progress import progress_bar
 
     with progress_bar() as bar:
         yield bar

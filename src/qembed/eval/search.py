@@ -4,7 +4,8 @@ Evaluation must not add approximation error of its own, so the search is exhaust
 numpy matrix products over blocks of queries and documents (memory stays bounded by the
 block sizes), or faiss's exact ``IndexFlatIP`` for large corpora when faiss is installed.
 
-Ties: the numpy search ranks equal scores by corpus order (lower index first), every time,
+Ties: the numpy search (``qembed.common.topk`` per block of documents, then over the
+blocks' winners) ranks equal scores by corpus order (lower index first), every time,
 on every machine, so that duplicate documents cannot make two runs disagree. faiss does not
 promise an order for ties at the cut-off; ``auto`` therefore uses it only when the product
 of query and corpus sizes is large enough for speed to matter.
@@ -15,6 +16,8 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+
+from qembed.common.topk import topk
 
 SearchBackend = Literal["auto", "numpy", "faiss"]
 FAISS_ABOVE = 2_000_000_000  # queries x documents above which `auto` picks faiss
@@ -28,29 +31,6 @@ def faiss_available() -> bool:
     return True
 
 
-def _block_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top k of each row: (indices, scores), by score descending then index ascending."""
-    rows, n = scores.shape
-    k = min(k, n)
-    if k == n:
-        order = np.argsort(-scores, axis=1, kind="stable")
-        return order, np.take_along_axis(scores, order, axis=1)
-    kth = np.partition(scores, n - k, axis=1)[:, n - k]  # the k-th largest value of each row
-    mask = scores >= kth[:, None]
-    counts = mask.sum(axis=1)
-    idx = np.empty((rows, k), dtype=np.int64)
-    exact = counts == k  # no tie straddles the cut-off: the selected set is already right
-    if exact.any():
-        cols = np.nonzero(mask[exact])[1].reshape(-1, k)  # ascending index within each row
-        vals = np.take_along_axis(scores[exact], cols, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
-        idx[exact] = np.take_along_axis(cols, order, axis=1)
-    tied = np.flatnonzero(~exact)
-    if tied.size:
-        idx[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :k]
-    return idx, np.take_along_axis(scores, idx, axis=1)
-
-
 def _numpy_topk(queries: np.ndarray, docs: np.ndarray, k: int, query_block: int, doc_block: int) -> tuple[np.ndarray, np.ndarray]:
     n_q, n_d = queries.shape[0], docs.shape[0]
     k = min(k, n_d)
@@ -61,17 +41,17 @@ def _numpy_topk(queries: np.ndarray, docs: np.ndarray, k: int, query_block: int,
         best_idx: np.ndarray | None = None
         best_val: np.ndarray | None = None
         for d0 in range(0, n_d, doc_block):
-            idx, val = _block_topk(qb @ docs[d0 : d0 + doc_block].T, k)
+            idx, val = topk(qb @ docs[d0 : d0 + doc_block].T, k)
             idx = idx + d0
             if best_idx is None:
                 best_idx, best_val = idx, val
                 continue
-            # Earlier blocks first: a stable sort keeps their (lower) indices ahead on ties.
+            # Earlier blocks first: equal scores already sit in index order, so the
+            # position order topk breaks ties by is the corpus order.
             cand_idx = np.concatenate([best_idx, idx], axis=1)
             cand_val = np.concatenate([best_val, val], axis=1)
-            order = np.argsort(-cand_val, axis=1, kind="stable")[:, :k]
+            order, best_val = topk(cand_val, k)
             best_idx = np.take_along_axis(cand_idx, order, axis=1)
-            best_val = np.take_along_axis(cand_val, order, axis=1)
         assert best_idx is not None and best_val is not None
         out_idx[q0 : q0 + len(qb)] = best_idx
         out_val[q0 : q0 + len(qb)] = best_val

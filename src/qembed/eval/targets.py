@@ -17,13 +17,13 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
+from qembed.common.fingerprint import model_fingerprint
 from qembed.errors import InputError, QembedError
 from qembed.eval.memory import PeakMemory
 from qembed.eval.prompts import Prompting, Role, check_prompt_family
 from qembed.model.families import family_from_name
 from qembed.settings import DEFAULT_BATCH_SIZE, Settings
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".gguf")
 RETRY_STATUS = {429, 502, 503, 504}
 # Servers that put the E5 prefix in front of every text themselves, chosen by the body's
 # ``input_type`` (``owned_by`` of GET /v1/models): prepending it here too would double it.
@@ -95,18 +95,6 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
-def _weights_fingerprint(folder: Path) -> list[tuple[str, int, int]]:
-    """Name, size and mtime of the weight files: a re-downloaded or rebuilt model gets a new key."""
-    if not folder.is_dir():
-        return []
-    out = []
-    for path in sorted(folder.rglob("*")):
-        if path.suffix in WEIGHT_SUFFIXES and path.is_file():
-            st = path.stat()
-            out.append((str(path.relative_to(folder)), st.st_size, st.st_mtime_ns))
-    return out
-
-
 class InProcessTarget:
     """A qembed ``Embedder`` in this process."""
 
@@ -148,7 +136,7 @@ class InProcessTarget:
             "model_id": info.model_id,
             "path": info.path,
             "revision": s.revision,
-            "weights": _weights_fingerprint(Path(info.path)),
+            "weights": model_fingerprint(Path(info.path)),  # edited/re-downloaded weights or config: new key
             "backend": info.backend,
             "quantize": s.quantize,
             "device": info.device.split(":")[0],
@@ -312,10 +300,15 @@ class HttpTarget:
         if response.status_code != 200:
             self._metrics_url = None
             return
-        for line in response.text.splitlines():
-            if line.startswith("process_resident_memory_bytes "):
-                value = int(float(line.split()[1]))
-                self.stats.remote_rss_bytes = max(value, self.stats.remote_rss_bytes or 0)
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            samples = [s for family in text_string_to_metric_families(response.text) for s in family.samples]
+        except ValueError:  # not a Prometheus text page
+            samples = []
+        for sample in samples:
+            if sample.name == "process_resident_memory_bytes" and not sample.labels:
+                self.stats.remote_rss_bytes = max(int(sample.value), self.stats.remote_rss_bytes or 0)
                 return
         self._metrics_url = None  # no such gauge: stop asking
 

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from qembed.common.topk import topk
 from qembed.errors import InputError, QembedError
 from qembed.eval import metrics
 from qembed.eval.cache import VectorCache
@@ -220,7 +221,7 @@ def k8s_metrics(
 ) -> dict[str, Any]:
     """Every K8s metric of the report from normalized query/document vectors (full ranking)."""
     query_ids, doc_ids = list(data.queries), list(data.corpus)
-    order = np.argsort(-(q @ d.T), axis=1, kind="stable")  # equal scores rank by corpus order
+    order, _ = topk(q @ d.T, len(doc_ids))  # the full ranking; equal scores rank by corpus order
     run = {qid: [doc_ids[j] for j in row[:10]] for qid, row in zip(query_ids, order, strict=True)}
     trec = metrics.retrieval_metrics(run, data.qrels, ndcg=(10,), mrr=(10,), precision=(1,)).metrics
     first_rank, hit3, xl = {}, {}, {}

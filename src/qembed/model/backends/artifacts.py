@@ -1,16 +1,18 @@
 """Converted models (ONNX, quantized ONNX, OpenVINO IR) built once and reused.
 
 An export of the full-shape Qwen3-0.6B takes minutes, so it is cached, and the cache key
-must change whenever the result would: the model revision (the hub commit when the
-folder is a hub snapshot, plus config.json and the size and mtime of every weight file,
-so an edited or re-downloaded checkpoint never reuses a stale export), the recipe (what
+must change whenever the result would: the model revision (``qembed.common.fingerprint``:
+the hub commit when the folder is a hub snapshot, plus config.json and the size and mtime
+of every weight file, so an edited or re-downloaded checkpoint never reuses a stale
+export), the recipe (what
 is quantized and how, ``RECIPE_VERSION``) and the versions of the libraries that wrote
 it (an ONNX file written by one exporter or optimizer may load but compute differently
 under another).
 
 Where: next to the model (``<model>/.qembed/exports/``) when that folder is writable and
 is the user's (not inside an installed Python package), else under the qembed cache
-(``$QEMBED_CACHE_HOME``, else ``$XDG_CACHE_HOME/qembed``, else ``~/.cache/qembed``).
+(``qembed.common.paths``: ``$QEMBED_CACHE_HOME/exports``, else ``$XDG_CACHE_HOME/qembed/exports``,
+else ``~/.cache/qembed/exports``).
 ``--export-dir`` overrides both.
 
 How: built in a temporary folder beside the target and renamed into place only when
@@ -35,10 +37,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from qembed.common.fingerprint import model_fingerprint
+from qembed.common.paths import exports_dir
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "qembed-export.json"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 # Bump when an export recipe changes in a way the other key parts do not capture.
 RECIPE_VERSION = 2  # 2: int8 builds are smoothed and carry their quality-gate measurement
 
@@ -55,31 +59,6 @@ def _package_version(name: str) -> str | None:
 def library_versions(*names: str) -> dict[str, str | None]:
     """Versions of the libraries that shape an export (part of its cache key)."""
     return {name: _package_version(name) for name in names}
-
-
-def model_revision(folder: Path) -> str:
-    """A digest that changes whenever the model folder's weights or config do."""
-    folder = Path(folder)
-    h = hashlib.sha256()
-    if folder.parent.name == "snapshots":  # huggingface_hub cache: the folder name is the commit
-        h.update(f"commit:{folder.name}\n".encode())
-    config = folder / "config.json"
-    if config.is_file():
-        h.update(config.read_bytes())
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.name.endswith(WEIGHT_SUFFIXES):
-            st = path.stat()  # follows hub-cache symlinks to the blob
-            h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def cache_home() -> Path:
-    """qembed's own cache folder."""
-    explicit = os.environ.get("QEMBED_CACHE_HOME")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "qembed"
 
 
 def _inside_python_packages(folder: Path) -> bool:
@@ -103,13 +82,13 @@ def export_root(folder: Path, export_dir: str | os.PathLike[str] | None = None) 
     folder = Path(folder)
     if os.access(folder, os.W_OK) and not _inside_python_packages(folder):
         return folder / ".qembed" / "exports"
-    return cache_home() / "exports" / _slug(folder)
+    return exports_dir() / _slug(folder)
 
 
 def artifact_key(kind: str, folder: Path, recipe: Mapping[str, Any]) -> str:
     """The folder name of one export: kind plus a digest of model revision and recipe."""
     payload = json.dumps(
-        {"kind": kind, "model": model_revision(folder), "recipe": dict(recipe), "recipe_version": RECIPE_VERSION},
+        {"kind": kind, "model": model_fingerprint(folder), "recipe": dict(recipe), "recipe_version": RECIPE_VERSION},
         sort_keys=True,
         default=str,
     )
@@ -121,14 +100,14 @@ class _Stages:
     finer progress: torch.onnx.export is one call), plus a log line per step."""
 
     def __init__(self, title: str, total: int, enabled: bool) -> None:
-        from tqdm.auto import tqdm
+        from qembed.common.progress import Bar
 
         self.title = title
-        self.bar = tqdm(total=total, desc=title, unit="step", disable=not enabled, leave=True)
+        self.bar = Bar(title, total, enabled=enabled)
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        self.bar.set_postfix_str(name)
+        self.bar.note(name)
         log.info("%s: %s", self.title, name)
         start = time.perf_counter()
         yield
@@ -174,7 +153,7 @@ def cached_artifact(
             manifest: dict[str, Any] = {
                 "kind": kind,
                 "model": str(Path(folder).resolve()),
-                "model_revision": model_revision(folder),
+                "model_revision": model_fingerprint(folder),
                 "recipe": dict(recipe),
                 "recipe_version": RECIPE_VERSION,
                 "seconds": round(time.perf_counter() - start, 1),

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from qembed.common.topk import topk
+
 HALF_FROM = 16_000_000  # rows x dims from which the float16 pass pays off
 EXTRA_CANDIDATES = 64
 STEP = 8192  # rows converted at a time: no second full float32 copy in RAM
@@ -95,10 +97,7 @@ class FlatVectors:
 
 
 def _best(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    k = min(k, scores.shape[0])
-    if k <= 0:
-        return rows[:0], scores[:0]
-    top = np.argpartition(-scores, k - 1)[:k] if k < scores.shape[0] else np.arange(scores.shape[0])
-    top = top[np.argsort(-scores[top], kind="stable")]
-    keep = np.isfinite(scores[top])
-    return rows[top][keep], scores[top][keep]
+    """The k best of ``rows`` by ``scores`` (equal scores in row order), masked rows dropped."""
+    top, best = topk(scores, k)
+    keep = np.isfinite(best)
+    return rows[top][keep], best[keep]
