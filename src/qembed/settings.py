@@ -112,13 +112,6 @@ class ModelSettings(_Group):
     def _split_keep(cls, value: object) -> object:
         return _split_commas(value)
 
-    def int8_options(self):
-        """The int8 gate threshold and recipe overrides, as the backends take them."""
-        from qembed.model.backends.int8.recipes import Int8Options
-
-        keep = tuple(self.int8_keep) if self.int8_keep is not None else None
-        activations = None if self.int8_activations == "auto" else self.int8_activations
-        return Int8Options(min_cosine=self.int8_min_cosine, alpha=self.int8_smoothquant, keep=keep, activations=activations)
 
 
 class EncodeSettings(_Group):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from qembed.search.api import SearchIndex
-from qembed.search.evaluate import BEIR_FIELDS, evaluate_beir
+from qembed.eval.search_index import BEIR_FIELDS, evaluate_beir
 
 from .conftest import K8S_JSONL, TARGET
 

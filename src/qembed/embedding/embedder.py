@@ -26,6 +26,7 @@ from qembed.encode.options import EncodeDefaults, EncodeOptions, ResolvedOptions
 from qembed.encode.windows import Window, plan_windows
 from qembed.errors import InputError
 from qembed.model.backends import load_backend
+from qembed.model.backends.int8.recipes import Int8Options
 from qembed.model.pipeline import MRL_MIN_DIMENSIONS, PipelineSpec, load_pipeline
 from qembed.model.sources import ResolvedModel, resolve_model
 from qembed.model.tokenization import TextTokenizer
@@ -111,7 +112,7 @@ class Embedder:
         self.tokenizer = TextTokenizer(self.resolved.path, self.spec)
         self.backend = load_backend(
             s.backend, self.resolved.path, self.spec, device=s.device, dtype=s.dtype, threads=s.threads,
-            quantize=s.quantize, export_dir=s.export_dir, int8=s.int8_options(),
+            quantize=s.quantize, export_dir=s.export_dir, int8=Int8Options.from_settings(s),
         )
         self.max_tokens = s.max_tokens or self.spec.max_tokens
         if self.max_tokens <= self.tokenizer.special.count + 1:

@@ -9,6 +9,7 @@ chosen per model by ``prepare.choose_alpha``; None or 0: no smoothing); ``keep``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from qembed.errors import InputError
 
@@ -61,6 +62,13 @@ class Int8Options:
     alpha: float | None = None
     keep: tuple[str, ...] | None = None
     activations: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Int8Options:
+        """The int8 gate threshold and recipe overrides of a ``Settings`` (int8_* fields)."""
+        keep = tuple(settings.int8_keep) if settings.int8_keep is not None else None
+        activations = None if settings.int8_activations == "auto" else settings.int8_activations
+        return cls(min_cosine=settings.int8_min_cosine, alpha=settings.int8_smoothquant, keep=keep, activations=activations)
 
     def recipe(self, backend: str, *, decoder: bool = True) -> Int8Recipe:
         """The recipe for ``backend`` (``decoder``: a decoder LLM such as Qwen3, else an encoder)."""
