@@ -11,7 +11,8 @@ import pytest
 
 from qembed.eval.datasets import PairData, load_beir
 from qembed.eval.prompts import Prompting
-from qembed.eval.targets import HttpTarget, InProcessTarget, TargetError, _base_url
+from qembed.client import base_url as _base_url
+from qembed.eval.targets import HttpTarget, InProcessTarget, TargetError
 from qembed.eval.tasks import evaluate_retrieval, evaluate_sts
 
 PAIRS = PairData(

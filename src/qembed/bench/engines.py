@@ -6,14 +6,18 @@ The coordinator drives all workers from one process in alternating rounds, so ma
 noise (other jobs, thermal limits) falls on every engine alike; an idle worker blocks on
 its pipe and costs nothing.
 
+Every runner but llama.cpp's embeds through the one ``TextEncoder`` protocol
+(``qembed.embedding.protocol``): ``_EncoderRunner`` times batches, single texts and vector
+checks over any encoder, and the kinds differ only in the encoder they build.
+
 Kinds:
 
-- ``qembed``: ``Embedder(settings=...).encode_with_usage`` in process. The engine is
+- ``qembed``: ``Embedder(settings=...)`` in process (``InProcessEncoder``). The engine is
   described by Settings fields only (backend, quantize, dtype, threads, ...), so a new
   backend shows up here by its settings, with no change to this module.
 - ``st``: sentence-transformers ``SentenceTransformer(folder).encode``, the baseline.
 - ``http``: an OpenAI-compatible server (qembed serve, a peer, any endpoint), driven by
-  a client in the worker with several requests in flight.
+  the shared client (``qembed.client``) in the worker with several requests in flight.
 - ``llamacpp``: a GGUF in llama-cpp-python, in a runner process of the peer venv that the
   worker drives over a pipe (``qembed.bench.peer_llamacpp``).
 """
@@ -25,37 +29,12 @@ import multiprocessing
 import os
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Literal
+from typing import Any
 
-EngineKind = Literal["qembed", "st", "http", "llamacpp"]  # llamacpp: qembed.bench.peer_llamacpp
-# engine: a system under test; baseline: a sentence-transformers setting that may serve as
-# the ratio baseline (the fastest one measured is used); reference: shown, never a baseline.
-EngineRole = Literal["engine", "baseline", "reference"]
+from qembed.bench.spec import EngineKind, EngineRole, EngineSpec
 
-
-@dataclass(frozen=True)
-class EngineSpec:
-    name: str
-    kind: EngineKind
-    role: EngineRole
-    model_path: str
-    label: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)  # qembed: Settings fields
-    device: str = "cpu"  # st
-    dtype: str | None = None  # st: None = sentence-transformers' own default
-    threads: int | None = None  # st
-    url: str | None = None  # http
-    http_model: str | None = None
-    api_key: str | None = None
-    concurrency: int = 4
-    server_pid: int | None = None  # http: whose memory to report, when local
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("api_key", None)
-        return data
+__all__ = ["EngineFailed", "EngineKind", "EngineProcess", "EngineRole", "EngineSpec"]  # EngineSpec: qembed.bench.spec
 
 
 class EngineFailed(RuntimeError):
@@ -63,12 +42,30 @@ class EngineFailed(RuntimeError):
 
 
 # -- runners (inside the worker) -----------------------------------------------------------
-class _QembedRunner:
+class _EncoderRunner:
+    """Batches, single texts and vectors through ``self.encoder`` (a ``TextEncoder``)."""
+
+    encoder: Any
+
+    def batch(self, texts: list[str], batch_size: int) -> tuple[int | None, int, int]:
+        encoded = self.encoder.encode(texts, role="document", batch_size=batch_size)
+        return encoded.prompt_tokens, int(encoded.vectors.shape[0]), int(encoded.vectors.shape[1])
+
+    def single(self, text: str) -> None:
+        self.encoder.encode([text], role="query")
+
+    def vectors(self, texts: list[str]) -> Any:
+        return self.encoder.encode(texts, role="document").vectors
+
+
+class _QembedRunner(_EncoderRunner):
     def __init__(self, spec: EngineSpec) -> None:
         from qembed.embedding.embedder import Embedder
+        from qembed.embedding.protocol import InProcessEncoder
         from qembed.settings import Settings
 
         self.embedder = Embedder(settings=Settings.model_validate(spec.settings))
+        self.encoder = InProcessEncoder(self.embedder)
 
     def info(self) -> dict[str, Any]:
         import torch
@@ -79,18 +76,34 @@ class _QembedRunner:
             info["quantization"] = i.quantization
         return info
 
-    def batch(self, texts: list[str], batch_size: int) -> tuple[int | None, int, int]:
-        result = self.embedder.encode_with_usage(texts, batch_size=batch_size, input_type="document")
-        return result.prompt_tokens, int(result.vectors.shape[0]), int(result.vectors.shape[1])
 
-    def single(self, text: str) -> None:
-        self.embedder.encode([text], input_type="query")
+class _SentenceTransformerEncoder:
+    """A ``SentenceTransformer`` as a ``TextEncoder``: the baseline embeds the raw texts (no
+    prompt on either side, whatever ``role`` says), as sentence-transformers does by default."""
 
-    def vectors(self, texts: list[str]) -> Any:
-        return self.embedder.encode(texts, input_type="document")
+    def __init__(self, model: Any, model_path: str) -> None:
+        self.model = model
+        self.model_path = model_path
+
+    @property
+    def model_id(self) -> str:
+        return self.model_path
+
+    @property
+    def dimension(self) -> int:
+        return int(getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)() or 0)
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": "sentence-transformers", "path": self.model_path}
+
+    def encode(self, texts: Any, *, role: str | None = None, batch_size: int = 32, **_: Any) -> Any:
+        from qembed.embedding.protocol import Encoded
+
+        vectors = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return Encoded(vectors, None)
 
 
-class _STRunner:
+class _STRunner(_EncoderRunner):
     def __init__(self, spec: EngineSpec) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -106,6 +119,7 @@ class _STRunner:
             key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
             kwargs["model_kwargs"] = {key: getattr(torch, spec.dtype)}
         self.model = SentenceTransformer(spec.model_path, device=spec.device, **kwargs)
+        self.encoder = _SentenceTransformerEncoder(self.model, spec.model_path)
 
     def info(self) -> dict[str, Any]:
         import sentence_transformers
@@ -117,30 +131,21 @@ class _STRunner:
             "device": str(param.device),
             "dtype": str(param.dtype).removeprefix("torch."),
             "threads": torch.get_num_threads(),
-            "dimension": int(getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)() or 0),
+            "dimension": self.encoder.dimension,
         }
 
-    def batch(self, texts: list[str], batch_size: int) -> tuple[int | None, int, int]:
-        vectors = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-        return None, int(vectors.shape[0]), int(vectors.shape[1])
 
-    def single(self, text: str) -> None:
-        self.model.encode([text], convert_to_numpy=True, show_progress_bar=False)
+class _HttpRunner(_EncoderRunner):
+    """Batches go out ``concurrency`` requests at a time and are judged request by request
+    (``OpenAIClient.attempt_async``: status, latency, the server's token count)."""
 
-    def vectors(self, texts: list[str]) -> Any:
-        return self.model.encode(texts, convert_to_numpy=True, show_progress_bar=False)
-
-
-class _HttpRunner:
     def __init__(self, spec: EngineSpec) -> None:
-        import httpx
-
-        from qembed.bench.client import EmbeddingsClient
+        from qembed.client.openai import HttpEncoder, OpenAIClient
 
         self.spec = spec
-        self.client = EmbeddingsClient(spec.url or "", model=spec.http_model, api_key=spec.api_key, timeout=3600.0)
+        self.client = OpenAIClient(spec.url or "", model=spec.http_model, api_key=spec.api_key, timeout=3600.0)
         self.client.resolve_model()
-        self.sync = httpx.Client(timeout=3600.0)
+        self.encoder = HttpEncoder(self.client)
 
     def info(self) -> dict[str, Any]:
         return {"backend": "http", "url": self.client.url, "model": self.client.model, "concurrency": self.spec.concurrency}
@@ -156,30 +161,25 @@ class _HttpRunner:
         return tokens, sum(o.n_vectors for o in outcomes), outcomes[0].dimension
 
     async def _all(self, chunks: list[list[str]]) -> list[Any]:
-        import httpx
-
         results: list[Any] = [None] * len(chunks)
         next_index = 0
 
-        async def client_loop(http: httpx.AsyncClient) -> None:
+        async def client_loop(http: Any) -> None:
             nonlocal next_index
             while next_index < len(chunks):
                 i = next_index
                 next_index += 1
-                results[i] = await self.client.embed(http, chunks[i])
+                results[i] = await self.client.attempt_async(http, chunks[i])
 
-        limits = httpx.Limits(max_connections=self.spec.concurrency, max_keepalive_connections=self.spec.concurrency)
-        async with httpx.AsyncClient(limits=limits, timeout=self.client.timeout) as http:
+        async with self.client.async_http(self.spec.concurrency) as http:
             await asyncio.gather(*(client_loop(http) for _ in range(min(self.spec.concurrency, len(chunks)))))
         return results
 
     def vectors(self, texts: list[str]) -> Any:
-        import numpy as np
-
-        return np.asarray(self.client.vectors_sync(self.sync, texts), dtype=np.float32)
+        return self.client.embed(texts).vectors  # one request, raw texts: what the other engines embed
 
     def single(self, text: str) -> None:
-        outcome = self.client.embed_sync(self.sync, [text])
+        outcome = self.client.attempt([text])
         if not outcome.ok:
             raise EngineFailed(f"status {outcome.status}: {outcome.error}")
 

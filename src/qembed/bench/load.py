@@ -25,9 +25,9 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
-from qembed.bench.client import EmbeddingsClient, Outcome
 from qembed.bench.procs import pid_listening_on, rss_bytes
 from qembed.bench.workloads import Workload
+from qembed.client.openai import OpenAIClient, Outcome
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -133,7 +133,7 @@ def summarize(concurrency: int, records: list[tuple[Outcome, int]], wall: float)
 
 
 async def run_level(
-    client: EmbeddingsClient,
+    client: OpenAIClient,
     source: RequestSource,
     concurrency: int,
     *,
@@ -157,23 +157,22 @@ async def run_level(
             index = start_index + issued
             issued += 1
             texts, tokens = source.request(index)
-            outcome = await client.embed(http, texts)
+            outcome = await client.attempt_async(http, texts)
             records.append((outcome, tokens))
             if on_record is not None:
                 on_record(outcome, tokens)
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=client.timeout) as http:
+    async with client.async_http(concurrency) as http:
         await asyncio.gather(*(one_client(http) for _ in range(concurrency)))
     last = max((o.finished_at for o, _ in records), default=time.perf_counter())
     return records, last - began
 
 
-async def _warmup(client: EmbeddingsClient, source: RequestSource, n: int) -> dict[str, int]:
+async def _warmup(client: OpenAIClient, source: RequestSource, n: int) -> dict[str, int]:
     statuses: dict[str, int] = {}
-    async with httpx.AsyncClient(timeout=client.timeout) as http:
+    async with client.async_http() as http:
         for i in range(n):
-            outcome = await client.embed(http, source.request(i)[0])
+            outcome = await client.attempt_async(http, source.request(i)[0])
             statuses[outcome.status_key] = statuses.get(outcome.status_key, 0) + 1
     return statuses
 
@@ -217,7 +216,7 @@ def rss_growth(samples: list[tuple[float, float]], warmup: float) -> dict[str, A
     }
 
 
-async def _soak(client: EmbeddingsClient, source: RequestSource, options: LoadOptions, pid: int | None) -> tuple[LevelResult, dict[str, Any]]:
+async def _soak(client: OpenAIClient, source: RequestSource, options: LoadOptions, pid: int | None) -> tuple[LevelResult, dict[str, Any]]:
     concurrency = options.concurrency[0]
     began = time.perf_counter()
     stop = asyncio.Event()
@@ -275,7 +274,8 @@ def run_load(options: LoadOptions, workload: Workload, *, progress: Callable[[st
 
 
 def _run_load(options: LoadOptions, workload: Workload, progress: Callable[[str], None]) -> dict[str, Any]:
-    client = EmbeddingsClient(options.endpoint, model=options.model, api_key=options.api_key, timeout=options.timeout, encoding_format=options.encoding_format)
+    encoding_format = None if options.encoding_format == "float" else options.encoding_format  # float: the default, not sent
+    client = OpenAIClient(options.endpoint, model=options.model, api_key=options.api_key, timeout=options.timeout, encoding_format=encoding_format)
     model = client.resolve_model()
     source = RequestSource(workload, options.inputs_per_request)
     pid = options.server_pid or local_pid(options.endpoint)

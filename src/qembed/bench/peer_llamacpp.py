@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 from qembed.bench.peers import PeerStatus, _fresh_venv, _last_lines, _torch_files
 
 if TYPE_CHECKING:
-    from qembed.bench.engines import EngineSpec
+    from qembed.bench.spec import EngineSpec
 
 LLAMA_CPP_PYTHON = "0.3.36"
 DEFAULT_LLAMACPP_VENV = Path("/tmp/qembed-peer-llamacpp")
@@ -461,7 +461,7 @@ def context_tokens(batch_tokens: Sequence[int]) -> int:
 def engine_specs(status: LlamaCppStatus, ggufs: dict[str, Path], *, hf_model: Path, pooling: str, threads: int,
                  batch_tokens: Sequence[int], check_texts: Sequence[str], log_dir: Path) -> list[EngineSpec]:  # fmt: skip
     """One EngineSpec per quant (kind ``llamacpp``), all with the same context and threads."""
-    from qembed.bench.engines import EngineSpec
+    from qembed.bench.spec import EngineSpec
 
     n = context_tokens(batch_tokens)
     specs = []
@@ -518,7 +518,7 @@ def plan(bench: Any) -> tuple[list[EngineSpec], list[tuple[str, str, str]], dict
         key=lambda w: w.tokens,
         default=cells[0].workload if cells else None,
     )
-    from qembed.bench.throughput import WARMUP_VARIANT
+    from qembed.bench.workloads import WARMUP_VARIANT
 
     check = (bench.workload(longest, WARMUP_VARIANT).texts[:6] if longest else []) + bench.workload(
         PRESETS["query"], WARMUP_VARIANT, 4

@@ -36,11 +36,17 @@ from qembed.bench.machine import gemm_rate, gemm_reference, machine_info, versio
 from qembed.bench.peer_llamacpp import DEFAULT_LLAMACPP_VENV, QUANTS
 from qembed.bench.peers import DEFAULT_VENV, ensure_infinity, infinity_server
 from qembed.bench.procs import ManagedServer, StartError, peak_rss_bytes, pid_listening_on
-from qembed.bench.workloads import PRESETS, Workload, WorkloadBuilder, WorkloadSpec, default_sources
+from qembed.bench.workloads import (
+    PRESETS,
+    WARMUP_VARIANT,
+    Workload,
+    WorkloadBuilder,
+    WorkloadSpec,
+    default_sources,
+)
 from qembed.model.backends.hardware import native_bf16
 from qembed.settings import DEFAULT_BATCH_SIZE, Settings
 
-WARMUP_VARIANT = 10_000  # texts no measured round uses
 # Below this cosine to qembed's vectors an engine computes something else (other tokens,
 # pooling, truncation, or a lossy backend): its speed is not comparable as is.
 SAME_WORK_COSINE = 0.99

@@ -29,6 +29,7 @@ CODE_MODULES = (
     "calendar", "functools", "queue", "graphlib", "colorsys", "base64", "csv", "tokenize",
 )  # about 67k tokens of code: plenty of distinct slices, quick to tokenize
 _ADJUST_TRIES = 12
+WARMUP_VARIANT = 10_000  # the variant of a workload's texts for warm-ups: texts no measured round uses
 
 
 @dataclass(frozen=True)

