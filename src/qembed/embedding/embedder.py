@@ -30,7 +30,7 @@ from qembed.model.backends.int8.recipes import Int8Options
 from qembed.model.pipeline import MRL_MIN_DIMENSIONS, PipelineSpec, load_pipeline
 from qembed.model.sources import ResolvedModel, resolve_model
 from qembed.model.tokenization import TextTokenizer
-from qembed.settings import Settings
+from qembed.settings import DEFAULT_BATCH_SIZE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class Embedder:
 
     # -- all three -----------------------------------------------------------------------
     def encode_with_usage(
-        self, inputs: RawInputs, *, batch_size: int = 32, max_batch_tokens: int | None = None, show_progress_bar: bool = False, **options: Any
+        self, inputs: RawInputs, *, batch_size: int = DEFAULT_BATCH_SIZE, max_batch_tokens: int | None = None, show_progress_bar: bool = False, **options: Any
     ) -> EncodeResult:
         resolved, call = self.begin(inputs, **options)
         if call.todo is None:  # every input was in the cache

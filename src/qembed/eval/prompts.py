@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from qembed.encode.options import EncodeOptions
 from qembed.errors import InputError
 from qembed.model.families import CLIENT_FAMILY_NAMES
 from qembed.model.instructions import TASKS, format_instruction, preset_prompt
@@ -67,13 +68,17 @@ class Prompting:
         """Whether this side gets the instruction under the preset's rules."""
         return self.mode != "none" and (role == "query" or self.symmetric)
 
-    def engine_options(self, role: Role) -> dict[str, Any]:
-        """Options for ``Embedder.encode`` and the body extensions of qembed's server."""
+    def encode_options(self, role: Role) -> EncodeOptions:
+        """The encode options this side gets (in process, and in qembed's request bodies)."""
         if self.mode == "none":
-            return {}
+            return EncodeOptions()
         if self.instruction is not None and self.instructed(role):
-            return {"instruction": self.instruction.strip()}
-        return {"task": self.preset, "input_type": role}
+            return EncodeOptions(instruction=self.instruction.strip())
+        return EncodeOptions(task=self.preset, input_type=role)
+
+    def engine_options(self, role: Role) -> dict[str, Any]:
+        """``encode_options`` as keyword arguments of ``Embedder.encode`` / body fields of qembed's server."""
+        return self.encode_options(role).given()
 
     def client_prefix(self, role: Role, family: str = "qwen3", prompts: dict[str, str] | None = None) -> str:
         """The text a client prepends itself (``client`` mode) for a model of ``family``.
