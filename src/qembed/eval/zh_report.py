@@ -57,6 +57,7 @@ from qembed.eval.datasets import PairData, RetrievalData, load_beir, load_pairs
 from qembed.eval.encode import encode_texts
 from qembed.eval.k8s_queries import ARTICLE_QUERY, TOPICS
 from qembed.eval.prompts import InstructionMode, Prompting
+from qembed.eval.spec import TargetSpec, make_target
 from qembed.eval.targets import Target
 from qembed.eval.tasks import evaluate_code, evaluate_retrieval, evaluate_sts
 
@@ -452,8 +453,6 @@ def run_report(
 ) -> ZhReport:
     """Every target in turn (built, run, closed: one model in memory at a time); a failing
     target is reported and the others still run."""
-    from qembed.eval.api import TargetSpec, make_target
-
     reports = []
     for item in targets:
         spec, mode = (item.spec, item.mode) if isinstance(item, ReportTarget) else (item, "client")
