@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -113,6 +113,16 @@ class Progress:
 
 
 @dataclass
+class IndexRun:
+    """The state of one indexing run: what it did, the ids seen, documents looked at / written."""
+
+    report: IndexReport
+    seen: set[str] = field(default_factory=set)
+    done: int = 0  # documents looked at (committed or unchanged)
+    committed: int = 0
+
+
+@dataclass
 class PendingBatch:
     """Documents chunked and waiting for vectors: the step an async caller awaits in between."""
 
@@ -153,11 +163,7 @@ class Indexer:
         if any(meta.get(k) != v for k, v in wanted.items()):
             store.set_meta(wanted)
 
-    # -- the two halves of a batch (the HTTP route awaits the model in between) -------------------------
-    def plan_batch(self, docs: Sequence[tuple[Document, str, bool]]) -> PendingBatch:
-        """Chunk changed documents and find which chunk texts need the model."""
-        return self._plan([(doc, h, self.chunker.chunk(doc), is_new) for doc, h, is_new in docs])
-
+    # -- one batch: plan (which chunk texts need the model), then commit with their vectors -------------
     def _plan(self, chunked: list[tuple[Document, str, list[Chunk], bool]]) -> PendingBatch:
         batch = PendingBatch(docs=chunked)
         hashes = {c.content_hash: c for _, _, chunks, _ in chunked for c in chunks}
@@ -194,10 +200,45 @@ class Indexer:
             else:
                 report.documents_updated += 1
 
-    def _flush(self, pending: list[tuple[Document, str, list[Chunk], bool]], report: IndexReport) -> None:
-        batch = self._plan(pending)
-        vectors = self.encoder.encode_documents(batch.texts) if batch.texts else None
-        self.commit_batch(batch, vectors, report)
+    # -- the one indexing flow: plan batches, embed each, commit it ---------------------------------------
+    def known_hashes(self, docs: Sequence[Document]) -> dict[str, str]:
+        """The stored hash of each of ``docs`` that the index already holds."""
+        known: dict[str, str] = {}
+        for d in docs:
+            known.update({k: v for k, v in self.store.doc_hashes(d.doc_id).items() if k == d.doc_id})
+        return known
+
+    def batches(
+        self, docs: Iterable[Document], known: dict[str, str], run: IndexRun
+    ) -> Iterator[PendingBatch]:
+        """The changed documents of ``docs`` as planned batches of about ``commit_every`` chunks.
+
+        Unchanged documents (same hash as stored) are counted and skipped without chunking;
+        a document id seen twice is refused. Each batch is planned only when the caller asks
+        for it, after the previous one was committed, so a chunk shared by two batches is
+        embedded once. Callers (``index_documents`` in process, the ``/v1/index`` route
+        through the server's queue) embed ``batch.texts`` and ``commit_batch`` each one.
+        """
+        pending: list[tuple[Document, str, list[Chunk], bool]] = []
+        pending_chunks = 0
+        chunking = self.effective.key()
+        for doc in docs:
+            if doc.doc_id in run.seen:
+                raise InputError(f"document id {doc.doc_id!r} appears twice in one run.", param="id")
+            run.seen.add(doc.doc_id)
+            doc_hash = doc.content_hash(chunking)
+            if known.get(doc.doc_id) == doc_hash:
+                run.report.documents_unchanged += 1
+                run.done += 1
+                continue
+            chunks = self.chunker.chunk(doc)
+            pending.append((doc, doc_hash, chunks, doc.doc_id not in known))
+            pending_chunks += len(chunks)
+            if pending_chunks >= self.commit_every:
+                yield self._plan(pending)
+                pending, pending_chunks = [], 0
+        if pending:
+            yield self._plan(pending)
 
     # -- whole runs ---------------------------------------------------------------------------------------
     def index_documents(
@@ -210,45 +251,20 @@ class Indexer:
         report: IndexReport | None = None,
     ) -> tuple[IndexReport, set[str]]:
         """Add or replace documents by id (unchanged ones are skipped). Returns the ids seen."""
-        report = report or IndexReport()
+        run = IndexRun(report or IndexReport())
         start = time.perf_counter()
         if known is None:
             docs = list(docs)
-            known = {}
-            for d in docs:
-                known.update({k: v for k, v in self.store.doc_hashes(d.doc_id).items() if k == d.doc_id})
-        seen: set[str] = set()
-        pending: list[tuple[Document, str, list[Chunk], bool]] = []
-        pending_chunks = 0
-        done = committed = 0
-        chunking = self.effective.key()
-        for doc in docs:
-            if doc.doc_id in seen:
-                raise InputError(f"document id {doc.doc_id!r} appears twice in one run.", param="id")
-            seen.add(doc.doc_id)
-            doc_hash = doc.content_hash(chunking)
-            if known.get(doc.doc_id) == doc_hash:
-                report.documents_unchanged += 1
-                done += 1
-                continue
-            chunks = self.chunker.chunk(doc)
-            pending.append((doc, doc_hash, chunks, doc.doc_id not in known))
-            pending_chunks += len(chunks)
-            if pending_chunks >= self.commit_every:
-                self._flush(pending, report)
-                done += len(pending)
-                committed += len(pending)
-                pending, pending_chunks = [], 0
-                if progress:
-                    progress(Progress(total or 0, done, committed, report.chunks_embedded))
-        if pending:
-            self._flush(pending, report)
-            done += len(pending)
-            committed += len(pending)
+            known = self.known_hashes(docs)
+        for batch in self.batches(docs, known, run):
+            vectors = self.encoder.encode_documents(batch.texts) if batch.texts else None
+            self.commit_batch(batch, vectors, run.report)
+            run.done += len(batch.docs)
+            run.committed += len(batch.docs)
             if progress:
-                progress(Progress(total or 0, done, committed, report.chunks_embedded))
-        report.seconds += time.perf_counter() - start
-        return report, seen
+                progress(Progress(total or 0, run.done, run.committed, run.report.chunks_embedded))
+        run.report.seconds += time.perf_counter() - start
+        return run.report, run.seen
 
     def index_paths(
         self,

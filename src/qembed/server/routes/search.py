@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from qembed.errors import InputError
 from qembed.search.documents import Document
-from qembed.search.index import EmbedderEncoder, Indexer, IndexReport
+from qembed.search.index import EmbedderEncoder, Indexer, IndexReport, IndexRun
 from qembed.search.ingest import record_document
 from qembed.search.searcher import MAX_K, Searcher, check_request
 from qembed.search.store import Filters, Store, open_store
@@ -136,22 +136,15 @@ def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any | None = No
                 raise InputError(f"documents[{i}].id {d.id!r} appears twice in the request.", param=f"documents[{i}].id")
             seen.add(d.id)
             docs.append(record_document(d.id, d.text, dict(d.metadata)))
-        report = IndexReport()
+        run = IndexRun(IndexReport())
         start = time.perf_counter()
-        async with write_lock:
-            known: dict[str, str] = await run_in_threadpool(_known, store, docs)
-            chunking = indexer.effective.key()
-            changed = []
-            for doc in docs:
-                h = doc.content_hash(chunking)
-                if known.get(doc.doc_id) == h:
-                    report.documents_unchanged += 1
-                else:
-                    changed.append((doc, h, doc.doc_id not in known))
-            if changed:
-                batch = await run_in_threadpool(indexer.plan_batch, changed)
+        async with write_lock:  # the same flow as Indexer.index_documents, embedding through the queue
+            known = await run_in_threadpool(indexer.known_hashes, docs)
+            batches = indexer.batches(docs, known, run)
+            while (batch := await run_in_threadpool(next, batches, None)) is not None:
                 vectors = await _vectors(embed, batch.texts, "document") if batch.texts else None
-                await run_in_threadpool(indexer.commit_batch, batch, vectors, report)
+                await run_in_threadpool(indexer.commit_batch, batch, vectors, run.report)
+        report = run.report
         report.seconds = round(time.perf_counter() - start, 4)
         stats = await run_in_threadpool(store.stats)
         return {"object": "index.report", "index": store.name, **report.to_dict(), "documents": stats.documents, "chunks": stats.chunks}
@@ -164,11 +157,3 @@ def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any | None = No
 
     return router
 
-
-def _known(store: Store, docs: list[Document]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for d in docs:
-        h = store.doc_hashes(d.doc_id).get(d.doc_id)
-        if h is not None:
-            out[d.doc_id] = h
-    return out
