@@ -53,7 +53,12 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     )
     metrics.ready.set_function(lambda: 1.0 if service.ready else 0.0)
     if embedder.cache is not None:
-        embedder.cache.on_lookup = lambda hits, misses: (metrics.cache_hits.inc(hits), metrics.cache_misses.inc(misses))
+
+        def count_lookup(hits: int, misses: int) -> None:
+            metrics.cache_hits.inc(hits)
+            metrics.cache_misses.inc(misses)
+
+        embedder.cache.on_lookup = count_lookup
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +88,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     if settings.index:
         from qembed.server.routes.search import make_router  # only when an index is served
 
-        app.include_router(make_router(settings=settings, embed=service.embed), dependencies=[Depends(require_api_key)])
+        app.include_router(make_router(settings=settings, embed=service.embed, embedder=service.embedder), dependencies=[Depends(require_api_key)])
     openapi.install(app, [EmbeddingRequest, NativeEmbedRequest, TokenizeRequest])
 
     # Middlewares, innermost first (add_middleware puts each new one outside the last).

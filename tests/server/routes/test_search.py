@@ -28,12 +28,12 @@ def _fake_embed(embedder):
     return embed
 
 
-def _app(settings: Settings, embed) -> FastAPI:
+def _app(settings: Settings, embed, embedder) -> FastAPI:
     from qembed.server import errors
 
     app = FastAPI()
     errors.install(app)
-    app.include_router(make_router(settings=settings, embed=embed))
+    app.include_router(make_router(settings=settings, embed=embed, embedder=embedder))
     return app
 
 
@@ -41,8 +41,7 @@ def _app(settings: Settings, embed) -> FastAPI:
 def k8s_client(k8s_index, minilm_embedder):
     _, _, data, _ = k8s_index
     embed = _fake_embed(minilm_embedder)
-    # No embedder passed: the router reads model facts (tokenizer, window) from the settings.
-    app = _app(Settings(index="k8s", data_dir=str(data), model="minilm"), embed)
+    app = _app(Settings(index="k8s", data_dir=str(data), model="minilm"), embed, minilm_embedder)
     with TestClient(app) as client:
         yield client, embed
 
@@ -83,7 +82,7 @@ def test_http_search_bad_input_is_an_openai_400(k8s_client, body, param) -> None
 
 def test_http_index_adds_replaces_and_reports(tmp_path, minilm_embedder) -> None:
     embed = _fake_embed(minilm_embedder)
-    app = _app(Settings(index="api", data_dir=str(tmp_path), model="minilm"), embed)
+    app = _app(Settings(index="api", data_dir=str(tmp_path), model="minilm"), embed, minilm_embedder)
     docs = [
         {"id": "kb/1", "text": "# Reset password\n\nOpen settings and choose reset password.", "metadata": {"path": "kb/reset.md", "team": "it"}},
         {"id": "kb/2", "text": "def rotate_keys():\n    return vault.rotate()\n", "metadata": {"path": "src/keys.py"}},

@@ -60,41 +60,6 @@ class IndexRequest(BaseModel):
     documents: list[IndexDocument] = Field(..., min_length=1)
 
 
-class _ModelFacts:
-    """Model facts and token counts for chunking, when only the settings are known."""
-
-    def __init__(self, settings: Settings) -> None:
-        from qembed.model.instructions import resolve_prompt
-        from qembed.model.pipeline import load_pipeline
-        from qembed.model.sources import FALLBACK_NAMES, resolve_model
-        from qembed.model.tokenization import TextTokenizer
-
-        resolved = resolve_model(settings.model, source=settings.source, revision=settings.revision)
-        spec = load_pipeline(resolved.path)
-        tokenizer = TextTokenizer(resolved.path, spec)
-        self.model_id = resolved.model_id
-        self.model = FALLBACK_NAMES.get(resolved.model_id, "minilm") if resolved.fallback_reason else (settings.model or resolved.model_id)
-        self.dimension = spec.hidden_size
-        prompt = resolve_prompt(spec, task="retrieval", input_type="document")
-        self.window = (settings.max_tokens or spec.max_tokens) - tokenizer.special.count - len(tokenizer.prompt_ids(prompt))
-        self._tokenizer = tokenizer
-
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        return [len(ids) for ids in self._tokenizer.content_ids(texts)] if texts else []
-
-    def encode_documents(self, texts: list[str]) -> np.ndarray:
-        raise RuntimeError("the HTTP router embeds through the server's queue, not in process")
-
-    def encode_query(self, text: str) -> np.ndarray:
-        raise RuntimeError("the HTTP router embeds through the server's queue, not in process")
-
-
-def _encoder(settings: Settings, embed: EmbedFn, embedder: Any | None) -> Any:
-    # The server passes its EmbeddingService.embed; its embedder gives the facts without loading anything.
-    embedder = embedder or getattr(getattr(embed, "__self__", None), "embedder", None)
-    return EmbedderEncoder(embedder) if embedder is not None else _ModelFacts(settings)
-
-
 async def _vectors(embed: EmbedFn, texts: list[str], input_type: str) -> np.ndarray:
     parts = []
     for i in range(0, len(texts), EMBED_GROUP):
@@ -103,10 +68,13 @@ async def _vectors(embed: EmbedFn, texts: list[str], input_type: str) -> np.ndar
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any | None = None, store: Store | None = None) -> APIRouter:
-    """The search routes for index ``settings.index`` (created empty if it does not exist)."""
+def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Store | None = None) -> APIRouter:
+    """The search routes for index ``settings.index`` (created empty if it does not exist).
+
+    ``embed`` is the server's queue (vectors); ``embedder`` the loaded model, for the facts
+    chunking needs (tokenizer, window): the same ``EmbedderEncoder`` the CLI indexes with."""
     store = store or open_store(settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=True)
-    indexer = Indexer(store, _encoder(settings, embed, embedder))
+    indexer = Indexer(store, EmbedderEncoder(embedder))
     searcher = Searcher(store)
     write_lock = asyncio.Lock()  # plan -> embed -> commit of one request must not interleave with another's
     max_docs = settings.max_client_batch_size
