@@ -30,6 +30,9 @@ DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 # Texts per encode call (library, eval, bench, indexing): one default for all of them.
 DEFAULT_BATCH_SIZE = 32
 
+# The vocabulary of the encode options, shared by the process defaults here and the per-call
+# options (qembed.encode.options.EncodeOptions): one definition of each.
+InputType = Literal["query", "document"]
 LongTextPolicy = Literal["chunk", "truncate", "error"]
 TruncationSide = Literal["right", "left"]
 Source = Literal["auto", "huggingface", "modelscope", "local"]

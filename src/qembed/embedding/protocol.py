@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-Role = Literal["query", "document"]
+from qembed.settings import InputType
+
+Role = InputType  # which side of a task a text is on
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,14 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qembed.errors import InputError, describe_validation_errors
 from qembed.model.instructions import resolve_prompt
 from qembed.model.pipeline import MRL_MIN_DIMENSIONS, PipelineSpec
-
-InputType = Literal["query", "document"]
-LongTextPolicy = Literal["chunk", "truncate", "error"]
-TruncationSide = Literal["right", "left"]
+from qembed.settings import InputType, LongTextPolicy, TruncationSide
 
 
 class EncodeOptions(BaseModel):
@@ -67,7 +64,7 @@ class EncodeOptions(BaseModel):
         try:
             return cls.model_validate(kwargs)
         except ValidationError as exc:
-            message, param = describe_validation_errors(exc.errors(include_url=False))  # type: ignore[arg-type]
+            message, param = describe_validation_errors(exc.errors(include_url=False))
             raise InputError(message, param=param) from None
 
     def given(self) -> dict[str, Any]:

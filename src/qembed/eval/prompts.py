@@ -29,8 +29,9 @@ from qembed.encode.options import EncodeOptions
 from qembed.errors import InputError
 from qembed.model.families import CLIENT_FAMILY_NAMES
 from qembed.model.instructions import TASKS, format_instruction, preset_prompt
+from qembed.settings import InputType
 
-Role = Literal["query", "document"]
+Role = InputType  # which side of a task a text is on
 InstructionMode = Literal["client", "server", "none"]
 INSTRUCTION_MODES: tuple[str, ...] = ("client", "server", "none")
 # What ``--prompt-family`` accepts: a family, or auto (ask the server / read the model name).

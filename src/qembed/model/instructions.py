@@ -27,13 +27,11 @@ them. An explicit ``instruction`` is always applied.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from qembed.errors import InputError
 from qembed.model.families import FAMILIES, detect_family, fixed_prompt
 from qembed.model.pipeline import PipelineSpec
-
-InputType = Literal["query", "document"]
+from qembed.settings import InputType
 
 
 @dataclass(frozen=True)
