@@ -12,8 +12,8 @@ same call means the same thing in process and over HTTP. ``role`` is the ``input
 ("query" or "document"); ``None`` says nothing about it (the engine's default, and no
 ``input_type`` in an HTTP body).
 
-This module imports only typing and numpy: implementing or consuming the protocol never
-pulls in torch or httpx.
+This module imports only typing, numpy and ``qembed.settings`` (the option vocabularies):
+implementing or consuming the protocol never pulls in torch or httpx.
 """
 
 from __future__ import annotations
