@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from qembed.client import base_url as _base_url
 from qembed.eval.datasets import PairData, load_beir
 from qembed.eval.prompts import Prompting
-from qembed.client import base_url as _base_url
 from qembed.eval.targets import HttpTarget, InProcessTarget, TargetError
 from qembed.eval.tasks import evaluate_retrieval, evaluate_sts
 
