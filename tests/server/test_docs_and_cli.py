@@ -1,8 +1,9 @@
-"""The server's docs cannot drift: generated tables are current, every documented error code
-is one the code sends, the curl examples work; `qembed serve` has a flag per setting."""
+"""The server's docs cannot drift: generated tables are current, the documented error codes
+are exactly those the server sends (read from the AST), the curl examples work; `qembed serve` has a flag per setting."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -30,10 +31,58 @@ def test_generated_tables_are_current(path: Path) -> None:
         assert f"`QEMBED_{name.upper()}`" in text
 
 
-def test_documented_error_codes_are_sent_by_the_code() -> None:
-    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "src" / "qembed").rglob("*.py") if p.name != "docs.py")
-    for status, code, _, _ in docs.ERRORS:
-        assert f'"{code}"' in source, f"documented code {code} ({status}) is not in the source"
+def _results(value: ast.expr) -> set[str]:
+    """The string literals an expression can evaluate to (``"a"``, ``x if c else "b"``)."""
+    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+        return {value.value}
+    if isinstance(value, ast.IfExp):
+        return _results(value.body) | _results(value.orelse)
+    return set()
+
+
+def sent_codes() -> dict[str, set[int | None]]:
+    """Every ``code`` the server can put in an error body, with the statuses it goes with,
+    read from the code itself (the AST, so comments and docstrings do not count):
+
+    - ``APIError(status, ..., code="...")`` anywhere under ``qembed/server`` (status ``None``
+      when it is not a literal), and string literals assigned to a variable named ``code``
+      there (``message, code = ..., "not_found"``);
+    - the ``code`` class attribute of every qembed error class the server maps to a status
+      (``qembed.server.errors.STATUS``), with that status."""
+    from qembed.server.errors import STATUS
+
+    out: dict[str, set[int | None]] = {}
+    for path in (ROOT / "src" / "qembed" / "server").rglob("*.py"):
+        if path.name == "docs.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "APIError":
+                status = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+                for kw in node.keywords:
+                    if kw.arg == "code" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                        out.setdefault(kw.value.value, set()).add(status)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    names = target.elts if isinstance(target, ast.Tuple) else [target]
+                    values = node.value.elts if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple) else [node.value]
+                    for name, value in zip(names, values, strict=False):
+                        if isinstance(name, ast.Name) and name.id == "code":
+                            for literal in _results(value):
+                                out.setdefault(literal, set()).add(None)
+    for cls, status, _ in STATUS:
+        out.setdefault(cls.code, set()).add(status)
+    return out
+
+
+def test_documented_error_codes_are_exactly_the_codes_the_server_sends() -> None:
+    sent = sent_codes()
+    documented = {code: status for status, code, _, _ in docs.ERRORS}
+    assert len(documented) == len(docs.ERRORS), "a code is documented twice"
+    assert sorted(set(documented) - set(sent)) == [], "documented, but no code sends it"
+    assert sorted(set(sent) - set(documented)) == [], "sent by the server, but not in docs.ERRORS (the README's table)"
+    for code, status in documented.items():
+        known = sent[code] - {None}
+        assert known <= {status}, f"{code} is documented as {status}, sent as {sorted(known)}"
 
 
 def curl_examples() -> list[tuple[str, dict]]:

@@ -29,8 +29,11 @@ ERRORS: list[tuple[int, str, str, str]] = [
     (429, "queue_full", "Over `--max-concurrent-requests` or `--max-queued-tokens`; the `Retry-After` header says when to retry", "`The queue is full (... tokens waiting ...); retry later.`"),
     (500, "non_finite_output", "The model produced NaN/inf (counted in `qembed_errors_total{kind=\"non_finite_output\"}`)", "`The model produced non-finite values (NaN/inf); no vectors were returned.`"),
     (500, "model_failure", "The model raised on a batch (e.g. out of memory); only the requests in that batch fail", "`The model failed on a batch of 64 windows (...). If this is an out-of-memory error, lower --max-batch-tokens.`"),
+    (500, "model_error", "The model backend failed outside a batch (a damaged ONNX/OpenVINO cache, a failed conversion); normally at start-up, before the server listens", "`ONNX Runtime cannot load .../model.onnx (...); delete ... to export again.`"),
+    (500, "internal_error", "A bug: an unexpected exception, or a broken promise between qembed's own parts (e.g. a re-ranker returning the wrong number of scores); the log has the traceback", "`Internal server error (KeyError); see the server log.`"),
     (503, "shutting_down", "A request arriving after SIGTERM (accepted ones still finish); `/ready` during shutdown", "`The server is shutting down; retry on another instance.`"),
     (503, "not_ready", "`/ready` before the warm-up batch is done", "`Warming up: the first model batch is running.`"),
+    (503, "warmup_failed", "`/ready` when the warm-up batch failed (it stays 503; the message has the model's error)", "`warm-up failed: ...`"),
     (503, "worker_stopped", "`/health` when the model worker thread has stopped (restart the process)", "`The model worker has stopped.`"),
 ]
 
