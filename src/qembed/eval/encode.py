@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from qembed.errors import TargetError
 from qembed.eval.cache import VectorCache
 from qembed.eval.prompts import Prompting, Role
-from qembed.eval.targets import Target, TargetError
+from qembed.eval.targets import Target
 
 
 @dataclass

