@@ -8,6 +8,7 @@ status codes in one place (``qembed.server.errors``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -57,6 +58,12 @@ class InputError(QembedError, ValueError):
     """The caller asked for something that cannot be done; the message says what to change."""
 
     code = "invalid_input"
+
+
+class RequestTooLarge(InputError):
+    """One request asks for more than a per-request limit allows (inputs, tokens): HTTP 413."""
+
+    code = "request_too_large"
 
 
 class InputTooLong(InputError):
@@ -129,6 +136,12 @@ class ModelRunError(QembedError):
 
 
 # -- clients of an embedder -------------------------------------------------------------------
+class ClientDisconnected(QembedError):
+    """The client went away before its answer was ready; its unstarted work was dropped (logged as 499)."""
+
+    code = "client_closed_request"
+
+
 class TargetError(QembedError):
     """An endpoint failed or answered something that is not embeddings."""
 
@@ -150,7 +163,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     """One message (and the param) for pydantic's error list: the first error, said plainly.
     Used for HTTP bodies and for the Python API's options alike."""
     if not errors:

@@ -157,6 +157,12 @@ class ServingSettings(_Group):
     payload_limit: int = Field(8_000_000, ge=1024, description="Largest request body in bytes (more: 413).")
     max_queued_tokens: int = Field(2_000_000, ge=1, description="Tokens waiting in the queue before 429.")
     max_concurrent_requests: int = Field(512, ge=1, description="Requests in flight before 429.")
+    max_request_tokens: int = Field(
+        1_048_576,
+        ge=1,
+        description="Most tokens of model work one request may ask for (windows, prompts and special tokens included; "
+        "default 2048 inputs of 512 tokens); more: 413.",
+    )
     warmup: bool = Field(True, description="Run a warm-up pass before /ready answers 200.")
 
 

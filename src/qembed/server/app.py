@@ -52,6 +52,9 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         lambda: queue.queued_windows, lambda: queue.queued_tokens, lambda: queue.queued_requests, lambda: queue.tokens_per_second
     )
     metrics.ready.set_function(lambda: 1.0 if service.ready else 0.0)
+    metrics.cancelled_requests.set_function(lambda: queue.cancelled_requests)
+    metrics.dropped_windows.set_function(lambda: queue.dropped_windows)
+    metrics.aborted_requests.set_function(lambda: service.aborted_requests)
     if embedder.cache is not None:
 
         def count_lookup(hits: int, misses: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from qembed.settings import Settings
@@ -22,16 +23,18 @@ ERRORS: list[tuple[int, str, str, str]] = [
     (400, "context_length_exceeded", "An input longer than the window with `long_text: \"error\"`", "`input[0] has 9000 tokens (...); the limit is 8192. Shorten it, or send long_text='chunk' ...`"),
     (401, "invalid_api_key", "`--api-key` is set and the Bearer token is missing or wrong", "`Incorrect API key provided.`"),
     (404, "model_not_found", "`model` is not a name of the served model (also: Qwen3 asked of a server that fell back to MiniLM)", "`The model 'x' is not served here; this server serves 'Qwen/Qwen3-Embedding-0.6B'. ...`"),
-    (404, "not_found", "Unknown route", "`No route GET /v2/embeddings; see /docs for the routes.`"),
+    (404, "not_found", "Unknown route; a search index that does not exist", "`No route GET /v2/embeddings; see /docs for the routes.`"),
     (405, "method_not_allowed", "Wrong HTTP method", "`GET is not allowed on /v1/embeddings.`"),
     (413, "payload_too_large", "Body over `--payload-limit` (Content-Length or bytes received)", "`The request body is 9000000 bytes; the limit is 8000000 (--payload-limit ...)`"),
     (413, "too_many_inputs", "More inputs than `--max-client-batch-size`", "`This request has 2049 inputs; the limit is 2048 per request. ... --max-client-batch-size`"),
+    (413, "request_too_large", "More tokens of model work than `--max-request-tokens` (windows, prompts and special tokens counted)", "`This request needs 2100000 tokens of model work (...); the limit is 1048576 per request. ... --max-request-tokens`"),
     (429, "queue_full", "Over `--max-concurrent-requests` or `--max-queued-tokens`; the `Retry-After` header says when to retry", "`The queue is full (... tokens waiting ...); retry later.`"),
+    (499, "client_closed_request", "Logged (and counted) when the client went away before its answer: its unstarted windows were dropped (`qembed_dropped_windows`); the client never sees this body", "`The client closed the connection before its vectors were ready; its queued work was dropped.`"),
     (500, "non_finite_output", "The model produced NaN/inf (counted in `qembed_errors_total{kind=\"non_finite_output\"}`)", "`The model produced non-finite values (NaN/inf); no vectors were returned.`"),
     (500, "model_failure", "The model raised on a batch (e.g. out of memory); only the requests in that batch fail", "`The model failed on a batch of 64 windows (...). If this is an out-of-memory error, lower --max-batch-tokens.`"),
     (500, "model_error", "The model backend failed outside a batch (a damaged ONNX/OpenVINO cache, a failed conversion); normally at start-up, before the server listens", "`ONNX Runtime cannot load .../model.onnx (...); delete ... to export again.`"),
     (500, "internal_error", "A bug: an unexpected exception, or a broken promise between qembed's own parts (e.g. a re-ranker returning the wrong number of scores); the log has the traceback", "`Internal server error (KeyError); see the server log.`"),
-    (503, "shutting_down", "A request arriving after SIGTERM (accepted ones still finish); `/ready` during shutdown", "`The server is shutting down; retry on another instance.`"),
+    (503, "shutting_down", "A request arriving after SIGTERM (accepted ones still finish); an accepted one still unfinished when `--shutdown-timeout` is nearly over; `/ready` during shutdown", "`The server is shutting down; retry on another instance.`"),
     (503, "not_ready", "`/ready` before the warm-up batch is done", "`Warming up: the first model batch is running.`"),
     (503, "warmup_failed", "`/ready` when the warm-up batch failed (it stays 503; the message has the model's error)", "`warm-up failed: ...`"),
     (503, "worker_stopped", "`/health` when the model worker thread has stopped (restart the process)", "`The model worker has stopped.`"),
@@ -73,14 +76,18 @@ def errors_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"settings-table": settings_table, "errors-table": errors_table}
+TABLES: dict[str, Callable[[], str]] = {"settings-table": settings_table, "errors-table": errors_table}
 
 
 def render(text: str) -> str:
     """``text`` with every marked table regenerated."""
     for name, make in TABLES.items():
         pattern = re.compile(rf"(<!-- qembed:{name} -->\n)(?:.*?\n)?(<!-- /qembed:{name} -->)", re.S)
-        text = pattern.sub(lambda m, make=make: m.group(1) + make() + "\n" + m.group(2), text)
+
+        def fill(m: re.Match[str], make: Callable[[], str] = make) -> str:
+            return m.group(1) + make() + "\n" + m.group(2)
+
+        text = pattern.sub(fill, text)
     return text
 
 

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from qembed.errors import (
+    ClientDisconnected,
     InputError,
     InputTooLong,
     ModelError,
@@ -27,6 +28,7 @@ from qembed.errors import (
     NotFound,
     QembedError,
     QueueFull,
+    RequestTooLarge,
     Unavailable,
     describe_validation_errors,
 )
@@ -76,6 +78,8 @@ class APIError(Exception):
 STATUS: list[tuple[type[QembedError], int, str]] = [
     (InputTooLong, 400, INVALID),
     (NotFound, 404, INVALID),
+    (RequestTooLarge, 413, INVALID),
+    (ClientDisconnected, 499, INVALID),
     (InputError, 400, INVALID),
     (QueueFull, 429, "rate_limit_error"),
     (Unavailable, 503, SERVER),

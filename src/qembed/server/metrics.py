@@ -44,6 +44,10 @@ class Metrics:
         self.queue_tokens = Gauge("qembed_queue_tokens", "Tokens waiting for the model.", registry=r)
         self.queue_requests = Gauge("qembed_queue_requests", "Requests with windows waiting for the model.", registry=r)
         self.ready = Gauge("qembed_ready", "1 once the warm-up pass is done.", registry=r)
+        # Totals since start, read from the queue at scrape time.
+        self.cancelled_requests = Gauge("qembed_cancelled_requests", "Requests whose client went away before the answer (499), since start.", registry=r)
+        self.dropped_windows = Gauge("qembed_dropped_windows", "Windows never computed because their client went away, since start.", registry=r)
+        self.aborted_requests = Gauge("qembed_shutdown_aborted_requests", "Requests answered 503 because the shutdown deadline passed.", registry=r)
 
     def watch_queue(self, windows: Callable[[], float], tokens: Callable[[], float], requests: Callable[[], float], tps: Callable[[], float]) -> None:
         self.queue_inputs.set_function(windows)

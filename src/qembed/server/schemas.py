@@ -18,6 +18,7 @@ naming the problem.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -75,6 +76,11 @@ class EmbedOptions(EncodeOptions):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=False)
 
     model: str | None = Field(None, description="The served model's hub id, alias or folder name, or --served-model-name. Optional.")
+    priority: Literal["interactive", "bulk"] | None = Field(
+        None,
+        description="interactive (default): served before bulk work; bulk: indexing jobs that should not slow queries "
+        "down (never starved). Also the X-Qembed-Priority header.",
+    )
 
     def encode_options(self) -> EncodeOptions:
         """This body's encode options alone (without ``model``, ``input`` and the route's own fields)."""
@@ -252,10 +258,10 @@ def parse_body(model: type[BaseModel], raw: bytes) -> Any:
     try:
         return model.model_validate_json(raw or b"")
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
+        errors: Sequence[Mapping[str, Any]] = exc.errors(include_url=False)
         if not raw:
             errors = [{"type": "missing", "loc": ()}]
-        message, param = describe_validation_errors(errors)  # type: ignore[arg-type]
+        message, param = describe_validation_errors(errors)
         # A mistake in `input` keeps the code the Python API gives it (InputError: invalid_input).
         code = InputError.code if errors and errors[0].get("type") == InputError.code else "invalid_request"
         raise APIError(400, message, param=param, code=code) from None

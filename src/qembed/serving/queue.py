@@ -15,7 +15,13 @@ Guarantees:
 - a request gets all its window vectors or one exception, never part;
 - an exception in a batch fails exactly the requests that had a window in it (their
   other windows are dropped, not computed);
-- the oldest waiting window is always in the next batch, so no request starves;
+- fair: batches alternate between the request with the fewest tokens left (so a short
+  query is not stuck behind a 1 MB document: it waits about one batch) and the oldest
+  request (so a big request still gets every other batch: it finishes within about twice
+  its time alone, however many small requests arrive); ``bulk`` requests yield the first
+  kind of turn to interactive ones;
+- a request whose caller went away (its ``submit`` cancelled) loses its unstarted windows;
+  they are counted in ``dropped_windows``;
 - admission control: past ``max_concurrent_requests`` requests or ``max_queued_tokens``
   waiting tokens, ``QueueFull`` (the server answers 429 with Retry-After).
 
@@ -51,10 +57,18 @@ class Job:
     remaining: int = 0  # windows not yet computed
     vectors: np.ndarray | None = None
     dead: bool = False  # failed or cancelled: drop what is left
+    bulk: bool = False  # priority "bulk": served after every interactive request (still never starved)
+    seq: int = 0  # arrival order
+    pending_tokens_left: int = 0  # tokens of ``pending`` (kept up to date; the scheduler sorts on it)
 
     @property
     def pending_tokens(self) -> int:
         return sum(len(self.windows[i].ids) for i in self.pending)
+
+    def fail(self, exc: BaseException) -> None:
+        """Resolve with ``exc`` on the job's loop (once; later results are ignored)."""
+        self.dead = True
+        self.loop.call_soon_threadsafe(_resolve, self.future, None, exc)
 
 
 @dataclass
@@ -106,6 +120,11 @@ class BatchQueue:
         self._active_requests = 0
         self._closed = False
         self._paused = False
+        self._live: set[Job] = set()  # submitted and not resolved: what abort() fails
+        self._seq = 0
+        self._turn = 0  # even: fewest tokens left first; odd: oldest first
+        self.dropped_windows = 0  # windows never computed because their request was cancelled
+        self.cancelled_requests = 0
         self.tokens_per_second: float = 0.0  # set by the worker, used for Retry-After
 
     # -- figures (read without the lock: plain ints, used by gauges and tests) ------------
@@ -155,7 +174,7 @@ class BatchQueue:
             with self._lock:
                 self._active_requests -= 1
 
-    async def submit(self, windows: Sequence[Window], *, admission: bool = True) -> np.ndarray:
+    async def submit(self, windows: Sequence[Window], *, admission: bool = True, bulk: bool = False) -> np.ndarray:
         """Queue one request's windows; return their pooled vectors ``[len(windows), dim]``.
 
         With ``admission``, refuse (``QueueFull``) when the waiting tokens would pass
@@ -165,7 +184,7 @@ class BatchQueue:
         if not windows:
             raise InternalError("submit needs at least one window")
         loop = asyncio.get_running_loop()
-        job = Job(windows=windows, future=loop.create_future(), loop=loop)
+        job = Job(windows=windows, future=loop.create_future(), loop=loop, bulk=bulk)
         tokens = sum(len(w.ids) for w in windows)
         with self._lock:
             if self._closed:
@@ -179,15 +198,26 @@ class BatchQueue:
             # Longest first inside a request: its windows pack with each other well.
             job.pending = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
             job.remaining = len(windows)
+            job.pending_tokens_left = tokens
+            self._seq += 1
+            job.seq = self._seq
             self._jobs.append(job)
+            self._live.add(job)
             self._queued_windows += len(windows)
             self._queued_tokens += tokens
             self._wake.notify()
         try:
             return await job.future
         except asyncio.CancelledError:
+            with self._lock:
+                dropped = len(job.pending)
+                self.dropped_windows += dropped
+                self.cancelled_requests += 1
             self._drop(job)
             raise
+        finally:
+            with self._lock:
+                self._live.discard(job)
 
     def _drop(self, job: Job) -> None:
         """Forget a job's windows that no batch has taken yet (cancelled or failed)."""
@@ -197,6 +227,7 @@ class BatchQueue:
                 self._queued_windows -= len(job.pending)
                 self._queued_tokens -= job.pending_tokens
                 job.pending = []
+                job.pending_tokens_left = 0
             try:
                 self._jobs.remove(job)
             except ValueError:
@@ -221,6 +252,25 @@ class BatchQueue:
             self._paused = False
             self._wake.notify_all()
 
+    def abort(self, exc: BaseException) -> int:
+        """Close, and fail every request not finished yet with ``exc`` (the shutdown deadline
+        passed): queued windows are dropped, a batch already running is left to finish and
+        its results ignored. Returns the number of requests failed."""
+        with self._lock:
+            self._closed = True
+            self._paused = False
+            jobs = [job for job in self._live if not job.dead]
+            for job in self._jobs:
+                job.pending = []
+                job.pending_tokens_left = 0
+            self._jobs.clear()
+            self._queued_windows = 0
+            self._queued_tokens = 0
+            self._wake.notify_all()
+        for job in jobs:
+            job.fail(exc)
+        return len(jobs)
+
     # -- worker side ----------------------------------------------------------------------
     def next_batch(self, timeout: float | None = None) -> Batch | None:
         """Block until a batch is ready; ``None`` once closed and empty (or on timeout)."""
@@ -232,14 +282,23 @@ class BatchQueue:
                     return None
             return self._take()
 
+    def _order(self) -> list[Job]:
+        """Whose turn it is (lock held): alternately the request with the fewest tokens left
+        (interactive before bulk) and the oldest one; the first job of the order is served."""
+        jobs = list(self._jobs)
+        self._turn += 1
+        if len(jobs) > 1 and self._turn % 2 == 0:
+            jobs.sort(key=lambda j: (j.bulk, j.pending_tokens_left, j.seq))
+        return jobs
+
     def _take(self) -> Batch:
-        """Pick the batch that holds the oldest waiting window (lock held)."""
-        # Candidates: waiting windows, oldest requests first, a few batches' worth.
+        """Pick the batch that holds the first waiting window of the job whose turn it is (lock held)."""
+        # Candidates: waiting windows in turn order, a few batches' worth.
         cap_rows = 4 * self.max_batch_size
         cap_tokens = 4 * self.max_batch_tokens
         candidates: list[tuple[Job, int]] = []
         tokens = 0
-        for job in self._jobs:
+        for job in self._order():
             for index in job.pending:
                 candidates.append((job, index))
                 tokens += len(job.windows[index].ids)
@@ -257,6 +316,7 @@ class BatchQueue:
         for job in {id(j): j for j, _ in slots}.values():
             gone = taken[id(job)]
             job.pending = [i for i in job.pending if i not in gone]
+            job.pending_tokens_left -= sum(len(job.windows[i].ids) for i in gone)
         while self._jobs and not self._jobs[0].pending:
             self._jobs.popleft()
         if any(not j.pending for j in self._jobs):
@@ -289,4 +349,4 @@ class BatchQueue:
                 continue
             seen.add(id(job))
             self._drop(job)
-            job.loop.call_soon_threadsafe(_resolve, job.future, None, exc)
+            job.fail(exc)

@@ -27,12 +27,14 @@ from typing import Any
 from qembed.embedding.embedder import Embedder, EncodeResult
 from qembed.encode.options import EncodeOptions
 from qembed.encode.windows import Window
+from qembed.errors import RequestTooLarge, Unavailable
 from qembed.serving.queue import BatchQueue
 from qembed.serving.worker import ModelWorker
 from qembed.settings import Settings
 
 log = logging.getLogger(__name__)
 
+WORKER_JOIN_SECONDS = 120.0  # past the deadline: the longest one running batch may take to end
 CUDA_BATCH_TOKENS = 16384
 CPU_BATCH_TOKENS = 8192
 # On CPU the warm-up only needs to touch every code path (thread pools, allocator), not
@@ -67,9 +69,15 @@ class EmbeddingService:
         self.warmup_error: str | None = None
         self.draining = False
         self._drain_started: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.aborted_requests = 0  # failed with 503 because the shutdown deadline passed
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self.worker.start()
 
     def warmup_windows(self) -> list[Window]:
@@ -106,24 +114,60 @@ class EmbeddingService:
 
     def begin_drain(self) -> None:
         """SIGTERM: /ready turns 503 and requests arriving from now on are refused (503, by
-        the HTTP gate); requests already accepted still finish."""
-        if self._drain_started is None:
-            self._drain_started = time.monotonic()
+        the HTTP gate); requests already accepted still finish, until the deadline
+        (``--shutdown-timeout``) comes close: then every unfinished request gets a 503
+        ``shutting_down`` body (``abort_backlog``), early enough for the answers to reach
+        their clients before the HTTP server closes the connections.
+
+        Safe to call from a signal handler: the deadline is set on the event loop."""
+        if self._drain_started is not None:
+            return
+        self._drain_started = time.monotonic()
         self.draining = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._schedule_abort)
+
+    def abort_margin(self) -> float:
+        """How long before the deadline unfinished requests are answered (time to write them)."""
+        return min(1.0, 0.25 * self.settings.shutdown_timeout)
+
+    def _schedule_abort(self) -> None:
+        assert self._loop is not None
+        delay = max(0.0, self.settings.shutdown_timeout - self.abort_margin())
+        self._loop.call_later(delay, self.abort_backlog)
+
+    def abort_backlog(self) -> int:
+        """Fail every request not finished yet with 503 ``shutting_down``; the batch the
+        model is running finishes (a forward pass cannot be interrupted) and is ignored."""
+        failed = self.queue.abort(
+            Unavailable(
+                f"The server is shutting down and could not finish this request within --shutdown-timeout "
+                f"({self.settings.shutdown_timeout:g} s); retry it on another instance."
+            )
+        )
+        if failed:
+            self.aborted_requests += failed
+            log.warning("shutdown deadline: %d unfinished requests answered 503", failed)
+        return failed
 
     async def stop(self, timeout: float) -> None:
-        """Finish every queued window, then stop the worker: within ``timeout`` seconds of
-        ``begin_drain`` (SIGTERM) when that came first, so the whole stop fits the timeout."""
+        """Finish every queued window within ``timeout`` seconds of ``begin_drain`` (SIGTERM)
+        when that came first; past it, fail what is left (503) and wait only for the batch
+        already running, so the model thread ends before the process does (exit code 0,
+        never a thread killed inside the model)."""
         self.begin_drain()
         assert self._drain_started is not None
-        timeout = max(0.5, timeout - (time.monotonic() - self._drain_started))
-        done = await asyncio.to_thread(self.worker.stop, timeout)
+        left = max(0.0, timeout - (time.monotonic() - self._drain_started))
+        done = await asyncio.to_thread(self.worker.stop, left)
         if not done:
-            log.warning("the model worker did not finish within %.1f s", timeout)
+            self.abort_backlog()
+            done = await asyncio.to_thread(self.worker.stop, WORKER_JOIN_SECONDS)
+            if not done:
+                log.error("the model thread is still running a batch after %.0f s more", WORKER_JOIN_SECONDS)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- work -------------------------------------------------------------------------------
-    async def embed(self, inputs: Any, options: EncodeOptions | None = None, **kwargs: Any) -> EncodeResult:
+    async def embed(self, inputs: Any, options: EncodeOptions | None = None, *, bulk: bool = False, **kwargs: Any) -> EncodeResult:
         """Vectors for ``inputs`` (raw, or ``Inputs`` already parsed by a request body) under
         ``options`` (``EncodeOptions`` or its keyword arguments), batched with every other
         request in flight. The call's flow is ``Embedder.begin`` -> prepare ``todo`` -> the
@@ -135,9 +179,22 @@ class EmbeddingService:
             if call.todo is None:  # --cache-size/--cache-dir: every input seen before
                 return EncodeResult(*call.finish(None, []))
             prepared = await loop.run_in_executor(self._pool, self.embedder.prepare, call.todo, resolved)
-            vectors = await self.queue.submit(prepared.windows)
+            self.check_request_tokens(prepared.prompt_tokens)
+            vectors = await self.queue.submit(prepared.windows, bulk=bulk)
             out = await loop.run_in_executor(self._pool, self.embedder.finish, prepared, vectors)
         return EncodeResult(*call.finish(out, prepared.tokens_per_input()))
+
+    def check_request_tokens(self, tokens: int) -> None:
+        """``--max-request-tokens``: one request may not buy minutes of model time unnoticed."""
+        limit = self.settings.max_request_tokens
+        if tokens > limit:
+            raise RequestTooLarge(
+                f"This request needs {tokens} tokens of model work (windows, prompts and special tokens included); "
+                f"the limit is {limit} per request. Send fewer or shorter inputs (long_text='truncate' caps each "
+                "input at one window), or start the server with a larger --max-request-tokens "
+                "(env QEMBED_MAX_REQUEST_TOKENS).",
+                param="input",
+            )
 
     async def tokenize(self, inputs: Any, options: EncodeOptions | None = None, **kwargs: Any) -> list[list[int]]:
         """Token ids per input as the model reads them (untruncated), off the event loop."""

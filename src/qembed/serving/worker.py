@@ -51,6 +51,7 @@ class ModelWorker:
         self._on_batch = on_batch
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._ewma_tps = 0.0
+        self.batches_run = 0  # batches finished (ok or failed) since start
 
     def start(self) -> None:
         self._thread.start()
@@ -97,6 +98,7 @@ class ModelWorker:
                 error.__cause__ = exc
             log.error("model batch failed: %s", error, exc_info=exc)
         seconds = time.perf_counter() - start
+        self.batches_run += 1
         self._record(batch, seconds, failed=error is not None)
         if error is not None:
             self.queue.fail(batch, error)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from qembed.server.auth import require_api_key
+from qembed.server.disconnect import unless_disconnected
 from qembed.server.openapi import OrjsonResponse, errors, request_body
 from qembed.server.schemas import (
     EmbeddingRequest,
@@ -24,6 +25,7 @@ from qembed.server.schemas import (
 )
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
+PRIORITY_HEADER = "x-qembed-priority"  # interactive (default) or bulk; the body's `priority` wins
 EMBED_ERRORS = errors(400, 401, 404, 413, 429, 500, 503)
 
 
@@ -39,7 +41,8 @@ async def _embed(request: Request, model: type) -> tuple[Any, Any]:
     request.state.inputs = len(inputs)
     if getattr(body, "user", None):
         request.state.user = body.user
-    result = await state.service.embed(inputs, options)
+    bulk = (body.priority or request.headers.get(PRIORITY_HEADER, "interactive")).strip().lower() == "bulk"
+    result = await unless_disconnected(request, state.service.embed(inputs, options, bulk=bulk))
     request.state.tokens = result.prompt_tokens
     state.metrics.inputs.inc(len(result.vectors))
     state.metrics.prompt_tokens.inc(result.prompt_tokens)
