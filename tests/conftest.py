@@ -17,6 +17,21 @@ os.environ.setdefault("QEMBED_DTYPE", "float32")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
+# Test kinds (markers in pyproject.toml): unmarked = unit (no model, no other process);
+# ``integration`` = in process on a real model; ``e2e`` = other processes (marked by hand, per
+# module or per test). ``integration`` is derived here from the fixtures a test uses, directly
+# or through other fixtures, so that a new test is classified without anyone remembering to;
+# tests that build a model without these fixtures carry the marker themselves.
+MODEL_FIXTURES = frozenset(
+    {"tiny_model_dir", "minilm_dir", "tiny_embedder", "minilm_embedder", "e5_tool_dir", "e5_embedder", "e5_cache_home", "e5_small_dir"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())) and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

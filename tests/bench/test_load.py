@@ -102,6 +102,7 @@ def test_cli_rejects_endpoint_and_serve_together() -> None:
     assert result.exit_code != 0 and "not both" in result.output
 
 
+@pytest.mark.e2e
 def test_cli_load_levels_against_qembed_serve(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The published path: --serve starts qembed serve, each level is bounded, the server's
     token counts match ours, and the server is stopped afterwards."""

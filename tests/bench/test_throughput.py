@@ -14,6 +14,8 @@ import pytest
 
 from qembed.bench.local_server import serve_available
 
+pytestmark = pytest.mark.e2e  # `qembed bench throughput` in a subprocess, with its engine processes
+
 ROUNDS, QUERIES, BATCH = 2, 3, 4
 
 

@@ -89,6 +89,7 @@ def test_download_minilm_needs_no_network() -> None:
     assert (folder / "model.safetensors").is_file()
 
 
+@pytest.mark.e2e
 def test_download_cli_in_a_subprocess_honours_hf_endpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     """The real command line: HF_ENDPOINT and HF_HOME from the environment, nothing patched."""
     with HubServer({REPO: tiny_model_dir}) as server:

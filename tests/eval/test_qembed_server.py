@@ -25,9 +25,9 @@ from qembed.eval.targets import HttpTarget, InProcessTarget
 from qembed.eval.tasks import evaluate_code, evaluate_pairs, evaluate_retrieval, evaluate_sts
 from tests.conftest import SHARED
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     importlib.util.find_spec("qembed.cli.serve") is None, reason="qembed.cli.serve is not importable: the `qembed serve` command does not exist yet"
-)
+)]
 
 QEMBED = Path(sys.executable).with_name("qembed")
 READY_DEADLINE_S = 180.0

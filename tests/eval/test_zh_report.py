@@ -135,6 +135,7 @@ def test_cli_writes_a_fresh_folder_and_reports_a_dead_endpoint(e5_small_dir: Pat
     assert "dead" in report["targets"][1]["name"] and report["meta"]["machine"] == "test box"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_full_sets_in_process(e5_small_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "full"

@@ -4,7 +4,7 @@ skipped with the reason.
 
 Tolerances (per vector cosine to torch float32, docs/PERFORMANCE.md): float32 backends
 >= 0.9999; int8 backends (onnx, openvino, torch) >= 0.99 on MiniLM, the quality gate
-(tests/model/test_int8.py tests the gate itself on the outlier fixture).
+(tests/model/backends/test_int8.py tests the gate itself on the outlier fixture).
 """
 
 from __future__ import annotations

@@ -142,6 +142,7 @@ def test_cli_prints_one_error_line_and_exits_2(broken_folders: dict[str, Path], 
     assert "qembed download" in lines[0]
 
 
+@pytest.mark.e2e
 def test_cli_in_a_subprocess_has_no_traceback(broken_folders: dict[str, Path]) -> None:
     import subprocess
     import sys

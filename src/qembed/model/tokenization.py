@@ -18,7 +18,6 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import cast
 
 from qembed.model.pipeline import PipelineSpec
 
@@ -97,5 +96,4 @@ class TextTokenizer:
         )
 
     def decode(self, ids: list[int]) -> str:
-        # one sequence of ids decodes to one string (str | list[str] covers batches)
-        return cast(str, self.tokenizer.decode(ids))
+        return self.tokenizer.decode(ids)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -117,7 +116,7 @@ def onnx_int8(
             with stage("float32 export"):
                 source = onnx_float32(folder, spec, export_dir=export_dir, progress=False)
 
-        def quantized(activations: str) -> dict[str, Any]:
+        def quantized(activations: str) -> dict[str, object]:
             """Quantize ``source`` into tmp with one activation scheme and measure it."""
             for old in tmp.glob(MODEL_FILE + "*"):
                 old.unlink()

@@ -1,5 +1,6 @@
 """The server's docs cannot drift: generated tables are current, the documented error codes
-are exactly those the server sends (read from the AST), the curl examples work; `qembed serve` has a flag per setting."""
+are exactly those the server sends (read from the AST), the curl examples work.
+(`qembed serve`'s flags: tests/cli/test_serve.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from qembed.server import docs
 from qembed.settings import Settings
@@ -99,30 +99,3 @@ def test_curl_examples_work(tiny_client) -> None:
             body = {**body, "dimensions": 32}  # the tiny test model has 64 dimensions
         r = tiny_client.post(path, json=body)
         assert r.status_code == 200, (path, body, r.text)
-
-
-def test_serve_has_a_flag_per_setting() -> None:
-    from qembed.cli.serve import serve_cmd
-
-    result = CliRunner().invoke(serve_cmd, ["--help"])
-    assert result.exit_code == 0, result.output
-    for name in Settings.model_fields:
-        assert "--" + name.replace("_", "-") in result.output, name
-    assert "QEMBED_MAX_BATCH_TOKENS" in result.output
-
-
-def test_serve_flags_become_settings(monkeypatch) -> None:
-    import qembed.cli.serve as serve
-
-    seen: list[Settings] = []
-    monkeypatch.setattr(serve, "run_server", lambda settings: seen.append(settings) or 0)
-    monkeypatch.setenv("QEMBED_MAX_BATCH_SIZE", "7")
-    monkeypatch.setenv("QEMBED_API_KEY", "from-env")
-    result = CliRunner().invoke(
-        serve.serve_cmd,
-        ["--model", "minilm", "--port", "31234", "--max-batch-tokens", "4096", "--api-key", "a", "--api-key", "b", "--no-warmup"],
-    )
-    assert result.exit_code == 0, result.output
-    s = seen[0]
-    assert (s.model, s.port, s.max_batch_tokens, s.max_batch_size, s.warmup) == ("minilm", 31234, 4096, 7, False)
-    assert [k.get_secret_value() for k in s.api_key] == ["a", "b"]  # the flag wins over the env var

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from qembed import Embedder
@@ -30,6 +31,7 @@ def test_dev_make_model_writes_a_loadable_folder(tmp_path: Path, tiny_embedder: 
     np.testing.assert_allclose(embedder.encode(texts), tiny_embedder.encode(texts), atol=1e-6)  # same seed, same model
 
 
+@pytest.mark.integration
 def test_dev_make_model_old_tokenizer(tmp_path: Path) -> None:
     out = tmp_path / "old"
     result = _invoke("dev", "make-model", "--out", str(out), "--old-tokenizer", "--seed", "1")

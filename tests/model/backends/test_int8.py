@@ -64,6 +64,7 @@ def _embedder(folder: Path, export_dir: str, **settings):
 # -- the fixture -------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_the_outlier_fixture_has_the_structure_it_documents(outlier_dir: Path) -> None:
     from safetensors.torch import load_file
 
@@ -80,6 +81,7 @@ def test_the_outlier_fixture_has_the_structure_it_documents(outlier_dir: Path) -
     assert (up[note["up_proj_rows"]].abs().amax(1) > 5 * up.abs().amax(1).median()).all()
 
 
+@pytest.mark.integration
 def test_the_fixture_breaks_per_tensor_int8_as_real_weights_do(outlier_dir: Path, export_dir: str) -> None:
     """Without smoothing or a float first layer, ONNX Runtime's per-tensor dynamic int8 falls far below the gate on
     the fixture: what the fixture is for. The gate refuses it, with the measured numbers."""
@@ -137,6 +139,7 @@ def test_int8_linear_is_close_and_per_token() -> None:
 # -- the gate ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
 def test_each_default_recipe_meets_the_gate_or_refuses(
     backend: str, outlier_dir: Path, export_dir: str
@@ -166,6 +169,7 @@ def test_the_recommended_cpu_int8_backend_meets_the_gate(
     assert ((reference * got).sum(1)).min() >= 0.99  # and on texts outside the calibration set
 
 
+@pytest.mark.integration
 def test_the_measurement_is_cached_with_the_build(
     outlier_dir: Path, export_dir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,6 +194,7 @@ def test_the_measurement_is_cached_with_the_build(
     assert np.allclose(second.encode(TEXTS), first.encode(TEXTS), atol=1e-6)
 
 
+@pytest.mark.integration
 def test_a_lower_threshold_accepts_the_loss_knowingly(outlier_dir: Path, export_dir: str) -> None:
     _need("onnx")
     embedder = _embedder(outlier_dir, export_dir, **LOSSY_ONNX, int8_min_cosine=-1.0)
@@ -215,6 +220,7 @@ def test_torch_int8_meets_the_gate_on_minilm(minilm_dir: Path, export_dir: str) 
     assert embedder.info.quantization["gate"]["min_cosine"] >= 0.99
 
 
+@pytest.mark.integration
 def test_alpha_auto_is_searched_on_the_calib_split_and_recorded(outlier_dir: Path) -> None:
     from qembed.model.backends.int8.prepare import ALPHA_GRID, calibration_stats, resolve_alpha
     from qembed.model.backends.onnx_export import _load_float32
@@ -232,6 +238,7 @@ def test_alpha_auto_is_searched_on_the_calib_split_and_recorded(outlier_dir: Pat
     assert all(t["min_cosine"] <= best for t in trials.values())
 
 
+@pytest.mark.integration
 def test_info_over_http_carries_the_gate(outlier_dir: Path, export_dir: str) -> None:
     """/info shows the recipe and the measured cosine of the int8 build being served."""
     from fastapi.testclient import TestClient
@@ -258,6 +265,7 @@ def test_the_bench_report_prints_the_gate_with_its_digits() -> None:
     assert gate_lines([{"name": "st", "info": {}}]) == []
 
 
+@pytest.mark.integration
 def test_auto_int8_skips_a_backend_that_misses_the_gate(outlier_dir: Path, export_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused build does not stop ``--backend auto``: the next backend in the order is tried."""
     from qembed.model import backends
