@@ -53,7 +53,7 @@ def run_server(settings: Settings) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,  # qembed logs one line per request itself (with inputs and tokens)
-        timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type] - a float works
+        timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type]  # uvicorn annotates int; it only awaits with it, a float works
         lifespan="on",
     )
     server = Server(config)

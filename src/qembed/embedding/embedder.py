@@ -216,7 +216,7 @@ class Embedder:
                     lens.append(next((k for k, (a, b) in enumerate(zip(ids, prompt_ids, strict=False)) if a != b), min(len(ids), prefix)))
             return content, lens
         content, lens = [], []
-        for item in inputs.items:
+        for item in inputs.token_ids:
             ids = list(item)
             if self.tokenizer.is_wrapped(ids):  # already a full model input (e.g. from /tokenize)
                 h, t = len(self.tokenizer.special.head), len(self.tokenizer.special.tail)

@@ -56,6 +56,12 @@ class Inputs:
             raise TypeError("these inputs are token ids, not texts")
         return [item for item in self.items if isinstance(item, str)]
 
+    @property
+    def token_ids(self) -> list[tuple[int, ...]]:
+        if not self.tokenized:
+            raise TypeError("these inputs are texts, not token ids")
+        return [item for item in self.items if isinstance(item, tuple)]
+
 
 def kind_of(value: Any) -> str:
     """A value's kind as a JSON user reads it ("a string", "a number", "a list", ...)."""
@@ -137,7 +143,7 @@ def check_vocabulary(inputs: Inputs, vocab_size: int) -> None:
     """Token ids must index the model's embedding table."""
     if not inputs.tokenized:
         return
-    for i, ids in enumerate(inputs.items):
+    for i, ids in enumerate(inputs.token_ids):
         bad = next((t for t in ids if not 0 <= t < vocab_size), None)
         if bad is not None:
             raise InputError(f"{inputs.label(i)} has token id {bad}, outside the vocabulary [0, {vocab_size}).", param="input")

@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from qembed.errors import UnsupportedModel
 
@@ -28,7 +28,7 @@ MRL_MIN_DIMENSIONS = 32
 # Qwen3-Embedding is trained with an 8192-token context; documents beyond are windowed.
 DEFAULT_WINDOW = {"qwen3": 8192}
 
-_POOLING_KEYS = {
+_POOLING_KEYS: dict[str, Pooling] = {
     "pooling_mode_lasttoken": "lasttoken",
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
@@ -64,7 +64,8 @@ class PipelineSpec:
         return self.model_type in MRL_MODEL_TYPES or any(p.startswith("Instruct:") for p in self.prompts.values())
 
 
-def _read_json(path: Path) -> dict | list | None:
+def _read_json(path: Path) -> Any:
+    """The parsed JSON file (an object or a list, untyped: callers check what they read), None when absent."""
     if not path.is_file():
         return None
     try:

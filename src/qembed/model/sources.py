@@ -119,16 +119,19 @@ def _offline() -> bool:
 def _from_huggingface(repo_id: str, revision: str | None, local_dir: Path | None) -> Path:
     from huggingface_hub import snapshot_download
 
-    kwargs = {"revision": revision, "ignore_patterns": IGNORE_PATTERNS}
     if local_dir is None:
         # A complete cached copy needs no network (and no HF_HUB_OFFLINE).
         try:
-            cached = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+            cached = Path(
+                snapshot_download(repo_id, revision=revision, ignore_patterns=IGNORE_PATTERNS, local_files_only=True)
+            )
             check_model_folder(cached, model_id=repo_id)
             return cached
         except Exception:  # noqa: BLE001 - any cache miss means: go to the network
             pass
-    path = snapshot_download(repo_id, local_dir=str(local_dir) if local_dir else None, **kwargs)
+    path = snapshot_download(
+        repo_id, revision=revision, ignore_patterns=IGNORE_PATTERNS, local_dir=str(local_dir) if local_dir else None
+    )
     return Path(path)
 
 

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 from qembed.model.pipeline import PipelineSpec
 
@@ -96,4 +97,5 @@ class TextTokenizer:
         )
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
+        # one sequence of ids decodes to one string (str | list[str] covers batches)
+        return cast(str, self.tokenizer.decode(ids))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,7 @@ def onnx_int8(
             with stage("float32 export"):
                 source = onnx_float32(folder, spec, export_dir=export_dir, progress=False)
 
-        def quantized(activations: str) -> dict[str, object]:
+        def quantized(activations: str) -> dict[str, Any]:
             """Quantize ``source`` into tmp with one activation scheme and measure it."""
             for old in tmp.glob(MODEL_FILE + "*"):
                 old.unlink()

@@ -30,11 +30,15 @@ import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from qembed.errors import ModelError
 from qembed.model.pipeline import LAST_TOKEN_MODEL_TYPES, PipelineSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ MODEL_FILE = "model.onnx"
 EXPORT_MIN_COSINE = 0.9999
 
 
-def _load_float32(folder: Path):
+def _load_float32(folder: Path) -> PreTrainedModel:
     import torch
     from transformers import AutoModel
 
@@ -97,7 +101,7 @@ def _wrapper(model, *, decoder: bool, full_mask: bool = False):
             self.m = inner
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            kwargs = {"use_cache": False} if decoder else {}
+            kwargs: dict[str, Any] = {"use_cache": False} if decoder else {}
             batch, n = input_ids.shape
             if decoder:
                 kwargs["position_ids"] = torch.arange(n, device=input_ids.device).unsqueeze(0).expand(batch, -1)
@@ -148,19 +152,20 @@ ATTEMPTS: tuple[tuple[str, int | None], ...] = (("dynamo", 23), ("dynamo", None)
 def _export_once(wrapper, args, out: Path, exporter: str, opset: int | None) -> None:
     import torch
 
-    names = {"input_names": ["input_ids", "attention_mask"], "output_names": ["last_hidden_state"]}
+    input_names, output_names = ["input_ids", "attention_mask"], ["last_hidden_state"]
     if exporter == "dynamo":
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
         torch.onnx.export(
             wrapper, args, str(out), dynamo=True, external_data=True, verbose=False, optimize=True,
             opset_version=opset, dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-            **names,
+            input_names=input_names, output_names=output_names,
         )
     else:
         axes = {0: "batch", 1: "seq"}
         torch.onnx.export(
             wrapper, args, str(out), dynamo=False, opset_version=opset,
-            dynamic_axes={name: axes for name in ("input_ids", "attention_mask", "last_hidden_state")}, **names,
+            dynamic_axes={name: axes for name in ("input_ids", "attention_mask", "last_hidden_state")},
+            input_names=input_names, output_names=output_names,
         )
 
 

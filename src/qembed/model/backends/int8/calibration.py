@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from qembed.model.pipeline import PipelineSpec
+
+if TYPE_CHECKING:
+    import torch
 
 Split = Literal["calib", "gate", "all"]
 # Long texts are cut here: the gate is about arithmetic, and 512 tokens covers the set.
@@ -75,7 +78,7 @@ def batch_order(seqs: list[list[int]]) -> list[int]:
 
 def torch_batches(
     batches: list[tuple[np.ndarray, np.ndarray]],
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # noqa: F821
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     import torch
 
     for ids, mask in batches:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from qembed.model.backends.int8.calibration import calibration_texts, token_batc
 from qembed.model.backends.int8.recipes import Int8Recipe
 from qembed.model.backends.int8.smoothing import ActivationStats, collect_stats, smooth_model
 from qembed.model.pipeline import LAST_TOKEN_MODEL_TYPES, PipelineSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,7 @@ def apply_smoothing(model: torch.nn.Module, stats: ActivationStats, alpha: float
 
 def smoothed_float32(
     folder: Path, spec: PipelineSpec, recipe: Int8Recipe
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+) -> tuple[PreTrainedModel, dict[str, Any]]:
     """``folder``'s float32 model with the recipe's smoothing folded in, and the smoothing
     record (chosen alpha, search trials) for the build's manifest."""
     from qembed.model.backends.onnx_export import _load_float32

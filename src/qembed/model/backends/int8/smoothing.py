@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
@@ -105,11 +106,19 @@ def _get(model: torch.nn.Module, name: str) -> torch.nn.Module | None:
         return None
 
 
+def _linear(model: torch.nn.Module, name: str) -> torch.nn.Linear | None:
+    """A projection by name: the layouts smoothed here (Llama-style decoders, BERT) hold
+    ``nn.Linear`` modules at those names."""
+    return cast("torch.nn.Linear | None", _get(model, name))
+
+
 @torch.no_grad()
 def _fold_norm(norm: torch.nn.Module, linears: list[torch.nn.Linear], s: torch.Tensor) -> None:
-    norm.weight.div_(s.to(norm.weight.dtype))
-    if getattr(norm, "bias", None) is not None:
-        norm.bias.div_(s.to(norm.bias.dtype))
+    weight = cast(torch.Tensor, norm.weight)
+    weight.div_(s.to(weight.dtype))
+    bias = getattr(norm, "bias", None)
+    if bias is not None:
+        bias.div_(s.to(bias.dtype))
     for lin in linears:
         lin.weight.mul_(s.to(lin.weight.dtype)[None, :])
 
@@ -147,18 +156,18 @@ def smooth_model(model: torch.nn.Module, stats: ActivationStats, *, alpha: float
                 ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
             ):
                 norm = _get(model, f"{p}.{norm_name}")
-                lins = [_get(model, f"{p}.{n}") for n in names]
-                if norm is None or any(lin is None for lin in lins) or f"{p}.{names[0]}" not in absmax:
+                lins = [lin for n in names if (lin := _linear(model, f"{p}.{n}")) is not None]
+                if norm is None or len(lins) < len(names) or f"{p}.{names[0]}" not in absmax:
                     continue
-                s = _scales(absmax[f"{p}.{names[0]}"], [lin.weight for lin in lins], alpha)  # type: ignore[union-attr]
-                _fold_norm(norm, lins, s)  # type: ignore[arg-type]
+                s = _scales(absmax[f"{p}.{names[0]}"], [lin.weight for lin in lins], alpha)
+                _fold_norm(norm, lins, s)
                 smoothed += [f"{p}.{n}" for n in names]
-            up, down = _get(model, f"{p}.mlp.up_proj"), _get(model, f"{p}.mlp.down_proj")
+            up, down = _linear(model, f"{p}.mlp.up_proj"), _linear(model, f"{p}.mlp.down_proj")
             if up is not None and down is not None and f"{p}.mlp.down_proj" in absmax:
                 s = _scales(absmax[f"{p}.mlp.down_proj"], [down.weight], alpha)
                 _fold_rows(up, down, s, s)
                 smoothed.append(f"{p}.mlp.down_proj")
-            v, o = _get(model, f"{p}.self_attn.v_proj"), _get(model, f"{p}.self_attn.o_proj")
+            v, o = _linear(model, f"{p}.self_attn.v_proj"), _linear(model, f"{p}.self_attn.o_proj")
             if v is not None and o is not None and f"{p}.self_attn.o_proj" in absmax and heads and kv_heads:
                 _fold_value_into_output(v, o, absmax[f"{p}.self_attn.o_proj"], heads, kv_heads, alpha)
                 smoothed.append(f"{p}.self_attn.o_proj")
@@ -167,7 +176,7 @@ def smooth_model(model: torch.nn.Module, stats: ActivationStats, *, alpha: float
     if encoder is not None:
         for i in range(len(encoder)):  # type: ignore[arg-type]
             p = f"encoder.layer.{i}.attention"
-            v, o = _get(model, f"{p}.self.value"), _get(model, f"{p}.output.dense")
+            v, o = _linear(model, f"{p}.self.value"), _linear(model, f"{p}.output.dense")
             if v is not None and o is not None and f"{p}.output.dense" in absmax:
                 s = _scales(absmax[f"{p}.output.dense"], [o.weight], alpha)
                 _fold_rows(v, o, s, s)

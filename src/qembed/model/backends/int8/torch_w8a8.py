@@ -21,6 +21,10 @@ QMAX = 127.0
 class Int8Linear(torch.nn.Module):
     """``y = x W^T + b`` with int8 ``x`` (per token) and int8 ``W`` (per output channel)."""
 
+    # buffers (register_buffer): declared so the type checker sees tensors, not Tensor | Module
+    weight_t: torch.Tensor
+    weight_scale: torch.Tensor
+
     def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__()
         w = linear.weight.detach().float()
