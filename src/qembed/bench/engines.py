@@ -33,12 +33,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from qembed.bench.spec import EngineKind, EngineRole, EngineSpec
+from qembed.errors import EngineFailed
 
 __all__ = ["EngineFailed", "EngineKind", "EngineProcess", "EngineRole", "EngineSpec"]  # EngineSpec: qembed.bench.spec
-
-
-class EngineFailed(RuntimeError):
-    """A worker could not load its engine or run a command; the message says why."""
 
 
 # -- runners (inside the worker) -----------------------------------------------------------

@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from qembed.bench.procs import ManagedServer, free_port, settings_env
+from qembed.errors import ServerUnavailable
 
 # Settings that describe the bench process, not the server's behaviour.
 _NOT_FORWARDED = ("host", "port", "api_key")
-
-
-class ServerUnavailable(RuntimeError):
-    """``qembed serve`` cannot be run here; the message says why."""
 
 
 def serve_available() -> str | None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from qembed.errors import StartError
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (the OS picks it)."""
@@ -99,10 +101,6 @@ def tail(path: Path, chars: int = 2000) -> str:
     except OSError:
         return ""
     return text[-chars:].strip()
-
-
-class StartError(RuntimeError):
-    """A server did not come up; the message says why (exit code and log tail, or timeout)."""
 
 
 @dataclass
