@@ -29,7 +29,9 @@ MODEL_FIXTURES = frozenset(
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())) and item.get_closest_marker("integration") is None:
+        if item.get_closest_marker("e2e") or item.get_closest_marker("integration"):
+            continue  # the kinds are disjoint: an e2e test on a model is e2e
+        if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 
