@@ -27,6 +27,7 @@ from qembed.server.metrics import Metrics
 from qembed.server.middleware import Observe, RequestGate
 from qembed.server.routes.embeddings import router as embeddings_router
 from qembed.server.routes.meta import models_router, open_router
+from qembed.server.routes.playground import router as playground_router
 from qembed.server.schemas import EmbeddingRequest, NativeEmbedRequest, ServedModel, TokenizeRequest
 from qembed.serving.service import EmbeddingService
 from qembed.settings import Settings
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             if not warmup.done():
                 warmup.cancel()
 
-    app = FastAPI(title="qembed", version=qembed.__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="qembed", version=qembed.__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs, /redoc: routes/playground.py, offline
     app.state.settings = settings
     app.state.embedder = embedder
     app.state.service = service
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.include_router(embeddings_router)
     app.include_router(models_router)
     app.include_router(open_router)
+    app.include_router(playground_router)  # /, /docs, /redoc and their assets (no CDN)
     if settings.index:
         from qembed.server.routes.search import make_router  # only when an index is served
 
