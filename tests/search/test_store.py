@@ -24,7 +24,7 @@ def _milvus_lite_available() -> str | None:
         import milvus_lite  # noqa: F401
         import pymilvus  # noqa: F401
     except ImportError as exc:
-        return f"pymilvus/milvus-lite not installed ({exc}); pip install 'qembed[milvus]'"
+        return f"pymilvus/milvus-lite not installed ({exc}); pip install 'qembed-server[milvus]'"
     return None
 
 

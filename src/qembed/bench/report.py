@@ -278,7 +278,7 @@ def write_report(report: dict[str, Any], out: Path, *, name: str) -> dict[str, P
     except ImportError:
         plots = []
         report["plots"] = []
-        report["plots_note"] = "matplotlib is not installed (pip install 'qembed[bench]'): no plots"
+        report["plots_note"] = "matplotlib is not installed (pip install 'qembed-server[bench]'): no plots"
     render = throughput_markdown if report["kind"] == "throughput" else load_markdown
     paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md"}
     paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")

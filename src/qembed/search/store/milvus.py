@@ -2,7 +2,7 @@
 
 ``--store-uri http://host:19530`` talks to a Milvus server or cluster; a local file path
 (``./milvus.db``) starts Milvus Lite, which is how the tests exercise this code. Install
-with ``pip install 'qembed[milvus]'``. A token for a secured server is read from
+with ``pip install 'qembed-server[milvus]'``. A token for a secured server is read from
 ``QEMBED_MILVUS_TOKEN`` (``user:password`` or an API key).
 
 Layout per index NAME (collection names allow letters, digits and '_' only, so '-' becomes '_'):
@@ -47,7 +47,7 @@ def _import_pymilvus() -> Any:
     try:
         import pymilvus
     except ImportError:
-        raise InputError("--store-uri needs pymilvus: pip install 'qembed[milvus]'.", param="store_uri") from None
+        raise InputError("--store-uri needs pymilvus: pip install 'qembed-server[milvus]'.", param="store_uri") from None
     return pymilvus
 
 
