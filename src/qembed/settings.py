@@ -129,6 +129,11 @@ class EncodeSettings(_Group):
     force_dimensions: bool = Field(
         False, description="Allow `dimensions` below the model size for models without Matryoshka training."
     )
+    allow_foreign_token_ids: bool = Field(
+        False,
+        description="Embed token-id inputs that this model's tokenizer would not produce (decoding and re-encoding "
+        "them gives other ids), e.g. tiktoken ids from LangChain's OpenAIEmbeddings; off: such input is a 400.",
+    )
 
 
 class CacheSettings(_Group):
@@ -177,6 +182,16 @@ class ServerSettings(_Group):
     )
     cors_allow_origin: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Origins allowed by CORS (off when empty).")
     shutdown_timeout: float = Field(30.0, ge=0, description="Seconds to finish accepted requests after SIGTERM.")
+    timeout_keep_alive: float = Field(
+        5.0, gt=0, description="Seconds an idle keep-alive connection stays open between requests (a proxy's upstream keepalive_timeout must be shorter)."
+    )
+    request_read_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a new connection has to send its request headers, and most seconds a request body may pause "
+        "between two reads; then the connection is closed (a stalled body is logged as 408).",
+    )
+    max_connections: int = Field(1024, ge=1, description="Open connections (idle ones too) before new ones get 503 and are closed.")
     log_level: str = Field("info", description="debug, info, warning, error.")
 
     @field_validator("api_key", "cors_allow_origin", mode="before")

@@ -179,6 +179,17 @@ class Embedder:
         """The inputs of one call, classified and checked (token ids against the vocabulary)."""
         parsed = parse_inputs(inputs)
         check_vocabulary(parsed, self.tokenizer.vocab_size)
+        if parsed.tokenized and not self.settings.allow_foreign_token_ids:
+            for i, ids in enumerate(parsed.items):
+                if not self.tokenizer.is_canonical(ids):  # type: ignore[arg-type]
+                    raise InputError(
+                        f"{parsed.label(i)} is not a tokenization by {self.info.model_id}'s tokenizer (decoding and "
+                        "re-encoding it gives other ids): these look like another tokenizer's ids. LangChain's "
+                        "OpenAIEmbeddings sends tiktoken ids by default: pass check_embedding_ctx_length=False so it "
+                        "sends the text. To embed such ids anyway, start qembed with --allow-foreign-token-ids.",
+                        param="input",
+                        code="foreign_token_ids",
+                    )
         return parsed
 
     def begin(self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> tuple[ResolvedOptions, CachedCall]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -95,6 +96,17 @@ class TextTokenizer:
         return len(ids) >= len(head) + len(tail) and tuple(ids[: len(head)]) == head and (
             not tail or tuple(ids[-len(tail) :]) == tail
         )
+
+    def is_canonical(self, ids: Sequence[int]) -> bool:
+        """Whether ``ids`` are what this tokenizer gives for their own text (decode, re-encode,
+        compare). Ids from another tokenizer (tiktoken's, sent by LangChain's
+        OpenAIEmbeddings) decode to *some* text here but almost never back to themselves; a
+        fully wrapped input (``/tokenize`` output) is checked without its special tokens."""
+        content = list(ids)
+        if self.is_wrapped(content):
+            content = content[len(self.special.head) : len(content) - len(self.special.tail)]
+        text = self.tokenizer.decode(content, clean_up_tokenization_spaces=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) == content
 
     def decode(self, ids: list[int]) -> str:
         # one sequence of ids decodes to one string (str | list[str] covers batches)

@@ -20,6 +20,7 @@ from qembed.settings import Settings
 ERRORS: list[tuple[int, str, str, str]] = [
     (400, "invalid_request", "Bad JSON, a body that is not an object, missing `input`, wrong types, an unknown field", "`input[1] is a number; a list input holds only strings ...`"),
     (400, "invalid_input", "Empty list or empty string, token id out of the vocabulary, `dimensions` out of range, unknown `prompt_name`/`task`", "`input[2] is an empty string; every input needs at least one character.`"),
+    (400, "foreign_token_ids", "Token-id input the served tokenizer would not produce (decoding and re-encoding gives other ids): likely another tokenizer's ids, e.g. LangChain's tiktoken ids (`--allow-foreign-token-ids` accepts them)", "`input[0] is not a tokenization by ...'s tokenizer (...). LangChain's OpenAIEmbeddings sends tiktoken ids by default: pass check_embedding_ctx_length=False ...`"),
     (400, "context_length_exceeded", "An input longer than the window with `long_text: \"error\"`", "`input[0] has 9000 tokens (...); the limit is 8192. Shorten it, or send long_text='chunk' ...`"),
     (401, "invalid_api_key", "`--api-key` is set and the Bearer token is missing or wrong", "`Incorrect API key provided.`"),
     (404, "model_not_found", "`model` is not a name of the served model (also: Qwen3 asked of a server that fell back to MiniLM)", "`The model 'x' is not served here; this server serves 'Qwen/Qwen3-Embedding-0.6B'. ...`"),
@@ -37,6 +38,8 @@ ERRORS: list[tuple[int, str, str, str]] = [
     (503, "shutting_down", "A request arriving after SIGTERM (accepted ones still finish); an accepted one still unfinished when `--shutdown-timeout` is nearly over; `/ready` during shutdown", "`The server is shutting down; retry on another instance.`"),
     (503, "not_ready", "`/ready` before the warm-up batch is done", "`Warming up: the first model batch is running.`"),
     (503, "warmup_failed", "`/ready` when the warm-up batch failed (it stays 503; the message has the model's error)", "`warm-up failed: ...`"),
+    (503, "index_damaged", "`serve --index`: the index fails a check (vector file cut short or missing, checksum, NaN rows, a corrupt SQLite file); `/ready` and `/v1/search` answer this while it lasts, the process stays up", "`index 'notes' is damaged: vectors-1.f32 has 1024 bytes; the committed rows need 8192. Rebuild it with ... --rebuild.`"),
+    (503, "index_busy", "`POST /v1/index` while another writer (a `qembed index` run) holds the index's lock for more than 10 s; names the holder", "`index 'notes' is being written by pid 4242 on host h (qembed index, since 01:02:03 UTC); waited 10 s. ...`"),
     (503, "worker_stopped", "`/health` when the model worker thread has stopped (restart the process)", "`The model worker has stopped.`"),
 ]
 
