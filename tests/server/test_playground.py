@@ -3,8 +3,9 @@
 The HTTP tests run in process; ``test_playground_in_chromium`` (e2e) loads the page in
 headless Chromium (Debian's ``chromium`` package), with the texts in the URL so that the page
 computes on load, and reads the similarity the page rendered from the dumped DOM. It skips
-when no Chromium is installed. ``QEMBED_PLAYGROUND_SCREENSHOT=docs/img/playground.png`` also
-writes the README's screenshot.
+when no Chromium is installed; it also takes a screenshot (``QEMBED_PLAYGROUND_SCREENSHOT=PATH``
+keeps it; the README's, with MiniLM and an index, is taken by ``scripts/playground_screenshot.py``).
+The search tests load the page over a served index (``--index``) and without one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import numpy as np
 import pytest
 
@@ -127,6 +129,15 @@ def chromium() -> str | None:
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
 
 
+@pytest.fixture
+def binary() -> str:
+    """Chromium's path; the test skips without one."""
+    found = chromium()
+    if found is None:
+        pytest.skip("no Chromium (Debian: apt-get install chromium)")
+    return found
+
+
 def run_chromium(binary: str, profile: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     command = [
         binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -166,10 +177,7 @@ class _Cells(html.parser.HTMLParser):
 
 
 @pytest.mark.e2e
-def test_playground_in_chromium(tiny_model_dir, tiny_embedder, tmp_path) -> None:
-    binary = chromium()
-    if binary is None:
-        pytest.skip("no Chromium (apt-get install chromium)")
+def test_playground_in_chromium(binary: str, tiny_model_dir, tiny_embedder, tmp_path) -> None:
     from qembed.server.app import create_app
 
     texts = ["What is the capital of China?", "Beijing is the capital of China."]
@@ -201,3 +209,48 @@ def test_playground_in_chromium(tiny_model_dir, tiny_embedder, tmp_path) -> None
             dom = run_chromium(binary, tmp_path / "profile", "--dump-dom", server.url + path)
             assert dom.returncode == 0, dom.stderr[-2000:]
             assert rendered in dom.stdout, f"{path} did not render: {dom.stdout[-1500:]}"
+
+
+class _Hits(html.parser.HTMLParser):
+    """The search results (rank, score, id) of a dumped DOM, and whether the search box shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hits: list[tuple[int, float, str]] = []
+        self.search_hidden: bool | None = None
+        self.status: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "li" and a.get("data-rank") is not None:
+            self.hits.append((int(a["data-rank"] or 0), float(a["data-score"] or "nan"), a.get("data-id") or ""))
+        if a.get("id") == "search":
+            self.search_hidden = "hidden" in a
+        if a.get("id") == "search-status":
+            self.status = a.get("data-state")
+
+
+@pytest.mark.e2e
+def test_playground_search_in_chromium(binary: str, tiny_model_dir, tiny_embedder, tmp_path) -> None:
+    from qembed.server.app import create_app
+
+    app = create_app(settings_for(tiny_model_dir, index="notes", data_dir=str(tmp_path / "data")), tiny_embedder)
+    with LiveServer(app) as server:
+        docs = [{"id": "a", "text": "Beijing is the capital of China."}, {"id": "b", "text": "Gravity pulls things down."}]
+        httpx.post(server.url + "/v1/index", json={"documents": docs}, timeout=60).raise_for_status()
+        expected = httpx.post(server.url + "/v1/search", json={"query": "capital of China", "k": 2}, timeout=60).json()["data"]
+        done = run_chromium(binary, tmp_path / "profile", "--dump-dom", f"{server.url}/?q={quote('capital of China')}&k=2")
+        assert done.returncode == 0, done.stderr[-2000:]
+        page = _Hits()
+        page.feed(done.stdout)
+        assert page.search_hidden is False and page.status == "done", done.stdout[-2000:]
+        assert [(rank, hit_id) for rank, _, hit_id in page.hits] == [(h["rank"], h["id"]) for h in expected]
+        assert [score for _, score, _ in page.hits] == pytest.approx([h["score"] for h in expected], abs=1e-6)
+
+
+@pytest.mark.e2e
+def test_no_search_box_without_an_index(binary: str, live_server, tmp_path) -> None:
+    done = run_chromium(binary, tmp_path / "profile", "--dump-dom", live_server.url + "/")
+    page = _Hits()
+    page.feed(done.stdout)
+    assert page.search_hidden is True
