@@ -33,6 +33,7 @@ def _rss(url: str) -> float:
     return metric_samples(httpx.get(url + "/metrics", timeout=30).text)[("process_resident_memory_bytes", ())]
 
 
+@pytest.mark.timeout(SECONDS + 1200)
 def test_soak_mixed_load(tmp_path: Path, tiny_model_dir: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
