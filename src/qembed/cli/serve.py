@@ -31,6 +31,29 @@ def _absorb(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler s
     """Runs only after uvicorn's graceful shutdown re-raises the signal it handled."""
 
 
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
+    """The ``uvicorn.Config`` of ``qembed serve`` for ``app`` (tests run the same one).
+
+    h11 with qembed's read timeout and connection cap (``qembed.server.protocol``); the
+    keep-alive timeout from ``--timeout-keep-alive``."""
+    import uvicorn
+
+    from qembed.server.protocol import protocol_class
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,  # qembed logs one line per request itself (with inputs and tokens)
+        "timeout_graceful_shutdown": settings.shutdown_timeout,  # uvicorn annotates int; it only awaits with it, a float works
+        "timeout_keep_alive": settings.timeout_keep_alive,
+        "http": protocol_class(read_timeout=settings.request_read_timeout, max_connections=settings.max_connections),
+        "lifespan": "on",
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
 def run_server(settings: Settings) -> int:
     """Load, serve until SIGTERM/SIGINT, drain; the process exit code."""
     import uvicorn
@@ -47,16 +70,7 @@ def run_server(settings: Settings) -> int:
             service.begin_drain()  # new requests (on open connections) get 503 from now on
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # qembed logs one line per request itself (with inputs and tokens)
-        timeout_graceful_shutdown=settings.shutdown_timeout,  # type: ignore[arg-type]  # uvicorn annotates int; it only awaits with it, a float works
-        lifespan="on",
-    )
-    server = Server(config)
+    server = Server(uvicorn_config(app, settings))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _absorb)
     server.run()

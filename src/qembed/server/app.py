@@ -9,6 +9,7 @@ is ``app.state.embed``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ import qembed
 from qembed.embedding.embedder import Embedder
 from qembed.server import errors as error_handlers
 from qembed.server import openapi
-from qembed.server.auth import require_api_key
+from qembed.server.auth import protected_paths, require_api_key
 from qembed.server.metrics import Metrics
 from qembed.server.middleware import Observe, RequestGate
 from qembed.server.routes.embeddings import router as embeddings_router
@@ -75,7 +76,8 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             if not warmup.done():
                 warmup.cancel()
 
-    app = FastAPI(title="qembed", version=qembed.__version__, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None)  # /docs, /redoc: routes/playground.py, offline
+    # redirect_slashes=False: RequestGate serves /v1/embeddings/ as /v1/embeddings (no 307).
+    app = FastAPI(title="qembed", version=qembed.__version__, description=DESCRIPTION, lifespan=lifespan, redirect_slashes=False, docs_url=None, redoc_url=None)  # /docs, /redoc: routes/playground.py, offline
     app.state.settings = settings
     app.state.embedder = embedder
     app.state.service = service
@@ -90,10 +92,13 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.include_router(models_router)
     app.include_router(open_router)
     app.include_router(playground_router)  # /, /docs, /redoc and their assets (no CDN)
+    keyed = [embeddings_router, models_router]  # the routers behind require_api_key (RequestGate checks them first)
     if settings.index:
         from qembed.server.routes.search import make_router  # only when an index is served
 
-        app.include_router(make_router(settings=settings, embed=service.embed, embedder=service.embedder), dependencies=[Depends(require_api_key)])
+        search_router = make_router(settings=settings, embed=service.embed, embedder=service.embedder)
+        app.include_router(search_router, dependencies=[Depends(require_api_key)])
+        keyed.append(search_router)
     openapi.install(app, [EmbeddingRequest, NativeEmbedRequest, TokenizeRequest])
 
     # Middlewares, innermost first (add_middleware puts each new one outside the last).
@@ -104,17 +109,42 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
         )
-    app.add_middleware(RequestGate, payload_limit=settings.payload_limit, metrics=metrics, draining=lambda: service.draining)
-    known: set[str] = {getattr(r, "path", "") for r in app.routes}
+    app.add_middleware(
+        RequestGate,
+        payload_limit=settings.payload_limit,
+        metrics=metrics,
+        draining=lambda: service.draining,
+        api_keys=app.state.api_keys,
+        protected=protected_paths(keyed),  # checked before the body is read
+    )
+    # (the routers' own routes too: FastAPI >= 0.16x keeps included routers lazy in app.routes)
+    known: set[str] = {getattr(r, "path", "") for r in app.routes} | protected_paths([*keyed, open_router])
     app.add_middleware(Observe, metrics=metrics, known_paths=known)
     _log_start(settings, embedder, service)
     return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a --host value) only accepts connections from this machine."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name (or "" / "::" / "0.0.0.0"-like): assume it is reachable
 
 
 def _log_start(settings: Settings, embedder: Embedder, service: EmbeddingService) -> None:
     effective: dict[str, Any] = settings.masked()
     effective["max_batch_tokens"] = service.max_batch_tokens
     log.info("settings: %s", effective)
+    if not settings.api_key and not is_loopback(settings.host):
+        log.warning(
+            "listening on %s without --api-key: anyone who can reach this port can use the model "
+            "(set --api-key / QEMBED_API_KEY, or bind 127.0.0.1 behind a proxy)",
+            settings.host,
+        )
     info = embedder.info
     log.info(
         "serving %s (dim %d, max_tokens %d, %s/%s)%s",

@@ -2,15 +2,23 @@
 breaks cancellation).
 
 - ``RequestGate``: refuses requests that arrive after SIGTERM (503), collapses doubled slashes (``//v1/embeddings`` from a base_url that
-  ends in ``/`` joined with ``/v1/...``), and enforces ``--payload-limit`` on the
+  ends in ``/`` joined with ``/v1/...``) and drops a trailing one (served, never redirected), and enforces ``--payload-limit`` on the
   Content-Length header *and* on the bytes actually received (a chunked body has no
-  Content-Length). The body is read here, once, and replayed to the app.
+  Content-Length). The body is read here, once, and replayed to the app -- but only after
+  the API key is checked (a protected route without a valid key is a 401 before a byte of
+  the body is read, so unauthenticated uploads cost nothing).
 - ``Observe``: request id, metrics by route and status, in-flight gauge, and one log line
-  per request (id, route, status, inputs, tokens, latency).
+  per request (id, route, status, inputs, tokens, latency). The line is structured and
+  injection-proof: a request id a client sends is used only when it is 1-64 characters of
+  ``[A-Za-z0-9._-]`` (otherwise one is generated), and the path (decoded, so ``%0a`` is a
+  newline) and every other value are escaped (``path="/a\\nb"``). A client that goes away
+  before its answer (an aborted upload too) is a 499, a body that stalls past
+  ``--request-read-timeout`` a 408: client errors, not 500s.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -20,22 +28,52 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qembed.server.auth import check_authorization
 from qembed.server.errors import APIError, error_response
 from qembed.server.metrics import Metrics
 
 log = logging.getLogger("qembed.server.access")
 _SLASHES = re.compile(r"/{2,}")
 _QUIET = {"/health", "/ready", "/metrics"}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PLAIN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: logged as is, unless it has " \\ or =
+CLIENT_CLOSED = 499  # nginx's status for a client that went away before its answer
+READ_TIMEOUT = 408
+
+
+def log_value(value: object) -> str:
+    """One field of the access log line: plain tokens as they are, anything else JSON-quoted
+    (newlines, quotes, spaces, control and non-ASCII characters escaped), so that no value
+    can end the line or forge a field."""
+    text = str(value)
+    if _PLAIN.fullmatch(text) and not any(c in text for c in '"\\='):
+        return text
+    return json.dumps(text)  # ensure_ascii: non-ASCII and lone surrogates are \\uXXXX
+
+
+def request_id_of(headers: dict[bytes, bytes]) -> str:
+    """The client's X-Request-Id when it is a safe token, else a new one (never a raw echo)."""
+    given = headers.get(b"x-request-id", b"").decode("latin-1")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
 
 
 class RequestGate:
     def __init__(
-        self, app: ASGIApp, *, payload_limit: int, metrics: Metrics | None = None, draining: Callable[[], bool] = lambda: False
+        self,
+        app: ASGIApp,
+        *,
+        payload_limit: int,
+        metrics: Metrics | None = None,
+        draining: Callable[[], bool] = lambda: False,
+        api_keys: list[bytes] | None = None,
+        protected: set[str] | None = None,
     ) -> None:
         self.app = app
         self.limit = payload_limit
         self.metrics = metrics
         self.draining = draining
+        self.api_keys = api_keys or []
+        self.protected = protected or set()
 
     async def _refuse(self, scope: Scope, send: Send, err: APIError) -> None:
         if self.metrics is not None:
@@ -58,17 +96,28 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if "//" in path:
-            scope["path"] = _SLASHES.sub("/", path)
-            scope["raw_path"] = scope["path"].encode()
+        if "//" in path or (path.endswith("/") and path != "/"):
+            # //v1/embeddings and /v1/embeddings/ are served as /v1/embeddings, not
+            # redirected: a 307 would be answered before auth, with a Location built from
+            # the client's Host header.
+            scope["path"] = _SLASHES.sub("/", path).rstrip("/") or "/"
+            scope["raw_path"] = scope["path"].encode("utf-8", "surrogateescape")
         if self.draining() and scope["path"] not in _QUIET:
             # After SIGTERM: requests that arrive now are refused; those already in go on.
             await self._refuse(scope, send, APIError(503, "The server is shutting down; retry on another instance.", type="server_error", code="shutting_down"))
             return
+        headers = dict(scope.get("headers") or [])
+        if self.api_keys and scope["method"] != "OPTIONS" and scope["path"] in self.protected:
+            # Before any receive(): an unauthenticated upload is refused unread (and the
+            # connection closed, so the rest of it is never buffered).
+            try:
+                check_authorization(headers[b"authorization"].decode("latin-1") if b"authorization" in headers else None, self.api_keys)
+            except APIError as err:
+                await self._refuse(scope, send, err)
+                return
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None:
             try:
@@ -84,6 +133,10 @@ class RequestGate:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                # An aborted upload: the client's doing (Observe logs and counts it as 499).
+                scope.setdefault("state", {})["disconnected"] = True
+                if self.metrics is not None:
+                    self.metrics.errors.labels(kind="client_closed_request").inc()
                 return
             chunk = message.get("body", b"")
             received += len(chunk)
@@ -130,16 +183,17 @@ class Observe:
             return
         start = time.perf_counter()
         headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
-        request_id = given if given and given.isprintable() else uuid.uuid4().hex[:16]
+        request_id = request_id_of(headers)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
+        started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
@@ -149,17 +203,21 @@ class Observe:
             await self.app(scope, receive, send_with_id)
         finally:
             self.metrics.in_flight.dec()
+            if not started and state.get("read_timeout"):
+                status = READ_TIMEOUT
+            elif not started and state.get("disconnected"):
+                status = CLIENT_CLOSED
             seconds = time.perf_counter() - start
             route = self._route(scope)
             self.metrics.requests.labels(route=route, status=str(status)).inc()
             self.metrics.latency.labels(route=route).observe(seconds)
             level = logging.DEBUG if route in _QUIET else logging.INFO  # probes would drown the log
             if log.isEnabledFor(level):
-                extra = f" user={state['user']!r}" if state.get("user") else ""
-                extra += f" error={state['error']!r}" if state.get("error") else ""
+                extra = f" user={log_value(state['user'])}" if state.get("user") else ""
+                extra += f" error={log_value(state['error'])}" if state.get("error") else ""
                 log.log(
                     level,
-                    "request id=%s %s %s status=%d inputs=%s tokens=%s latency_ms=%.1f%s",
-                    request_id, scope["method"], scope["path"], status,
-                    state.get("inputs", "-"), state.get("tokens", "-"), seconds * 1000, extra,
+                    "request id=%s method=%s path=%s status=%d inputs=%s tokens=%s latency_ms=%.1f%s",
+                    request_id, log_value(scope["method"]), log_value(scope["path"]), status,
+                    log_value(state.get("inputs", "-")), log_value(state.get("tokens", "-")), seconds * 1000, extra,
                 )

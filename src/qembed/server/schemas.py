@@ -55,11 +55,12 @@ Input = Annotated[
     PlainValidator(_parse_input),
     WithJsonSchema(
         {
+            # Exactly what parse_inputs accepts: no empty text, no empty list, no empty token list.
             "anyOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "string"}},
-                {"type": "array", "items": {"type": "integer"}},
-                {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}}},
             ],
             "description": "A text, a list of texts, one tokenized input (list of token ids) or several (list of lists).",
             "examples": ["What is the capital of China?", ["first text", "second text"]],

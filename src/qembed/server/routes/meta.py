@@ -3,11 +3,14 @@ ones a load balancer or Prometheus polls: /health, /ready, /info, /metrics."""
 
 from __future__ import annotations
 
+import re
+from pathlib import PurePosixPath, PureWindowsPath
+
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 import qembed
-from qembed.server.auth import require_api_key
+from qembed.server.auth import is_authenticated, require_api_key
 from qembed.server.errors import SERVER, APIError, error_response
 from qembed.server.metrics import CONTENT_TYPE
 from qembed.server.openapi import OrjsonResponse, errors
@@ -53,10 +56,27 @@ async def ready(request: Request) -> Response:
     return OrjsonResponse({"status": "ready"})
 
 
-@open_router.get("/info", response_model=Info, summary="Model, limits, version, device")
+_ABSOLUTE = re.compile(r"^(/|~|\\\\|[A-Za-z]:[\\/])")
+
+
+def _folder_only(name: str) -> str:
+    """An absolute path's last part (``/srv/models/Qwen3-Embedding-0.6B`` -> the folder name)."""
+    if not _ABSOLUTE.match(name):
+        return name
+    return PureWindowsPath(name).name if "\\" in name else (PurePosixPath(name).name or name)
+
+
+@open_router.get(
+    "/info",
+    response_model=Info,
+    summary="Model, limits, version, device",
+    description="Open (no key needed). Names that are absolute paths on the server (a local --model) are shown as their "
+    "folder name only, unless the request carries a valid --api-key.",
+)
 async def info(request: Request) -> Response:
     state = request.app.state
     i, s, service = state.embedder.info, state.settings, state.service
+    show = (lambda name: name) if is_authenticated(request) else _folder_only
     limits = {
         "max_batch_tokens": service.max_batch_tokens,
         "max_batch_size": s.max_batch_size,
@@ -67,9 +87,9 @@ async def info(request: Request) -> Response:
         "shutdown_timeout": s.shutdown_timeout,
     }
     body = Info(
-        model=i.model_id,
-        served_model_name=state.served.name,
-        accepted_model_names=sorted(state.served.accepted),
+        model=show(i.model_id),
+        served_model_name=show(state.served.name),
+        accepted_model_names=sorted({show(name) for name in state.served.accepted}),
         fallback_reason=i.fallback_reason,
         source=i.source,
         dimension=i.dimension,

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
 from qembed.errors import InputError
@@ -33,6 +34,33 @@ EmbedFn = Callable[..., Awaitable[Any]]  # await embed(inputs, **options) -> obj
 EMBED_GROUP = 256  # texts per embed call while indexing: keeps one request from monopolising the queue
 
 
+def _check_text(value: Any, where: str) -> None:
+    """Every string in a request body (keys too) must be encodable text: FastAPI's JSON parser
+    accepts a lone surrogate (``"\\ud800"``), which SQLite and the tokenizer cannot take."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PydanticCustomError(
+                "invalid_text", "{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape); send valid UTF-8 text.", {"where": where or "the body"}
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"{where}: a key")
+            _check_text(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_text(item, f"{where}[{i}]")
+
+
+class _TextOnly(BaseModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_text(cls, data: Any) -> Any:
+        _check_text(data, "")
+        return data
+
+
 class SearchFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path_prefix: str | None = Field(None, description="Only chunks whose path starts with this.")
@@ -40,7 +68,7 @@ class SearchFilters(BaseModel):
     file_type: str | None = Field(None, description="File extension without the dot: md, py, ...")
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(_TextOnly):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(..., min_length=1, description="The text to search for.")
     k: int = Field(10, ge=1, le=MAX_K, description="How many chunks to return.")
@@ -55,7 +83,7 @@ class IndexDocument(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free fields; path, title and language have meaning.")
 
 
-class IndexRequest(BaseModel):
+class IndexRequest(_TextOnly):
     model_config = ConfigDict(extra="forbid")
     documents: list[IndexDocument] = Field(..., min_length=1)
 
