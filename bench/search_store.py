@@ -5,7 +5,7 @@
 Measures, on this machine:
 - insert: ``EmbeddedStore.write`` of documents of 8 chunks in commits of 256 chunks (what
   ``qembed index`` does), vectors given (no model): chunks/s, BM25 terms and fsyncs included;
-- open: a new process's first query (reading the live-row map; the vector file is memory-mapped);
+- open: a new process's first query (reading the live-row map and the vector rows, checksummed);
 - dense query: p50/p95 of ``dense_search`` top-10 *including* fetching the 10 chunks' metadata,
   without and with a filter; BM25 and hybrid (dense + BM25 + RRF through ``Searcher``);
 - for comparison, the same product with faiss ``IndexFlatIP`` when faiss is installed.

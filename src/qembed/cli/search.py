@@ -27,14 +27,25 @@ def _fail(exc: QembedError) -> None:
     raise SystemExit(2)
 
 
-def _open(values: dict[str, Any], *, create: bool) -> Any:
+def _open(values: dict[str, Any], *, create: bool, rebuild: bool = False, wait: float = 30.0) -> Any:
     """Open the index named by the flags, loading the model it was built with unless --model says otherwise."""
     from qembed.cli.main import setup_logging
     from qembed.search.api import SearchIndex
 
     settings = build_settings(values)
     setup_logging("warning")
-    return SearchIndex.open(settings=settings, create=create)
+    return SearchIndex.open(settings=settings, create=create, rebuild=rebuild, lock_timeout=wait)
+
+
+def _check(values: dict[str, Any]) -> None:
+    """``qembed index --check``: every check, the slow ones too, without loading the model."""
+    from qembed.search.store import open_store
+
+    settings = build_settings(values)
+    with open_store(settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=False) as store:
+        store.check(full=True)
+        stats = store.stats()
+    click.echo(f"index {store.name!r}: ok ({stats.documents} documents, {stats.chunks} chunks; sizes, checksum and SQLite checked)")
 
 
 class _Progress:
@@ -68,7 +79,7 @@ class _Progress:
 
 
 @click.command("index", help="Index files and folders (Markdown, text, rst, HTML, code, JSONL) into a search index; only new or changed text is embedded.")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @click.option("--text-field", default="text", show_default=True, help="JSONL: the field with the text.")
 @click.option("--id-field", default=None, help="JSONL: the field with a unique id (default: id or _id if present, else the line number).")
 @click.option("--title-field", default=None, help="JSONL: the field with the title.")
@@ -78,15 +89,28 @@ class _Progress:
 @click.option("--chunk-overlap", type=int, default=None, help="Overlap between chunks of one long section, in tokens (default 64).")
 @click.option("--commit-every", type=int, default=256, show_default=True, help="Chunks per commit: what an interrupted run can lose at most.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--rebuild", is_flag=True, help="Delete the index's data (a damaged index too) and build it from scratch from PATHS.")
+@click.option("--check", "check_only", is_flag=True, help="Check the index (file sizes, vector checksum, SQLite) and exit; no PATHS, no model.")
+@click.option("--wait", type=float, default=30.0, show_default=True, help="Seconds to wait for another writer of this index before giving up.")
 @settings_options(SEARCH_FIELDS)
 def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, title_field: str | None, metadata_fields: tuple[str, ...],
-              exclude: tuple[str, ...], chunk_size: int | None, chunk_overlap: int | None, commit_every: int, as_json: bool, **values: Any) -> None:  # fmt: skip
+              exclude: tuple[str, ...], chunk_size: int | None, chunk_overlap: int | None, commit_every: int, as_json: bool,
+              rebuild: bool, check_only: bool, wait: float, **values: Any) -> None:  # fmt: skip
+    if check_only:
+        try:
+            _check(values)
+        except QembedError as exc:
+            _fail(exc)
+        return
+    if not paths:
+        raise click.UsageError("give the files or folders to index (or --check).")
     progress = _Progress()
     try:
         from qembed.search.ingest import plan
 
         plan(paths, exclude=exclude)  # bad paths fail before the model loads
-        with _open(values, create=True) as idx:
+        with _open(values, create=True, rebuild=rebuild, wait=wait) as idx:
+            idx.store.check(load=False)  # a cut-short index fails here, with the --rebuild hint, before anything is embedded
             try:
                 report = idx.index(
                     paths, text_field=text_field, id_field=id_field, title_field=title_field, metadata_fields=metadata_fields,

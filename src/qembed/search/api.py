@@ -14,6 +14,8 @@ one; opening it with a different model is an error (its vectors would be meaning
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from qembed.errors import InputError
@@ -34,6 +36,8 @@ class SearchIndex:
         self.store = store
         self.encoder = encoder
         self.searcher = Searcher(store)
+        self.held = ExitStack()  # the writer lock of a --rebuild, held until close
+        self.lock_timeout = 30.0  # seconds a run waits for another writer of this index
 
     @classmethod
     def open(
@@ -47,15 +51,26 @@ class SearchIndex:
         data_dir: str | None = None,
         store_uri: str | None = None,
         create: bool = False,
+        rebuild: bool = False,
+        lock_timeout: float = 30.0,
     ) -> SearchIndex:
-        """Open index ``name`` (default: ``settings.index``); ``create=True`` makes it if absent."""
+        """Open index ``name`` (default: ``settings.index``); ``create=True`` makes it if absent.
+
+        ``rebuild=True`` deletes the index's data first (a damaged index included), holding
+        its writer lock from then until ``close``, so the next ``index`` run builds it from
+        scratch; without ``model`` it keeps the model the old index recorded, if readable."""
         settings = settings or Settings()
-        store = open_store(
-            name or settings.index,
-            data_dir=data_dir or settings.data_dir,
-            store_uri=store_uri if store_uri is not None else settings.store_uri,
-            create=create,
-        )
+        uri = store_uri if store_uri is not None else settings.store_uri
+        held = ExitStack()
+        if rebuild:
+            model = model or settings.model or _clear_for_rebuild(held, name or settings.index, data_dir or settings.data_dir, uri, lock_timeout)
+        try:
+            store = open_store(name or settings.index, data_dir=data_dir or settings.data_dir, store_uri=uri, create=create or rebuild)
+        except BaseException:
+            held.close()
+            raise
+        if rebuild:
+            store.writer_lock = held.lock  # type: ignore[attr-defined]  # the held lock: runs nest in it
         try:
             if encoder is None:
                 if embedder is None:
@@ -64,9 +79,12 @@ class SearchIndex:
                     chosen = model or settings.model or store.get_meta().get("model")
                     embedder = Embedder(chosen, settings=settings)
                 encoder = EmbedderEncoder(embedder)
-            return cls(store, encoder)
+            idx = cls(store, encoder)
+            idx.held, idx.lock_timeout = held, lock_timeout
+            return idx
         except BaseException:
             store.close()
+            held.close()
             raise
 
     # -- indexing ---------------------------------------------------------------------------------------
@@ -96,13 +114,15 @@ class SearchIndex:
     ) -> IndexReport:
         """Index files and folders incrementally (what ``qembed index`` does)."""
         fields = RecordFields(text_field, id_field, title_field, tuple(metadata_fields))
-        indexer = self.indexer(chunk_size=chunk_size, chunk_overlap=chunk_overlap, commit_every=commit_every)
-        return indexer.index_paths([str(p) for p in paths], fields=fields, exclude=exclude, progress=progress)
+        with self.store.writer(self.lock_timeout, "qembed index"):  # one writer: a second run waits, then names this one
+            indexer = self.indexer(chunk_size=chunk_size, chunk_overlap=chunk_overlap, commit_every=commit_every)
+            return indexer.index_paths([str(p) for p in paths], fields=fields, exclude=exclude, progress=progress)
 
     def add_documents(self, docs: Iterable[Document | Mapping[str, Any]], *, commit_every: int = 256) -> IndexReport:
         """Add or replace documents by id (what ``POST /v1/index`` does): dicts with id, text, metadata."""
         documents = [d if isinstance(d, Document) else _from_mapping(d, i) for i, d in enumerate(docs)]
-        report, _ = self.indexer(commit_every=commit_every).index_documents(documents)
+        with self.store.writer(self.lock_timeout, "SearchIndex.add_documents"):
+            report, _ = self.indexer(commit_every=commit_every).index_documents(documents)
         return report
 
     # -- searching --------------------------------------------------------------------------------------
@@ -129,14 +149,49 @@ class SearchIndex:
     def stats(self) -> StoreStats:
         return self.store.stats()
 
+    def check(self, *, full: bool = False) -> None:
+        """Raise ``IndexDamaged`` if the index fails its checks (``qembed index --check``: ``full``)."""
+        self.store.check(full=full)
+
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.store.close()
+        finally:
+            self.held.close()
 
     def __enter__(self) -> SearchIndex:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _clear_for_rebuild(held: ExitStack, name: str | None, data_dir: str, store_uri: str | None, timeout: float) -> str | None:
+    """Take the index's writer lock (kept in ``held``), delete its data, and return the model
+    the old index recorded (None when it is unreadable or absent)."""
+    from qembed.search.store.base import check_name
+    from qembed.search.store.embedded import EmbeddedStore, clear_folder
+    from qembed.search.store.lock import WriterLock
+
+    if store_uri:
+        raise InputError("--rebuild works on the embedded store; for Milvus, drop the index's collections and index again.", param="rebuild")
+    name = check_name(name)
+    folder = Path(data_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(folder, name)
+    held.enter_context(lock.hold(timeout, "qembed index --rebuild"))
+    held.lock = lock  # type: ignore[attr-defined]
+    model = None
+    try:
+        old = EmbeddedStore(folder, name, create=False)
+        try:
+            model = old.get_meta().get("model")
+        finally:
+            old.close()
+    except Exception:  # damaged beyond reading: the caller's --model, or the default
+        model = None
+    clear_folder(folder)
+    return model
 
 
 def _from_mapping(d: Mapping[str, Any], i: int) -> Document:

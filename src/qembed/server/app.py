@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         from qembed.server.routes.search import make_router  # only when an index is served
 
         search_router = make_router(settings=settings, embed=service.embed, embedder=service.embedder)
+        app.state.index_check = search_router.check_index  # type: ignore[attr-defined]  # /ready answers 503 for a damaged index
         app.include_router(search_router, dependencies=[Depends(require_api_key)])
         keyed.append(search_router)
     openapi.install(app, [EmbeddingRequest, NativeEmbedRequest, TokenizeRequest])

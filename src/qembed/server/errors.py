@@ -20,6 +20,8 @@ from starlette.responses import Response
 
 from qembed.errors import (
     ClientDisconnected,
+    IndexBusy,
+    IndexDamaged,
     InputError,
     InputTooLong,
     ModelError,
@@ -83,6 +85,8 @@ STATUS: list[tuple[type[QembedError], int, str]] = [
     (InputError, 400, INVALID),
     (QueueFull, 429, "rate_limit_error"),
     (Unavailable, 503, SERVER),
+    (IndexDamaged, 503, SERVER),
+    (IndexBusy, 503, SERVER),
     (ModelOutputError, 500, SERVER),
     (ModelRunError, 500, SERVER),
     (ModelError, 500, SERVER),

@@ -13,6 +13,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +136,16 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    # -- integrity and writers (the embedded store implements both; Milvus keeps its own) ----------
+    def check(self, *, full: bool = False, load: bool = True) -> None:
+        """Raise ``IndexDamaged`` when the index fails its checks (``full``: the slow ones too;
+        ``load=False``: only what needs no read of the vectors, e.g. file sizes)."""
+        return None  # stores without checks of their own (Milvus checks its own data)
+
+    def writer(self, timeout: float = 30.0, what: str | None = None) -> Any:
+        """A context manager holding the index's one-writer lock for a whole indexing run."""
+        return nullcontext()
+
     def __enter__(self) -> Store:
         return self
 
@@ -144,6 +155,28 @@ class Store(ABC):
 
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def check_update_vectors(update: DocumentUpdate) -> None:
+    """Refuse a document whose vectors hold NaN/inf or an all-zero row, naming the document and chunk."""
+    v = np.asarray(update.vectors, dtype=np.float32)
+    if v.ndim != 2 or not len(v):
+        return
+    finite = np.asarray(np.isfinite(v).all(axis=1))
+    zero = ~np.asarray(v.any(axis=1))
+    bad = np.flatnonzero(~finite | zero)
+    if bad.size:
+        i = int(bad[0])
+        what = "NaN or infinite values" if not finite[i] else "all zeros"
+        where = ""
+        if i < len(update.chunks):
+            c = update.chunks[i]
+            where = f" ({c.path}:{c.line_start}-{c.line_end})"
+        raise InputError(
+            f"document {update.doc_id!r}: the vector of chunk {i}{where} is {what}; nothing was written. "
+            "A vector like this cannot be searched (the model or the caller produced it).",
+            param="vectors",
+        )
 
 
 def normalize_rows(vectors: np.ndarray, dim: int) -> np.ndarray:

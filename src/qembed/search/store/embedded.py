@@ -2,7 +2,7 @@
 a flat file of float32 rows for the vectors, searched exactly with one matrix-vector product.
 
 Why this design (measured in docs/SEARCH.md, bench/search_store.py): at 100k chunks x 1024
-dims on 2 cores a brute-force product over a memory-mapped file answers in tens of ms with
+dims on 2 cores a brute-force product over the rows (read into memory: flat.py) answers in tens of ms with
 exact results, no index to build or tune, and inserts are appends; Milvus Lite took seconds
 per query and LanceDB without an index about a second at that size.
 
@@ -14,16 +14,26 @@ new one; rows written by a transaction that never committed are overwritten by t
 writer. Deleted chunks leave dead rows, which ``compact`` rewrites into a new file
 generation when they outnumber the live ones. Writers are serialised by SQLite's write
 lock (``BEGIN IMMEDIATE``), so several processes may share a folder; readers notice other
-processes' commits through ``PRAGMA data_version``.
+processes' commits through ``PRAGMA data_version``. Whole indexing runs take the folder's
+writer lock (``writer()``, ``store/lock.py``) so two runs never both embed everything.
+
+Integrity (``flat.py`` reads the rows): each commit records, with ``next_row``, the running
+CRC-32 of the committed rows (``store.vector_crc32``); a reader checks the file's size and
+that checksum for every row it loads, and the size again on every search. A short or
+corrupted vector file, a missing one, or a corrupt SQLite file raises ``IndexDamaged``
+(naming the index and ``qembed index --rebuild``); ``check(full=True)`` (``qembed index
+--check``) also runs SQLite's ``quick_check``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,12 +41,22 @@ from typing import Any
 
 import numpy as np
 
-from qembed.errors import InputError, InternalError, NotFound
+from qembed.errors import IndexDamaged, InputError, InternalError, NotFound
 from qembed.search import bm25
 from qembed.search.documents import Chunk
 from qembed.search.ingest import STORE_MARKER
-from qembed.search.store.base import DocumentUpdate, Filters, Hit, Store, StoreStats, dumps, normalize_rows
-from qembed.search.store.flat import FlatVectors
+from qembed.search.store.base import (
+    DocumentUpdate,
+    Filters,
+    Hit,
+    Store,
+    StoreStats,
+    check_update_vectors,
+    dumps,
+    normalize_rows,
+)
+from qembed.search.store.flat import FlatVectors, crc_of_file
+from qembed.search.store.lock import DEFAULT_TIMEOUT, HOLDER_FILE, LOCK_FILE, WriterLock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,6 +80,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(terms, tokenize = 'unicode61')
 """
 COLUMNS = "id, chunk_id, doc_id, ordinal, path, title, heading, line_start, line_end, language, file_type, text, context, metadata"
 INTERNAL = "store."  # meta keys owned by the store, not shown by get_meta
+# SQLite result codes that mean the file is damaged, not busy: the index needs a rebuild.
+DAMAGE_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_FORMAT}
 SQL_BATCH = 500
 
 
@@ -97,7 +119,10 @@ class _Snapshot:
     """What a search needs from one committed state: the vectors, which rows are live, and
     the filterable fields of the live rows (so filters cost a numpy mask, not a SQL scan)."""
 
-    def __init__(self, folder: Path, file: str | None, n_rows: int, dim: int, live: list[tuple[Any, ...]], previous: _Snapshot | None) -> None:
+    def __init__(
+        self, folder: Path, file: str | None, n_rows: int, dim: int, live: list[tuple[Any, ...]], previous: _Snapshot | None,
+        *, name: str = "index", crc: int | None = None,
+    ) -> None:
         self.n_rows = n_rows
         self.dim = dim
         live = sorted(live, key=lambda r: r[1])
@@ -111,7 +136,9 @@ class _Snapshot:
             self.row_to_id[self.rows] = ids
         self.dead = self.row_to_id < 0
         self.live = int(self.rows.size)
-        self.vectors = FlatVectors(folder / file if file else None, n_rows, dim, previous.vectors if previous else None)
+        if any(not 0 <= r < n_rows for r in (self.rows[:1].tolist() + self.rows[-1:].tolist())):
+            raise IndexDamaged(name, f"chunks point at vector rows outside the {n_rows} committed ones")
+        self.vectors = FlatVectors(folder / file if file else None, n_rows, dim, previous.vectors if previous else None, name=name, crc=crc)
 
     def filtered_rows(self, filters: Filters) -> np.ndarray:
         mask = np.ones(self.live, dtype=bool)
@@ -138,40 +165,96 @@ class EmbeddedStore(Store):
         marker = self.folder / STORE_MARKER
         if not marker.exists():
             marker.write_text("qembed embedded search store: SQLite + float32 vector file. Do not edit by hand.\n")
-        self.db = sqlite3.connect(self.folder / "index.sqlite", timeout=120, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=120000")
+        elif any(self.folder.glob("vectors-*.f32")) and not _has_database(self.folder):
+            # An emptied or deleted SQLite file would silently open as a new, empty index.
+            raise IndexDamaged(self.name, "index.sqlite is missing or empty but vector files are there")
+        self.writer_lock = WriterLock(self.folder, self.name)
         self.lock = threading.RLock()
+        self._version: int | None = None
+        self._dirty = True
+        self._snap: _Snapshot | None = None
+        self._damage: tuple[Any, IndexDamaged] | None = None  # (state it was seen in, the error)
+        try:
+            self.db = sqlite3.connect(self.folder / "index.sqlite", timeout=120, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA busy_timeout=120000")
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
         with self._write():
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self.db.execute(statement)
-        self._version: int | None = None
-        self._dirty = True
-        self._snap: _Snapshot | None = None
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> Exception:
+        """A SQLite error as ``IndexDamaged`` when it means a damaged file; others as they are."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and (code & 0xFF) in DAMAGE_CODES or "malformed" in str(exc) or "not a database" in str(exc):
+            return IndexDamaged(self.name, f"index.sqlite: {exc}")
+        return exc
 
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
             try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                except BaseException:
+                    if self.db.in_transaction:
+                        self.db.execute("ROLLBACK")
+                    raise
+                self.db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise self._damaged(exc) from None
             self._dirty = True
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self.lock:
-            self.db.execute("BEGIN")
             try:
-                yield self.db
-            finally:
-                self.db.execute("COMMIT")
+                self.db.execute("BEGIN")
+                try:
+                    yield self.db
+                finally:
+                    if self.db.in_transaction:
+                        self.db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise self._damaged(exc) from None
+
+    # -- one writer per index, integrity ------------------------------------------------------
+    def writer(self, timeout: float = DEFAULT_TIMEOUT, what: str | None = None) -> Any:
+        """Hold the index's writer lock for a whole run (``IndexBusy`` after ``timeout`` s)."""
+        return self.writer_lock.hold(timeout, what)
+
+    def check(self, *, full: bool = False, load: bool = True) -> None:
+        """Raise ``IndexDamaged`` if the index fails its checks: the committed rows loaded and
+        checksummed (cached until the next commit), the file's size now; ``full`` also
+        re-reads the vector file's checksum from disk and runs SQLite's ``quick_check``;
+        ``load=False`` checks only the file's size (a writer that needs no rows in memory)."""
+        if not load and not full:
+            with self._read() as db:
+                internal = self._internal(db)
+            if internal.get("vector_file") and int(internal.get("next_row", 0) or 0):
+                self._check_size(internal["vector_file"], int(internal["next_row"]), int(internal["dimension"]))
+            return
+        snap = self._snapshot()
+        snap.vectors.check()
+        if not full:
+            return
+        with self._read() as db:
+            problems = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
+            internal = self._internal(db)
+        if problems != ["ok"]:
+            raise IndexDamaged(self.name, f"index.sqlite fails SQLite's quick_check ({'; '.join(problems[:3])})")
+        if internal.get("vector_crc32") and snap.vectors.path is not None and snap.n_rows:
+            try:
+                crc = crc_of_file(snap.vectors.path, snap.n_rows * snap.dim * 4)
+            except OSError as exc:
+                raise IndexDamaged(self.name, f"{snap.vectors.path.name} cannot be read ({exc})") from None
+            if crc != int(internal["vector_crc32"]):
+                raise IndexDamaged(self.name, f"{snap.vectors.path.name} fails its checksum on disk")
 
     def _internal(self, db: sqlite3.Connection) -> dict[str, str]:
         rows = db.execute("SELECT key, value FROM meta WHERE key LIKE 'store.%'").fetchall()
@@ -201,14 +284,33 @@ class EmbeddedStore(Store):
             version = self.db.execute("PRAGMA data_version").fetchone()[0]
             if self._snap is not None and not self._dirty and version == self._version:
                 return self._snap
+            state = (version, self._file_state())
+            if self._damage is not None and not self._dirty and self._damage[0] == state:
+                raise self._damage[1]  # the same damaged state: do not re-read the file for each /ready
             with self._read() as db:
                 internal = self._internal(db)
                 live = db.execute("SELECT id, vec_row, language, file_type, path FROM chunks").fetchall()
             n_rows = int(internal.get("next_row", 0))
             dim = int(internal.get("dimension", 0) or 0)
-            self._snap = _Snapshot(self.folder, internal.get("vector_file"), n_rows, dim, live, self._snap)
+            crc = int(internal["vector_crc32"]) if internal.get("vector_crc32") else None
+            try:
+                self._snap = _Snapshot(self.folder, internal.get("vector_file"), n_rows, dim, live, self._snap, name=self.name, crc=crc)
+            except IndexDamaged as exc:
+                self._damage, self._dirty = (state, exc), False
+                raise
+            self._damage = None
             self._version, self._dirty = version, False
             return self._snap
+
+    def _file_state(self) -> tuple[Any, ...]:
+        out = []
+        for f in sorted(self.folder.glob("vectors-*.f32")):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((f.name, st.st_size, st.st_mtime_ns, st.st_ino))
+        return tuple(out)
 
     def _fetch(self, ids: Sequence[int]) -> dict[int, Chunk]:
         out: dict[int, Chunk] = {}
@@ -241,10 +343,19 @@ class EmbeddedStore(Store):
             dim = int(internal["dimension"])
             rowbytes = dim * 4
             out: dict[str, np.ndarray] = {}
-            fd = os.open(self.folder / internal["vector_file"], os.O_RDONLY)
+            try:
+                fd = os.open(self.folder / internal["vector_file"], os.O_RDONLY)
+            except FileNotFoundError:
+                raise IndexDamaged(self.name, f"the vector file {internal['vector_file']} is missing") from None
             try:
                 for h, row in found.items():
-                    out[h] = np.frombuffer(os.pread(fd, rowbytes, row * rowbytes), dtype=np.float32).copy()
+                    data = os.pread(fd, rowbytes, row * rowbytes)
+                    if len(data) != rowbytes:
+                        raise IndexDamaged(self.name, f"{internal['vector_file']} ends before row {row}")
+                    vec = np.frombuffer(data, dtype=np.float32).copy()
+                    if not np.isfinite(vec).all():
+                        raise IndexDamaged(self.name, f"row {row} of {internal['vector_file']} holds NaN or infinite values")
+                    out[h] = vec
             finally:
                 os.close(fd)
         return out
@@ -255,6 +366,7 @@ class EmbeddedStore(Store):
         for u in updates:
             if len(u.chunks) != len(u.vectors):
                 raise InternalError(f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors")
+            check_update_vectors(u)
         with self._write() as db:
             internal = self._internal(db)
             dim = int(internal.get("dimension", 0) or 0)
@@ -275,8 +387,11 @@ class EmbeddedStore(Store):
                 db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", list(part))
                 db.execute(f"DELETE FROM docs WHERE doc_id IN ({marks})", list(part))
             next_row = int(internal.get("next_row", 0))
+            crc = None
             if len(vectors):
+                crc = self._committed_crc(internal, next_row, dim)
                 self._append_vectors(internal["vector_file"], next_row, vectors)
+                crc = zlib.crc32(vectors.tobytes(), crc)
             row = next_row
             now = time.time()
             # Ids are assigned here (we hold the write lock) so chunks and their FTS rows go in
@@ -300,10 +415,39 @@ class EmbeddedStore(Store):
                 [(u.doc_id, u.doc_hash, u.path, len(u.chunks), now) for u in updates],
             )
             if dim:
-                self._set_internal(db, {"next_row": row, "dead_rows": int(internal.get("dead_rows", 0)) + removed})
+                values: dict[str, Any] = {"next_row": row, "dead_rows": int(internal.get("dead_rows", 0)) + removed}
+                if crc is not None:
+                    values["vector_crc32"] = crc
+                self._set_internal(db, values)
         snap_dead = self._dead_and_live()
         if snap_dead[0] > max(snap_dead[1], 1024):
             self.compact()
+
+    def _committed_crc(self, internal: dict[str, str], next_row: int, dim: int) -> int:
+        """The recorded CRC of the committed rows, after checking the file still holds them
+        (appending past a cut-short file would leave a hole of zeros inside the index)."""
+        path = self._check_size(internal["vector_file"], next_row, dim)
+        need = next_row * dim * 4
+        if internal.get("vector_crc32"):
+            return int(internal["vector_crc32"])
+        try:  # an index written before checksums: compute it once
+            return crc_of_file(path, need) if need else 0
+        except OSError as exc:
+            raise IndexDamaged(self.name, f"{path.name} cannot be read ({exc})") from None
+
+    def _check_size(self, file: str, next_row: int, dim: int) -> Path:
+        """The vector file, after checking that it holds the ``next_row`` committed rows."""
+        path = self.folder / file
+        need = next_row * dim * 4
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = -1
+        if need and size < 0:
+            raise IndexDamaged(self.name, f"the vector file {path.name} is missing")
+        if need and size < need:
+            raise IndexDamaged(self.name, f"{path.name} has {size} bytes; the committed rows need {need}")
+        return path
 
     def _append_vectors(self, file: str, start_row: int, vectors: np.ndarray) -> None:
         """Write rows at ``start_row`` and fsync; they become reachable only when the caller commits."""
@@ -346,17 +490,23 @@ class EmbeddedStore(Store):
             generation = int(internal.get("generation", 1)) + 1
             new_file = f"vectors-{generation}.f32"
             rows = db.execute("SELECT id, vec_row FROM chunks ORDER BY vec_row").fetchall()
-            old = np.memmap(self.folder / internal["vector_file"], dtype=np.float32, mode="r", shape=(int(internal["next_row"]), dim)) if int(internal["next_row"]) else None
+            n_rows = int(internal["next_row"])
+            # The committed rows, read (not mapped: a file cut short must not SIGBUS the writer) and checked.
+            crc = int(internal["vector_crc32"]) if internal.get("vector_crc32") else None
+            old = FlatVectors(self.folder / internal["vector_file"], n_rows, dim, name=self.name, crc=crc).matrix if n_rows else None
             path = self.folder / new_file
+            new_crc = 0
             with path.open("wb") as f:
                 for part in _batches(rows, 8192):
                     if old is not None:
-                        f.write(np.ascontiguousarray(old[[r[1] for r in part]]).tobytes())
+                        data = np.ascontiguousarray(old[[r[1] for r in part]]).tobytes()
+                        new_crc = zlib.crc32(data, new_crc)
+                        f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             self._fsync_folder()
             db.executemany("UPDATE chunks SET vec_row = ? WHERE id = ?", [(i, r[0]) for i, r in enumerate(rows)])
-            self._set_internal(db, {"vector_file": new_file, "next_row": len(rows), "dead_rows": 0, "generation": generation})
+            self._set_internal(db, {"vector_file": new_file, "next_row": len(rows), "dead_rows": 0, "generation": generation, "vector_crc32": new_crc})
         # Keep the previous generation for readers that still map it; older ones go.
         for f in self.folder.glob("vectors-*.f32"):
             try:
@@ -368,17 +518,23 @@ class EmbeddedStore(Store):
     # -- search ---------------------------------------------------------------------------------
     def dense_search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
         snap = self._snapshot()
+        snap.vectors.check()  # one stat: the file still holds the committed rows
         if snap.vectors.matrix is None or snap.live == 0 or k <= 0:
             return []
         q = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(-1))
         if q.shape[0] != snap.dim:
             raise InputError(f"the query vector has {q.shape[0]} dimensions; this index has {snap.dim}.", param="query")
+        if not np.isfinite(q).all():
+            raise InputError("the query vector holds NaN or infinite values.", param="query")
         rows = None
         if filters is not None and not filters.empty:
             rows = snap.filtered_rows(filters)
             if rows.size == 0:
                 return []
         vec_rows, scores = snap.vectors.top_k(q, k, rows=rows, dead=snap.dead)
+        if len(vec_rows) < min(k, snap.live if rows is None else rows.size):
+            # Live rows scored NaN: never a silently short (or empty) answer.
+            raise IndexDamaged(self.name, f"{len(vec_rows)} of {min(k, snap.live if rows is None else rows.size)} live vectors scored as numbers")
         ids = snap.row_to_id[vec_rows]
         chunks = self._fetch([int(i) for i in ids if i >= 0])
         return [Hit(chunks[int(i)], float(s)) for i, s in zip(ids, scores, strict=True) if int(i) in chunks]
@@ -423,3 +579,27 @@ class EmbeddedStore(Store):
         with self.lock:
             self._snap = None
             self.db.close()
+
+
+def _has_database(folder: Path) -> bool:
+    """index.sqlite holds data (in the file itself or in its write-ahead log)."""
+    for name in ("index.sqlite", "index.sqlite-wal"):
+        try:
+            if (folder / name).stat().st_size > 0:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def clear_folder(folder: Path) -> None:
+    """Delete an embedded index's files (for ``qembed index --rebuild``), keeping the writer
+    lock, which the caller holds. The folder is left empty of index data; opening it again
+    creates a new index."""
+    for f in folder.iterdir():
+        if f.name in (LOCK_FILE, HOLDER_FILE):
+            continue
+        if f.is_dir() and not f.is_symlink():
+            shutil.rmtree(f)
+        else:
+            f.unlink(missing_ok=True)

@@ -32,7 +32,15 @@ import numpy as np
 from qembed.errors import InputError, InternalError, NotFound
 from qembed.search import bm25
 from qembed.search.documents import Chunk
-from qembed.search.store.base import DocumentUpdate, Filters, Hit, Store, StoreStats, normalize_rows
+from qembed.search.store.base import (
+    DocumentUpdate,
+    Filters,
+    Hit,
+    Store,
+    StoreStats,
+    check_update_vectors,
+    normalize_rows,
+)
 
 CHUNK_FIELDS = [
     "id", "doc_id", "ordinal", "path", "title", "heading", "line_start", "line_end", "language", "file_type",
@@ -238,6 +246,8 @@ class MilvusStore(Store):
         return out
 
     def write(self, updates: Sequence[DocumentUpdate], deletes: Sequence[str] = ()) -> None:
+        for u in updates:  # every document checked before anything is written
+            check_update_vectors(u)
         with self.lock:
             for u in updates:
                 if len(u.chunks) != len(u.vectors):

@@ -7,11 +7,13 @@ import re
 from pathlib import PurePosixPath, PureWindowsPath
 
 from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 import qembed
+from qembed.errors import QembedError
 from qembed.server.auth import is_authenticated, require_api_key
-from qembed.server.errors import SERVER, APIError, error_response
+from qembed.server.errors import SERVER, APIError, error_response, from_qembed
 from qembed.server.metrics import CONTENT_TYPE
 from qembed.server.openapi import OrjsonResponse, errors
 from qembed.server.schemas import Info, ModelList, Status
@@ -44,7 +46,7 @@ async def health(request: Request) -> Response:
     return OrjsonResponse({"status": "ok"})
 
 
-@open_router.get("/ready", response_model=Status, responses=errors(503), summary="Ready: 503 until the warm-up pass is done")
+@open_router.get("/ready", response_model=Status, responses=errors(503), summary="Ready: 503 until the warm-up pass is done, or while the served index is damaged")
 async def ready(request: Request) -> Response:
     service = request.app.state.service
     if service.draining:
@@ -53,6 +55,12 @@ async def ready(request: Request) -> Response:
         return error_response(APIError(503, service.warmup_error, type=SERVER, code="warmup_failed"))
     if not service.ready:
         return error_response(APIError(503, "Warming up: the first model batch is running.", type=SERVER, code="not_ready"))
+    check = getattr(request.app.state, "index_check", None)
+    if check is not None:  # `serve --index`: a damaged index (IndexDamaged) is not ready
+        try:
+            await run_in_threadpool(check)
+        except QembedError as exc:
+            return error_response(from_qembed(exc))
     return OrjsonResponse({"status": "ready"})
 
 

@@ -5,13 +5,17 @@ queue), so search queries and indexed documents share model batches with ``/v1/e
 traffic, under the same auth, payload limit and queue limits. Store work (SQLite, the
 vector product, Milvus calls) runs in the thread pool, never on the event loop.
 
-Errors are qembed errors (``InputError`` -> 400) or request validation errors, which the
-server turns into OpenAI-style bodies.
+Errors are qembed errors (``InputError`` -> 400, ``IndexDamaged`` and ``IndexBusy`` ->
+503) or request validation errors, which the server turns into OpenAI-style bodies. A
+``POST /v1/index`` holds the index's writer lock (``store/lock.py``) for its whole flow, so
+it never interleaves with a ``qembed index`` run on the same folder; the router's
+``check_index`` is what ``/ready`` calls to answer 503 for a damaged index.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -22,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
-from qembed.errors import InputError
+from qembed.errors import IndexDamaged, InputError
 from qembed.search.documents import Document
 from qembed.search.index import EmbedderEncoder, Indexer, IndexReport, IndexRun
 from qembed.search.ingest import record_document
@@ -30,8 +34,10 @@ from qembed.search.searcher import MAX_K, Searcher, check_request
 from qembed.search.store import Filters, Store, open_store
 from qembed.settings import Settings
 
+log = logging.getLogger(__name__)
 EmbedFn = Callable[..., Awaitable[Any]]  # await embed(inputs, **options) -> object with .vectors
 EMBED_GROUP = 256  # texts per embed call while indexing: keeps one request from monopolising the queue
+WRITER_WAIT = 10.0  # seconds a /v1/index request waits for another writer (a `qembed index` run) before 503
 
 
 def _check_text(value: Any, where: str) -> None:
@@ -96,12 +102,36 @@ async def _vectors(embed: EmbedFn, texts: list[str], input_type: str) -> np.ndar
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
+def _damaged_router(exc: IndexDamaged) -> APIRouter:
+    """The index could not even be opened (a corrupt SQLite file): the process stays up for
+    ``/v1/embeddings``, and ``/ready`` and the search routes answer the damage (503)."""
+    log.error("%s", exc.message)
+    router = APIRouter(tags=["search"])
+
+    async def damaged() -> None:
+        raise exc
+
+    router.add_api_route("/v1/search", damaged, methods=["POST"], summary="Search the served index")
+    router.add_api_route("/v1/index", damaged, methods=["POST"], summary="Add or replace documents by id")
+    router.add_api_route("/v1/index", damaged, methods=["GET"], summary="What the served index holds", operation_id="index_stats_damaged")
+
+    def check_index() -> None:
+        raise exc
+
+    router.check_index = check_index  # type: ignore[attr-defined]
+    return router
+
+
 def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Store | None = None) -> APIRouter:
     """The search routes for index ``settings.index`` (created empty if it does not exist).
 
     ``embed`` is the server's queue (vectors); ``embedder`` the loaded model, for the facts
     chunking needs (tokenizer, window): the same ``EmbedderEncoder`` the CLI indexes with."""
-    store = store or open_store(settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=True)
+    if store is None:
+        try:
+            store = open_store(settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=True)
+        except IndexDamaged as exc:
+            return _damaged_router(exc)
     indexer = Indexer(store, EmbedderEncoder(embedder))
     searcher = Searcher(store)
     write_lock = asyncio.Lock()  # plan -> embed -> commit of one request must not interleave with another's
@@ -111,6 +141,7 @@ def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Sto
     @router.post("/v1/search", summary="Search the served index")
     async def search(body: SearchRequest) -> dict[str, Any]:
         check_request(body.query, body.k, body.mode)
+        await run_in_threadpool(store.check)  # a damaged index is a 503 in every mode, bm25 too
         filters = Filters(**body.filters.model_dump()) if body.filters else None
         vector = None
         if body.mode != "bm25":
@@ -135,11 +166,16 @@ def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Sto
         run = IndexRun(IndexReport())
         start = time.perf_counter()
         async with write_lock:  # the same flow as Indexer.index_documents, embedding through the queue
-            known = await run_in_threadpool(indexer.known_hashes, docs)
-            batches = indexer.batches(docs, known, run)
-            while (batch := await run_in_threadpool(next, batches, None)) is not None:
-                vectors = await _vectors(embed, batch.texts, "document") if batch.texts else None
-                await run_in_threadpool(indexer.commit_batch, batch, vectors, run.report)
+            writer = store.writer(WRITER_WAIT, f"qembed serve --index {store.name} (POST /v1/index)")
+            await run_in_threadpool(writer.__enter__)
+            try:
+                known = await run_in_threadpool(indexer.known_hashes, docs)
+                batches = indexer.batches(docs, known, run)
+                while (batch := await run_in_threadpool(next, batches, None)) is not None:
+                    vectors = await _vectors(embed, batch.texts, "document") if batch.texts else None
+                    await run_in_threadpool(indexer.commit_batch, batch, vectors, run.report)
+            finally:
+                await run_in_threadpool(writer.__exit__, None, None, None)
         report = run.report
         report.seconds = round(time.perf_counter() - start, 4)
         stats = await run_in_threadpool(store.stats)
@@ -151,5 +187,6 @@ def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Sto
         meta = await run_in_threadpool(store.get_meta)
         return {"object": "index", "index": store.name, "store": store.kind, "documents": stats.documents, "chunks": stats.chunks, "dimension": stats.dimension, "meta": meta}
 
+    router.check_index = store.check  # type: ignore[attr-defined]  # /ready: IndexDamaged -> 503
     return router
 
