@@ -255,7 +255,7 @@ def test_two_index_runs_on_one_index_embed_once(tmp_path: Path) -> None:
 
     def run() -> None:
         try:
-            with SearchIndex.open("notes", encoder=encoder, data_dir=str(data), create=True, lock_timeout=60) as idx:
+            with SearchIndex.open("notes", encoder=encoder, data_dir=str(data), create=True) as idx:  # waits up to 30 s
                 idx.index([str(docs)], commit_every=1)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
