@@ -36,6 +36,7 @@ def test_truncated_vector_file_under_a_running_server(tiny_model_dir: Path, tiny
         _assert_damaged(httpx.get(url + "/ready", timeout=30))  # old: 200
         for mode in ("dense", "hybrid", "bm25"):
             _assert_damaged(httpx.post(url + "/v1/search", json={"query": "capital", "k": 2, "mode": mode}, timeout=60))
+        _assert_damaged(httpx.post(url + "/v1/index", json={"documents": DOCS}, timeout=60))  # unchanged documents too
         assert httpx.get(url + "/health", timeout=30).status_code == 200  # the process is up (old: SIGBUS)
         assert server.thread.is_alive()
         kinds = server.metrics()

@@ -156,6 +156,7 @@ def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Sto
     async def index(body: IndexRequest) -> dict[str, Any]:
         if len(body.documents) > max_docs:
             raise InputError(f"{len(body.documents)} documents in one request; send at most {max_docs}.", param="documents")
+        await run_in_threadpool(store.check, load=False)  # a cut-short index: 503 even when every document is unchanged
         seen: set[str] = set()
         docs: list[Document] = []
         for i, d in enumerate(body.documents):
