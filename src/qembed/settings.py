@@ -176,7 +176,11 @@ class ServerSettings(_Group):
 
     host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 to listen on every interface).")
     port: int = Field(30000, ge=0, le=65535, description="Port (30000: sglang's default, so its clients work as-is).")
-    served_model_name: str | None = Field(None, description="Extra name the server accepts in `model`.")
+    served_model_name: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra names the server accepts in `model` (repeatable; comma-separated in the env var); the "
+        "first is the name responses and /v1/models give.",
+    )
     api_key: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Accepted Bearer tokens (comma-separated in the env var). Empty: no auth."
     )
@@ -194,7 +198,7 @@ class ServerSettings(_Group):
     max_connections: int = Field(1024, ge=1, description="Open connections (idle ones too) before new ones get 503 and are closed.")
     log_level: str = Field("info", description="debug, info, warning, error.")
 
-    @field_validator("api_key", "cors_allow_origin", mode="before")
+    @field_validator("api_key", "cors_allow_origin", "served_model_name", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         return _split_commas(value)

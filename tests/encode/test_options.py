@@ -50,5 +50,6 @@ def test_key_is_the_same_for_a_task_and_the_prompt_it_stands_for() -> None:
 def test_given_lists_only_what_was_set() -> None:
     assert EncodeOptions.of(task="retrieval", input_type="document").given() == {"task": "retrieval", "input_type": "document"}
     assert set(EncodeOptions.names()) == {
-        "prompt_name", "prompt", "instruction", "task", "input_type", "dimensions", "normalize", "long_text", "truncation_side"
+        "prompt_name", "prompt", "instruction", "task", "input_type", "dimensions", "normalize", "long_text", "truncation_side",
+        "max_tokens",
     }

@@ -81,17 +81,98 @@ def register(group: click.Group) -> None:
     group.add_command(serve_cmd)
 
 
+# -- sglang's serving flags: the command people copy from sglang's docs starts a server --------------
+SGLANG_FLAGS = [
+    click.option("--model-path", "sglang_model_path", default=None, help="sglang's name for --model."),
+    click.option("--is-embedding", "sglang_is_embedding", is_flag=True, default=False, help="sglang: accepted; qembed always serves embeddings."),
+    click.option("--context-length", "sglang_context_length", type=int, default=None, help="sglang's name for --max-tokens (the window)."),
+    click.option("--tp", "--tp-size", "sglang_tp", type=int, default=None, help="sglang: tensor parallelism; qembed runs one model per process, so only 1 (run replicas to scale out)."),
+    click.option("--mem-fraction-static", "sglang_mem_fraction", type=float, default=None, help="sglang: accepted and ignored; qembed sizes its batches by --max-batch-tokens."),
+    click.option("--chat-template", "sglang_chat_template", default=None, help="sglang: refused; an embedding model must not get a chat template (it changes every vector)."),
+    click.option("--trust-remote-code", "sglang_trust_remote_code", is_flag=True, default=False, help="sglang: accepted; qembed never runs code from a model folder."),
+]
+
+
+def _sglang(values: dict[str, Any]) -> list[str]:
+    """Translate sglang's flags (popped from ``values``) into qembed's, in place; refuse the ones
+    that cannot mean anything for an embedding server. Returns what to log about the others."""
+    model_path = values.pop("sglang_model_path")
+    is_embedding = values.pop("sglang_is_embedding")
+    context_length = values.pop("sglang_context_length")
+    tp = values.pop("sglang_tp")
+    mem_fraction = values.pop("sglang_mem_fraction")
+    chat_template = values.pop("sglang_chat_template")
+    trust = values.pop("sglang_trust_remote_code")
+    if model_path is not None:
+        if values.get("model") not in (None, model_path):
+            raise click.UsageError(f"--model {values['model']!r} and --model-path {model_path!r} disagree; give one of them.")
+        values["model"] = model_path
+    if context_length is not None:
+        if values.get("max_tokens") not in (None, context_length):
+            raise click.UsageError("--max-tokens and --context-length (sglang's name for it) disagree; give one of them.")
+        values["max_tokens"] = context_length
+    if tp is not None and tp != 1:
+        raise click.UsageError(
+            f"--tp {tp}: qembed runs one model per process and does not split a model across GPUs "
+            "(an embedding model fits on one); run one replica per GPU behind a load balancer instead."
+        )
+    if chat_template is not None:
+        raise click.UsageError(
+            "--chat-template: qembed never applies a chat template to an embedding model (the vectors would no longer "
+            "match the reference); drop the flag. Instructions go in the request: task, instruction or prompt_name."
+        )
+    notes = []
+    if is_embedding:
+        notes.append("--is-embedding: accepted (qembed always serves embeddings)")
+    if tp == 1:
+        notes.append("--tp 1: accepted (one model per process)")
+    if mem_fraction is not None:
+        notes.append(f"--mem-fraction-static {mem_fraction}: ignored (batches are sized by --max-batch-tokens)")
+    if trust:
+        notes.append("--trust-remote-code: accepted (qembed never runs code from a model folder)")
+    return notes
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail before the model loads (seconds to minutes) when the port is taken."""
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise click.UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); is another server running? Pick another --port.") from None
+
+
+def _with(options: list[Any]) -> Any:
+    def decorate(func: Any) -> Any:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 @click.command("serve", help="Serve one model over HTTP: OpenAI-compatible /v1/embeddings, /embed, /tokenize, /metrics.")
 @settings_options(SERVE_FIELDS)
+@_with(SGLANG_FLAGS)
 def serve_cmd(**values: Any) -> None:
     from qembed.cli.main import fail, setup_logging
 
+    notes = _sglang(values)
     try:
         settings = build_settings(values)
     except Exception as exc:  # pydantic ValidationError: a bad flag or env value
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
     setup_logging(settings.log_level)
+    for note in notes:
+        log.info("sglang flag %s", note)
+    check_port_free(settings.host, settings.port)
     try:
         code = run_server(settings)
     except QembedError as exc:

@@ -241,11 +241,19 @@ class Embedder:
         resolved = self.resolve(options, **kwargs)
         parsed = self.parse(inputs)
         content, prefix_lens = self._content(parsed, resolved.prefix)
+        limit = self.max_tokens
+        if resolved.max_tokens is not None:
+            if resolved.max_tokens <= self.tokenizer.special.count:
+                raise InputError(
+                    f"max_tokens={resolved.max_tokens} leaves no room for text ({self.tokenizer.special.count} special tokens).",
+                    param="max_tokens",
+                )
+            limit = min(resolved.max_tokens, self.max_tokens)
         windows: list[Window] = []
         for i, (ids, plen) in enumerate(zip(content, prefix_lens, strict=True)):
             windows.extend(
                 plan_windows(
-                    ids, plen, owner=i, special=self.tokenizer.special, limit=self.max_tokens, policy=resolved.long_text,
+                    ids, plen, owner=i, special=self.tokenizer.special, limit=limit, policy=resolved.long_text,
                     side=resolved.truncation_side, overlap=self.chunk_overlap, exclude_prompt=not self.spec.include_prompt,
                     label=parsed.label(i),
                 )

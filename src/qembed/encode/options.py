@@ -47,6 +47,9 @@ class EncodeOptions(BaseModel):
         description="Inputs longer than the window: chunk (mean of windows), truncate, or error. Default: the server's --long-text.",
     )
     truncation_side: TruncationSide | None = Field(None, description="Which end `truncate` cuts. Default: the server's --truncation-side.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="A smaller window for this call (tokens, special tokens included); at most the server's --max-tokens."
+    )
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -87,6 +90,7 @@ class EncodeOptions(BaseModel):
             normalize=spec.normalize if self.normalize is None else bool(self.normalize),
             long_text=self.long_text or defaults.long_text,
             truncation_side=self.truncation_side or defaults.truncation_side,
+            max_tokens=self.max_tokens,
         )
 
 
@@ -109,10 +113,11 @@ class ResolvedOptions:
     normalize: bool
     long_text: LongTextPolicy
     truncation_side: TruncationSide
+    max_tokens: int | None = None  # a smaller window for this call (None: the model's)
 
     def key(self) -> str:
         """Everything here changes a vector: the embedding cache keys on it."""
-        return json.dumps([self.prefix, self.dimensions, self.normalize, self.long_text, self.truncation_side])
+        return json.dumps([self.prefix, self.dimensions, self.normalize, self.long_text, self.truncation_side, self.max_tokens])
 
 
 def check_dimensions(dimensions: int | None, spec: PipelineSpec, defaults: EncodeDefaults) -> int | None:

@@ -31,6 +31,7 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     WithJsonSchema,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -42,8 +43,16 @@ from qembed.server.errors import APIError
 # -- input ---------------------------------------------------------------------------------
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: ``3172.0`` is the integer 3172 (JSON Schema says so too), so a
+    token id sent that way is one; ``1.5`` stays a float (and is refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _parse_input(value: Any) -> Inputs:
     """The request's ``input``, parsed by the one parser of the Python API (same messages)."""
+    if isinstance(value, list):
+        value = [[_integral(v) for v in item] if isinstance(item, list) else _integral(item) for item in value]
     try:
         return parse_inputs(value)
     except InputError as exc:
@@ -55,12 +64,19 @@ Input = Annotated[
     PlainValidator(_parse_input),
     WithJsonSchema(
         {
-            # Exactly what parse_inputs accepts: no empty text, no empty list, no empty token list.
+            # Exactly what parse_inputs accepts: no empty text, no empty list, no empty token list;
+            # token ids (x-token-id) get the served vocabulary's bounds and lists of inputs
+            # (x-inputs) --max-client-batch-size (openapi.install).
             "anyOf": [
                 {"type": "string", "minLength": 1},
-                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
-                {"type": "array", "minItems": 1, "items": {"type": "integer"}},
-                {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}}},
+                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}, "x-inputs": True},
+                {"type": "array", "minItems": 1, "items": {"type": "integer", "x-token-id": True}},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "x-token-id": True}},
+                    "x-inputs": True,
+                },
             ],
             "description": "A text, a list of texts, one tokenized input (list of token ids) or several (list of lists).",
             "examples": ["What is the capital of China?", ["first text", "second text"]],
@@ -83,9 +99,39 @@ class EmbedOptions(EncodeOptions):
         "down (never starved). Also the X-Qembed-Priority header.",
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_integer(cls, value: Any) -> Any:
+        return _integral(value)  # JSON's 64.0 is the integer 64, as JSON Schema says (the Python API stays strict)
+
+    # Other servers' names for the long-text options, so their clients' bodies work unchanged.
+    truncate: bool | None = Field(None, description="TEI: true = long_text 'truncate', false = 'error'.")
+    truncation_direction: Literal["left", "right", "Left", "Right"] | None = Field(None, description="TEI: the truncation_side.")
+    truncate_prompt_tokens: int | None = Field(
+        None, ge=-1, description="vLLM: keep the last N tokens of each input (-1: the whole window); long_text 'truncate', left side."
+    )
+
     def encode_options(self) -> EncodeOptions:
-        """This body's encode options alone (without ``model``, ``input`` and the route's own fields)."""
-        return EncodeOptions(**{name: getattr(self, name) for name in EncodeOptions.model_fields})
+        """This body's encode options alone (without ``model``, ``input`` and the route's own
+        fields), with TEI's and vLLM's truncation fields mapped onto long_text / truncation_side /
+        max_tokens; a peer field that contradicts qembed's own is a 400."""
+        values = {name: getattr(self, name) for name in EncodeOptions.model_fields}
+
+        def put(name: str, value: Any, source: str) -> None:
+            if values[name] is not None and values[name] != value:
+                raise APIError(400, f"{source} contradicts {name}={values[name]!r}; send one of them.", param=source.split("=")[0], code="invalid_request")
+            values[name] = value
+
+        if self.truncate is not None:
+            put("long_text", "truncate" if self.truncate else "error", f"truncate={str(self.truncate).lower()}")
+        if self.truncation_direction is not None:
+            put("truncation_side", self.truncation_direction.lower(), f"truncation_direction={self.truncation_direction}")
+        if self.truncate_prompt_tokens is not None:
+            put("long_text", "truncate", f"truncate_prompt_tokens={self.truncate_prompt_tokens}")
+            put("truncation_side", "left", f"truncate_prompt_tokens={self.truncate_prompt_tokens}")
+            if self.truncate_prompt_tokens > 0:
+                put("max_tokens", self.truncate_prompt_tokens, f"truncate_prompt_tokens={self.truncate_prompt_tokens}")
+        return EncodeOptions(**values)
 
 
 class EmbeddingRequest(EmbedOptions):
@@ -201,19 +247,19 @@ class ServedModel:
     fallback_reason: str | None = None
 
     @classmethod
-    def from_embedder(cls, info: Any, *, served_model_name: str | None, requested: str | None) -> ServedModel:
+    def from_embedder(cls, info: Any, *, served_model_name: str | list[str] | None, requested: str | None) -> ServedModel:
         from qembed.model.sources import ALIASES
 
         names = {info.model_id, info.model_id.rsplit("/", 1)[-1]}
         if info.source == "local":  # hub caches name folders by commit hash: not a name
             names.add(Path(info.path).name)
         names |= {alias for alias, hub_id in ALIASES.items() if hub_id == info.model_id}
-        if served_model_name:
-            names.add(served_model_name)
+        served = [served_model_name] if isinstance(served_model_name, str) else list(served_model_name or [])
+        names |= set(served)
         if requested and not info.fallback_reason:
             names |= {requested, requested.rstrip("/").rsplit("/", 1)[-1]}
         return cls(
-            name=served_model_name or info.model_id,
+            name=served[0] if served else info.model_id,
             model_id=info.model_id,
             accepted=frozenset(n.lower() for n in names if n),
             fallback_reason=info.fallback_reason,
