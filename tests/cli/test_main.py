@@ -45,7 +45,12 @@ def test_info_prints_the_models_facts(tiny_model_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["dimension"] == 64 and info["max_tokens"] == 64 and info["pooling"] == "lasttoken"
-    assert info["model_id"] == tiny_model_dir.name and info["fallback_reason"] is None
+    assert info["model"] == tiny_model_dir.name and info["fallback_reason"] is None
+    # one schema with GET /info (the same names for the same facts), plus the local folder
+    from qembed.server.schemas import Info
+
+    assert set(info) == set(Info.model_fields) | {"path"}
+    assert info["supports_matryoshka"] is True and info["limits"]["max_request_tokens"] == 1_048_576
 
 
 def test_embed_prints_one_json_line_per_text(tiny_model_dir: Path, tiny_embedder: Embedder) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from qembed import __version__
 from qembed.cli.options import build_settings, engine_fields, settings_options
 from qembed.errors import QembedError
 from qembed.settings import CacheSettings
@@ -27,6 +28,7 @@ class _Group(click.Group):
 
 
 @click.group("qembed", cls=_Group, no_args_is_help=True, help="qembed: self-hosted text embeddings (Qwen3-Embedding and any sentence-transformers model).")
+@click.version_option(__version__, "--version", "-V", prog_name="qembed", message="%(prog)s %(version)s")
 def app() -> None:
     pass
 
@@ -75,19 +77,23 @@ def make_model_cmd(out: Path, shape: str, seed: int, old_tokenizer: bool, outlie
     click.echo(str(path))
 
 
-@click.command("info", help="Load a model and print what qembed knows about it (JSON).")
+@click.command("info", help="Load a model and print what qembed knows about it (JSON): the same fields as GET /info, plus its folder.")
 @settings_options(engine_fields())
 def info_cmd(**values: Any) -> None:
-    from dataclasses import asdict
-
     from qembed.embedding.embedder import Embedder
+    from qembed.server.schemas import ServedModel, describe
+    from qembed.serving.service import default_max_batch_tokens
 
     setup_logging("warning")
     try:
-        embedder = Embedder(settings=build_settings(values))
+        settings = build_settings(values)
+        embedder = Embedder(settings=settings)
     except QembedError as exc:
         fail(exc)
-    click.echo(json.dumps(asdict(embedder.info), indent=2, ensure_ascii=False))
+    served = ServedModel.from_embedder(embedder.info, served_model_name=settings.served_model_name, requested=settings.model)
+    tokens = settings.max_batch_tokens or default_max_batch_tokens(embedder.info.device)
+    body = {**describe(embedder.info, settings, served, max_batch_tokens=tokens).model_dump(), "path": embedder.info.path}
+    click.echo(json.dumps(body, indent=2, ensure_ascii=False))
 
 
 @click.command("embed", help="Embed texts (arguments, or one per line on stdin) and print JSON lines.")

@@ -234,6 +234,46 @@ class Info(BaseModel):
     )
 
 
+def describe(
+    info: Any, settings: Any, served: ServedModel, *, max_batch_tokens: int, show: Any = lambda name: name
+) -> Info:
+    """The facts of a served model, in the one schema ``/info`` and ``qembed info`` share
+    (``show`` hides names that are paths from callers who are not authenticated)."""
+    import qembed
+
+    limits = {
+        "max_batch_tokens": max_batch_tokens,
+        "max_batch_size": settings.max_batch_size,
+        "max_client_batch_size": settings.max_client_batch_size,
+        "max_request_tokens": settings.max_request_tokens,
+        "payload_limit": settings.payload_limit,
+        "max_queued_tokens": settings.max_queued_tokens,
+        "max_concurrent_requests": settings.max_concurrent_requests,
+        "shutdown_timeout": settings.shutdown_timeout,
+    }
+    return Info(
+        model=show(info.model_id),
+        served_model_name=show(served.name),
+        accepted_model_names=sorted({show(name) for name in served.accepted}),
+        fallback_reason=info.fallback_reason,
+        source=info.source,
+        dimension=info.dimension,
+        min_dimensions=1 if settings.force_dimensions else info.min_dimensions,
+        supports_matryoshka=info.supports_mrl,
+        max_tokens=info.max_tokens,
+        pooling=info.pooling,
+        normalize=info.normalize,
+        prompts=info.prompts,
+        prompt_family=info.prompt_family,
+        limits=limits,
+        version=qembed.__version__,
+        backend=info.backend,
+        device=info.device,
+        dtype=info.dtype,
+        quantization=info.quantization,
+    )
+
+
 # -- the served model's names ----------------------------------------------------------------------
 
 

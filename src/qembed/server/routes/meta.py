@@ -10,13 +10,12 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-import qembed
 from qembed.errors import QembedError
 from qembed.server.auth import is_authenticated, require_api_key
 from qembed.server.errors import SERVER, APIError, error_response, from_qembed
 from qembed.server.metrics import CONTENT_TYPE
 from qembed.server.openapi import OrjsonResponse, errors
-from qembed.server.schemas import Info, ModelList, Status
+from qembed.server.schemas import Info, ModelList, Status, describe
 
 models_router = APIRouter(dependencies=[Depends(require_api_key)], tags=["models"])
 open_router = APIRouter(tags=["operations"])
@@ -85,36 +84,7 @@ async def info(request: Request) -> Response:
     state = request.app.state
     i, s, service = state.embedder.info, state.settings, state.service
     show = (lambda name: name) if is_authenticated(request) else _folder_only
-    limits = {
-        "max_batch_tokens": service.max_batch_tokens,
-        "max_batch_size": s.max_batch_size,
-        "max_client_batch_size": s.max_client_batch_size,
-        "payload_limit": s.payload_limit,
-        "max_queued_tokens": s.max_queued_tokens,
-        "max_concurrent_requests": s.max_concurrent_requests,
-        "shutdown_timeout": s.shutdown_timeout,
-    }
-    body = Info(
-        model=show(i.model_id),
-        served_model_name=show(state.served.name),
-        accepted_model_names=sorted({show(name) for name in state.served.accepted}),
-        fallback_reason=i.fallback_reason,
-        source=i.source,
-        dimension=i.dimension,
-        min_dimensions=1 if s.force_dimensions else i.min_dimensions,
-        supports_matryoshka=i.supports_mrl,
-        max_tokens=i.max_tokens,
-        pooling=i.pooling,
-        normalize=i.normalize,
-        prompts=i.prompts,
-        prompt_family=i.prompt_family,
-        limits=limits,
-        version=qembed.__version__,
-        backend=i.backend,
-        device=i.device,
-        dtype=i.dtype,
-        quantization=i.quantization,
-    )
+    body = describe(i, s, state.served, max_batch_tokens=service.max_batch_tokens, show=show)
     return OrjsonResponse(body.model_dump())
 
 
