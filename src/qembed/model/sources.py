@@ -148,6 +148,13 @@ def _from_modelscope(repo_id: str, revision: str | None, local_dir: Path | None)
     return Path(snapshot_download(repo_id, local_dir=str(local_dir) if local_dir else None, **kwargs))
 
 
+def hf_endpoint() -> str:
+    """The hub endpoint huggingface_hub uses (``HF_ENDPOINT``, e.g. a mirror), for messages."""
+    from huggingface_hub import constants
+
+    return str(getattr(constants, "ENDPOINT", None) or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+
+
 def _network_error(exc: BaseException) -> bool:
     """True for 'could not reach the hub' (as opposed to 'the hub said no')."""
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
@@ -182,9 +189,15 @@ def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, lo
             if _offline():
                 raise ModelNotAvailable(f"Cannot get {repo_id}: HF_HUB_OFFLINE is set and no complete cached copy exists. {OFFLINE_CHOICES}") from exc
             if source == "huggingface":
-                raise ModelNotAvailable(f"Cannot reach the Hugging Face hub to get {repo_id} ({exc}). {OFFLINE_CHOICES}") from exc
-            log.warning("Hugging Face hub unreachable for %s (%s); trying ModelScope.", repo_id, type(exc).__name__)
-            hf_unreachable = f"the Hugging Face hub could not be reached ({type(exc).__name__})"
+                raise ModelNotAvailable(
+                    f"Cannot reach the Hugging Face hub at {hf_endpoint()} to get {repo_id} ({exc}); set HF_ENDPOINT "
+                    f"to use a mirror. {OFFLINE_CHOICES}"
+                ) from exc
+            log.warning("Hugging Face hub unreachable for %s at %s (%s); trying ModelScope.", repo_id, hf_endpoint(), type(exc).__name__)
+            hf_unreachable = (
+                f"the Hugging Face hub at {hf_endpoint()} could not be reached ({type(exc).__name__}; "
+                "set HF_ENDPOINT to use a mirror, e.g. HF_ENDPOINT=https://hf-mirror.com)"
+            )
     try:
         path = _from_modelscope(repo_id, revision, local_dir)
     except ModelNotAvailable as exc:
