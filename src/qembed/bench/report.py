@@ -8,8 +8,11 @@ matplotlib (the ``bench`` extra); without it the report says so instead of faili
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -279,10 +282,12 @@ def write_report(report: dict[str, Any], out: Path, *, name: str) -> dict[str, P
         plots = []
         report["plots"] = []
         report["plots_note"] = "matplotlib is not installed (pip install 'qembed-server[bench]'): no plots"
+        log.warning("%s", report["plots_note"])  # said, not silently skipped
     render = throughput_markdown if report["kind"] == "throughput" else load_markdown
     paths = {"json": out / f"{name}.json", "markdown": out / f"{name}.md"}
     paths["json"].write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
-    paths["markdown"].write_text(render(report, plots))
+    note = f"\n> {report['plots_note']}\n" if report.get("plots_note") else ""
+    paths["markdown"].write_text(render(report, plots) + note)
     for p in plots:
         paths[Path(p).stem] = Path(p)
     return paths
