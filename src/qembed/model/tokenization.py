@@ -108,6 +108,6 @@ class TextTokenizer:
         text = self.tokenizer.decode(content, clean_up_tokenization_spaces=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) == content
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int], *, skip_special_tokens: bool = False) -> str:
         # one sequence of ids decodes to one string (str | list[str] covers batches)
-        return cast(str, self.tokenizer.decode(ids))
+        return cast(str, self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens))

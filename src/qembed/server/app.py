@@ -26,6 +26,7 @@ from qembed.server import openapi
 from qembed.server.auth import protected_paths, require_api_key
 from qembed.server.metrics import Metrics
 from qembed.server.middleware import Observe, RequestGate
+from qembed.server.routes import compat
 from qembed.server.routes.embeddings import router as embeddings_router
 from qembed.server.routes.meta import models_router, open_router
 from qembed.server.routes.playground import router as playground_router
@@ -92,7 +93,9 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.include_router(models_router)
     app.include_router(open_router)
     app.include_router(playground_router)  # /, /docs, /redoc and their assets (no CDN)
-    keyed = [embeddings_router, models_router]  # the routers behind require_api_key (RequestGate checks them first)
+    app.include_router(compat.router)  # other servers' shapes: Ollama's /api/*, TEI's /decode, vLLM's /detokenize
+    app.include_router(compat.open_router)  # /version, /api/version (open, as /info is)
+    keyed = [embeddings_router, models_router, compat.router]  # the routers behind require_api_key (RequestGate checks them first)
     if settings.index:
         from qembed.server.routes.search import make_router  # only when an index is served
 
@@ -119,7 +122,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         protected=protected_paths(keyed),  # checked before the body is read
     )
     # (the routers' own routes too: FastAPI >= 0.16x keeps included routers lazy in app.routes)
-    known: set[str] = {getattr(r, "path", "") for r in app.routes} | protected_paths([*keyed, open_router])
+    known: set[str] = {getattr(r, "path", "") for r in app.routes} | protected_paths([*keyed, open_router, compat.open_router])
     app.add_middleware(Observe, metrics=metrics, known_paths=known)
     _log_start(settings, embedder, service)
     return app

@@ -38,6 +38,13 @@ async def _embed(request: Request, model: type) -> tuple[Any, Any]:
     state = request.app.state
     body = parse_body(model, await request.body())
     inputs, options = validate_request(body, served=state.served, max_client_batch_size=state.settings.max_client_batch_size)
+    return body, await embed_validated(request, body, inputs, options)
+
+
+async def embed_validated(request: Request, body: Any, inputs: Any, options: Any) -> Any:
+    """The service call of a validated body (also routes/compat.py's Ollama routes): its
+    priority, the client-disconnect watch, the access log's and the metrics' counts."""
+    state = request.app.state
     request.state.inputs = len(inputs)
     if getattr(body, "user", None):
         request.state.user = body.user
@@ -46,7 +53,7 @@ async def _embed(request: Request, model: type) -> tuple[Any, Any]:
     request.state.tokens = result.prompt_tokens
     state.metrics.inputs.inc(len(result.vectors))
     state.metrics.prompt_tokens.inc(result.prompt_tokens)
-    return body, result
+    return result
 
 
 async def create_embeddings(request: Request) -> Response:
