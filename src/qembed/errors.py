@@ -60,6 +60,12 @@ class InputError(QembedError, ValueError):
     code = "invalid_input"
 
 
+class ForeignTokenIds(InputError):
+    """Token-id input the served tokenizer would not produce: most likely another tokenizer's ids."""
+
+    code = "foreign_token_ids"
+
+
 class RequestTooLarge(InputError):
     """One request asks for more than a per-request limit allows (inputs, tokens): HTTP 413."""
 

@@ -301,13 +301,13 @@ def _paired(values: tuple[str, ...], endpoints: tuple[str, ...], flag: str) -> l
 @click.option("--search", type=click.Choice(["auto", "numpy", "faiss"]), default="auto", show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed).")
 @click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache.")
-@click.option("--out", default="qembed-eval-compare", show_default=True, help="Write OUT.json and OUT.md.")
+@click.option("--out", default=None, help="Write OUT.json and OUT.md (default: a new folder qembed-eval-compare-<time>/compare.*).")
 @settings_options(SHARED_MODEL_FIELDS)
 def compare_cmd(
     models: tuple[str, ...], endpoints: tuple[str, ...], model_names: tuple[str, ...], api_keys: tuple[str, ...],
     prompt_families: tuple[str, ...], sts_files: tuple[str, ...], pairs_files: tuple[str, ...], retrieval_dirs: tuple[str, ...], code_files: tuple[str, ...],
     instruction_mode: str, batch_size: int, concurrency: int, dimensions: int | None, search: str, cache_dir: Path | None,
-    no_cache: bool, out: str, **values: Any,
+    no_cache: bool, out: str | None, **values: Any,
 ) -> None:
     from qembed.common.progress import progress_bar
     from qembed.eval.api import TargetSpec, TaskSpec
@@ -348,6 +348,10 @@ def compare_cmd(
     for t in comparison.targets:
         for error in t.errors:
             console.print(f"[red]error[/] {t.name}: {error}")
+    if out is None:  # a new folder each run: never files dropped into (or over) the current folder
+        folder = _fresh_out_dir(None, prefix="qembed-eval-compare")
+        folder.mkdir(parents=True)
+        out = str(folder / "compare")
     Path(f"{out}.json").write_text(comparison.to_json() + "\n", encoding="utf-8")
     Path(f"{out}.md").write_text(comparison.to_markdown(), encoding="utf-8")
     console.print(f"wrote {out}.json and {out}.md")
@@ -374,13 +378,13 @@ def parse_endpoint(value: str) -> dict[str, str]:
     return out
 
 
-def _fresh_out_dir(out: Path | None) -> Path:
+def _fresh_out_dir(out: Path | None, *, prefix: str = "qembed-zh-report") -> Path:
     """The folder to write to: the one given, or a new timestamped one (never the cwd itself)."""
     if out is not None:
         return out
     import datetime as _dt
 
-    base = Path(f"qembed-zh-report-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    base = Path(f"{prefix}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     candidate, n = base, 1
     while candidate.exists():
         candidate, n = Path(f"{base}-{n}"), n + 1

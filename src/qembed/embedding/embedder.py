@@ -24,7 +24,7 @@ from qembed.encode.batching import pad_windows, plan_batches
 from qembed.encode.inputs import Inputs, check_vocabulary, parse_inputs
 from qembed.encode.options import EncodeDefaults, EncodeOptions, ResolvedOptions, check_dimensions
 from qembed.encode.windows import Window, plan_windows
-from qembed.errors import InputError
+from qembed.errors import ForeignTokenIds, InputError
 from qembed.model.backends import load_backend
 from qembed.model.backends.int8.recipes import Int8Options
 from qembed.model.pipeline import MRL_MIN_DIMENSIONS, PipelineSpec, load_pipeline
@@ -182,13 +182,12 @@ class Embedder:
         if parsed.tokenized and not self.settings.allow_foreign_token_ids:
             for i, ids in enumerate(parsed.items):
                 if not self.tokenizer.is_canonical(ids):  # type: ignore[arg-type]
-                    raise InputError(
+                    raise ForeignTokenIds(
                         f"{parsed.label(i)} is not a tokenization by {self.info.model_id}'s tokenizer (decoding and "
                         "re-encoding it gives other ids): these look like another tokenizer's ids. LangChain's "
                         "OpenAIEmbeddings sends tiktoken ids by default: pass check_embedding_ctx_length=False so it "
                         "sends the text. To embed such ids anyway, start qembed with --allow-foreign-token-ids.",
                         param="input",
-                        code="foreign_token_ids",
                     )
         return parsed
 

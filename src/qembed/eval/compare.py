@@ -52,6 +52,9 @@ class TargetReport:
     identity: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # what each task's two sides got, e.g. {"sts": "query: 'Instruct: ...'; document: ..."}: a score
+    # over HTTP with a prompt the model was not trained with reads very differently
+    prompts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,6 +110,9 @@ class Comparison:
         lines += ["", "| target | " + " | ".join(label for _, label in PERF_COLUMNS) + " |", "|---|" + "---:|" * len(PERF_COLUMNS)]
         for t in self.targets:
             lines.append(f"| {t.name} | " + " | ".join(_plain(t.stats.get(k)) for k, _ in PERF_COLUMNS) + " |")
+        prompts = [f"- {t.name}, {kind}: {text}" for t in self.targets for kind, text in t.prompts.items()]
+        if prompts:
+            lines += ["", "Prompts each target's texts got (a model scored with a prompt it was not trained with reads lower):", *prompts]
         errors = [f"- {t.name}: {e}" for t in self.targets for e in t.errors]
         if errors:
             lines += ["", "Errors:", *errors]
@@ -130,7 +136,13 @@ class Comparison:
             perf.add_column(label, justify="right")
         for t in self.targets:
             perf.add_row(t.name, *(_plain(t.stats.get(k)) for k, _ in PERF_COLUMNS))
-        return [scores, perf]
+        prompts = Table(title="prompts each target's texts got")
+        for col in ("target", "task", "query / document"):
+            prompts.add_column(col)
+        for t in self.targets:
+            for kind, text in t.prompts.items():
+                prompts.add_row(t.name, kind, text)
+        return [scores, perf, prompts]
 
 
 def _best(metric: str, values: dict[str, float]) -> str | None:
@@ -209,6 +221,9 @@ def run_comparison(
         try:
             for task, dataset in zip(tasks, data, strict=True):
                 prompting = Prompting(task.preset or DEFAULT_PRESETS[task.kind], instruction=task.instruction, mode=instruction_mode)
+                report.prompts[task.kind] = "; ".join(
+                    f"{role}: {target.prompt_description(prompting, role)}" for role in ("query", "document")
+                )
                 try:
                     results.append(_evaluate(task.kind, target, dataset, prompting, cache, progress, search))
                 except QembedError as exc:

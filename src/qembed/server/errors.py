@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from qembed.errors import (
     ClientDisconnected,
+    ForeignTokenIds,
     IndexBusy,
     IndexDamaged,
     InputError,
@@ -79,6 +80,7 @@ class APIError(Exception):
 # qembed error class -> (status, OpenAI type). First match wins: subclasses first.
 STATUS: list[tuple[type[QembedError], int, str]] = [
     (InputTooLong, 400, INVALID),
+    (ForeignTokenIds, 400, INVALID),
     (NotFound, 404, INVALID),
     (RequestTooLarge, 413, INVALID),
     (ClientDisconnected, 499, INVALID),
