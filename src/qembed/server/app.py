@@ -103,7 +103,14 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         app.state.index_check = search_router.check_index  # type: ignore[attr-defined]  # /ready answers 503 for a damaged index
         app.include_router(search_router, dependencies=[Depends(require_api_key)])
         keyed.append(search_router)
-    openapi.install(app, [EmbeddingRequest, NativeEmbedRequest, TokenizeRequest])
+    openapi.install(
+        app,
+        [EmbeddingRequest, NativeEmbedRequest, TokenizeRequest],
+        vocab_size=embedder.tokenizer.vocab_size,
+        max_inputs=settings.max_client_batch_size,
+        options=_option_facts(embedder, settings),
+        exclusive=PROMPT_CHOICES,
+    )
 
     # Middlewares, innermost first (add_middleware puts each new one outside the last).
     if settings.cors_allow_origin:
@@ -126,6 +133,26 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.add_middleware(Observe, metrics=metrics, known_paths=known)
     _log_start(settings, embedder, service)
     return app
+
+
+PROMPT_CHOICES = ("prompt_name", "prompt", "instruction", "task")  # at most one per request (model.instructions.resolve_prompt)
+
+
+def _option_facts(embedder: Embedder, settings: Settings) -> dict[str, dict[str, Any]]:
+    """What the served model allows of the encode options, for the OpenAPI schema (so that
+    the schema says what the server accepts)."""
+    from qembed.model.instructions import TASKS
+
+    info = embedder.info
+    facts: dict[str, dict[str, Any]] = {
+        "dimensions": {"minimum": 1 if settings.force_dimensions else info.min_dimensions, "maximum": info.dimension},
+        "task": {"enum": sorted(TASKS)},
+        "instruction": {"pattern": r"\S"},  # not only whitespace
+        "max_tokens": {"minimum": embedder.tokenizer.special.count + 1},  # room for one token of text
+    }
+    if info.prompts:
+        facts["prompt_name"] = {"enum": sorted(info.prompts)}
+    return facts
 
 
 def is_loopback(host: str) -> bool:

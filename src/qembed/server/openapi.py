@@ -7,6 +7,7 @@ to the components, so the docs page and schemathesis see every field.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
@@ -54,15 +55,86 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def install(app: FastAPI, body_models: list[type[BaseModel]]) -> None:
-    """Generate the schema once, with the request models' schemas in the components."""
+def _bound(node: Any, vocab_size: int | None, max_items: int | None) -> None:
+    """The served limits in the schema: token ids (``x-token-id``) index the vocabulary,
+    [0, vocab_size); one request's inputs (``x-inputs``) are at most ``max_items``."""
+    if isinstance(node, dict):
+        if node.pop("x-token-id", False) and vocab_size is not None:
+            node.update(minimum=0, maximum=vocab_size - 1)
+        if node.pop("x-inputs", False) and max_items is not None:
+            node["maxItems"] = max_items
+        for value in node.values():
+            _bound(value, vocab_size, max_items)
+    elif isinstance(node, list):
+        for value in node:
+            _bound(value, vocab_size, max_items)
+
+
+def _errors_are_openai_bodies(schema: dict[str, Any]) -> None:
+    """FastAPI documents a 422 for every body; qembed answers a client mistake with 400 (and
+    the gate's 401/413/429/503 apply to every route with a body)."""
+    ref = {"$ref": REF.format(model="ErrorResponse")}
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            responses.pop("422", None)
+            if "requestBody" in operation:
+                for status, description in ((400, "Invalid request."), (401, "Missing or wrong API key."), (413, "Body over --payload-limit.")):
+                    responses.setdefault(str(status), {"description": description, "content": {"application/json": {"schema": ref}}})
+    schemas = schema.get("components", {}).get("schemas", {})
+    schemas.setdefault("ErrorResponse", ErrorResponse.model_json_schema(ref_template=REF))
+    used = orjson.dumps(schema.get("paths", {}))
+    for name in ("HTTPValidationError", "ValidationError"):
+        if name.encode() not in used:
+            schemas.pop(name, None)
+
+
+def _narrow_options(schemas: dict[str, Any], names: list[str], options: dict[str, dict[str, Any]], exclusive: tuple[str, ...]) -> None:
+    """The served model's facts on the options of ``names``' schemas: e.g. ``dimensions``
+    within [min_dimensions, dimension], ``prompt_name`` one of its prompts; and at most one
+    of ``exclusive`` given (not null)."""
+    given = {"not": {"type": "null"}}
+    pairs = [(a, b) for i, a in enumerate(exclusive) for b in exclusive[i + 1 :]]
+    for name in names:
+        if pairs and name in schemas:
+            schemas[name]["not"] = {"anyOf": [{"required": [a, b], "properties": {a: given, b: given}} for a, b in pairs]}
+        properties = schemas.get(name, {}).get("properties", {})
+        for option, facts in options.items():
+            prop = properties.get(option)
+            if prop is None:
+                continue
+            for branch in prop.get("anyOf", [prop]):
+                if branch.get("type") != "null":
+                    branch.update(facts)
+
+
+def install(
+    app: FastAPI,
+    body_models: list[type[BaseModel]],
+    *,
+    vocab_size: int | None = None,
+    max_inputs: int | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    exclusive: tuple[str, ...] = (),
+) -> None:
+    """Generate the schema once, with the request models' schemas in the components and the
+    served limits in them: token ids bounded by ``vocab_size`` (the served tokenizer's),
+    inputs per request by ``max_inputs`` (--max-client-batch-size), and ``options`` (JSON
+    Schema facts per option name, from the served model) on the body models' options, of
+    which at most one of ``exclusive`` may be given."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         _, defs = models_json_schema([(m, "validation") for m in body_models], ref_template=REF)
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(copy.deepcopy(defs.get("$defs", {})))
+        schema = copy.deepcopy(schema)  # (schema dicts from WithJsonSchema are shared by every app)
+        _bound(schema, vocab_size, max_inputs)
+        _narrow_options(schema["components"]["schemas"], [m.__name__ for m in body_models], options or {}, exclusive)
+        _errors_are_openai_bodies(schema)
         app.openapi_schema = schema
         return schema
 

@@ -76,7 +76,7 @@ class SearchFilters(BaseModel):
 
 class SearchRequest(_TextOnly):
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(..., min_length=1, description="The text to search for.")
+    query: str = Field(..., min_length=1, pattern=r"\S", description="The text to search for (not only whitespace).")
     k: int = Field(10, ge=1, le=MAX_K, description="How many chunks to return.")
     filters: SearchFilters | None = None
     mode: Literal["dense", "hybrid", "bm25"] = Field("dense", description="dense, hybrid (dense + BM25 by reciprocal rank fusion) or bm25.")
@@ -91,7 +91,9 @@ class IndexDocument(BaseModel):
 
 class IndexRequest(_TextOnly):
     model_config = ConfigDict(extra="forbid")
-    documents: list[IndexDocument] = Field(..., min_length=1)
+    documents: list[IndexDocument] = Field(
+        ..., min_length=1, description="At most --max-client-batch-size, each id once.", json_schema_extra={"x-inputs": True}
+    )
 
 
 async def _vectors(embed: EmbedFn, texts: list[str], input_type: str) -> np.ndarray:
