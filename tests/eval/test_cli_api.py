@@ -77,6 +77,18 @@ def test_cli_compare_model_and_endpoint(tiny_model_dir: Path, fake_server: Any, 
     md = Path(f"{out}.md").read_text()
     assert "| sts | sts.tsv | spearman * |" in md and "peak RSS MiB" in md
     assert "latency and memory per target" in res.output
+    # what each side got is in the report: a client-side Qwen3 instruction is visible, not a silent gap
+    assert "Instruct: " in data["targets"][1]["prompts"]["sts"] and "Prompts each target's texts got" in md
+    assert "prompts each target's texts got" in res.output
+
+
+def test_cli_compare_writes_a_new_folder_by_default(tiny_model_dir: Path, sts_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = _invoke("compare", "--model", str(tiny_model_dir), "--sts", str(sts_file), "--no-cache")
+    assert res.exit_code == 0, res.output
+    [folder] = [p for p in tmp_path.iterdir() if p.name.startswith("qembed-eval-compare-")]
+    assert sorted(p.name for p in folder.iterdir()) == ["compare.json", "compare.md"]
+    assert not list(tmp_path.glob("*.json"))  # nothing dropped into the current folder itself
 
 
 def test_api_mirrors_cli(tiny_embedder: Any, sts_file: Path, tmp_path: Path, make_beir: Any) -> None:
