@@ -104,6 +104,9 @@ def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, tit
         return
     if not paths:
         raise click.UsageError("give the files or folders to index (or --check).")
+    if not values.get("index"):
+        values["index"] = index_name_for(paths[0])
+        click.echo(f"index: {values['index']} (named after {paths[0]}; --index NAME to choose)", err=True)
     progress = _Progress()
     try:
         from qembed.search.ingest import plan
@@ -133,6 +136,17 @@ def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, tit
         click.echo(json.dumps({**report.to_dict(), "index": {"documents": stats.documents, "chunks": stats.chunks}}))
     else:
         click.echo(f"{report.summary()}. Index now holds {stats.documents} documents, {stats.chunks} chunks.")
+
+
+def index_name_for(path: str) -> str:
+    """An index name from a folder or file name (``docs/`` -> ``docs``, ``faq.jsonl`` -> ``faq``)."""
+    import re
+    from pathlib import Path
+
+    target = Path(path).expanduser().resolve()
+    stem = target.name if target.is_dir() else target.stem
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-_")[:63] or "index"
+    return name if name[0].isalnum() else f"i{name}"[:63]
 
 
 @click.command("search", help="Search an index: dense (default), hybrid (dense + BM25, rank fusion) or bm25.")
