@@ -11,6 +11,7 @@ inputs of many requests can share model batches:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -176,7 +177,10 @@ class Embedder:
         return options.resolve(self.spec, self.defaults)
 
     def parse(self, inputs: RawInputs) -> Inputs:
-        """The inputs of one call, classified and checked (token ids against the vocabulary)."""
+        """The inputs of one call, classified and checked (token ids against the vocabulary, and
+        that they are this tokenizer's); ``Inputs`` this embedder checked already pass as they are."""
+        if isinstance(inputs, Inputs) and inputs.checked:
+            return inputs
         parsed = parse_inputs(inputs)
         check_vocabulary(parsed, self.tokenizer.vocab_size)
         if parsed.tokenized and not self.settings.allow_foreign_token_ids:
@@ -189,7 +193,7 @@ class Embedder:
                         "sends the text. To embed such ids anyway, start qembed with --allow-foreign-token-ids.",
                         param="input",
                     )
-        return parsed
+        return dataclasses.replace(parsed, checked=True)
 
     def begin(self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> tuple[ResolvedOptions, CachedCall]:
         """Options and inputs checked, and the cache asked: what is left for the model

@@ -32,6 +32,7 @@ class Inputs:
     tokenized: bool  # token ids (True) or texts (False)
     single: bool = False  # a bare string: the Python API returns one vector, not a matrix
     positions: tuple[int, ...] = ()  # each item's index in the caller's request
+    checked: bool = False  # the model's checks (vocabulary, foreign ids) ran: ``Embedder.parse``
 
     def __post_init__(self) -> None:
         if not self.positions:
@@ -47,7 +48,7 @@ class Inputs:
     def subset(self, indices: Sequence[int]) -> Inputs:
         """Some of the items (e.g. those the cache did not have), numbered as the caller numbered them."""
         return Inputs(
-            tuple(self.items[i] for i in indices), self.tokenized, False, tuple(self.positions[i] for i in indices)
+            tuple(self.items[i] for i in indices), self.tokenized, False, tuple(self.positions[i] for i in indices), self.checked
         )
 
     @property
