@@ -419,3 +419,19 @@ def test_input_schema_matches_the_validator(tiny_client) -> None:
     for value in accepted:
         assert validator.is_valid(value), value
         assert tiny_client.post("/v1/embeddings", json={"input": value}).status_code == 200, value
+
+
+# -- CORS still answers the gate's refusals ----------------------------------------------------------
+
+
+def test_gate_refusals_carry_cors_headers(make_client) -> None:
+    origin = "https://app.example"
+    client = make_client(api_key=[KEY], cors_allow_origin=[origin], payload_limit=2048)
+    refused = client.post("/v1/embeddings", json={"input": "x"}, headers={"Origin": origin})
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == origin
+    big = client.post("/v1/embeddings", content=b"x" * 4096, headers={"Origin": origin, "Authorization": f"Bearer {KEY}"})
+    assert big.status_code == 413 and big.headers["access-control-allow-origin"] == origin
+    preflight = client.options(
+        "/v1/embeddings", headers={"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    )
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == origin

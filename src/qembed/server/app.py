@@ -113,13 +113,6 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     )
 
     # Middlewares, innermost first (add_middleware puts each new one outside the last).
-    if settings.cors_allow_origin:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_allow_origin,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-        )
     app.add_middleware(
         RequestGate,
         payload_limit=settings.payload_limit,
@@ -128,6 +121,13 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         api_keys=app.state.api_keys,
         protected=protected_paths(keyed),  # checked before the body is read
     )
+    if settings.cors_allow_origin:  # outside the gate: its 401/413/503 carry the CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origin,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        )
     # (the routers' own routes too: FastAPI >= 0.16x keeps included routers lazy in app.routes)
     known: set[str] = {getattr(r, "path", "") for r in app.routes} | protected_paths([*keyed, open_router, compat.open_router])
     app.add_middleware(Observe, metrics=metrics, known_paths=known)
