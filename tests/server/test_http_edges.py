@@ -224,7 +224,7 @@ def test_keep_alive_timeout_closes_idle_kept_alive_connections(serve) -> None:
 
 def test_connections_over_the_cap_get_503_and_are_closed(serve) -> None:
     server = serve(max_connections=3)
-    time.sleep(0.2)  # the readiness probe's connection closes
+    wait_for(lambda: not server.server.server_state.connections, timeout=10, what="the readiness probes' connections closed")
     held = [server.connect() for _ in range(3)]
     try:
         for sock in held:
@@ -435,3 +435,10 @@ def test_gate_refusals_carry_cors_headers(make_client) -> None:
         "/v1/embeddings", headers={"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
     )
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == origin
+
+
+def test_lone_surrogate_message_says_what_is_wrong(tiny_client) -> None:
+    for body in ('{"input": "a\\ud800b"}', '{"input": ["\\udc00"]}'):
+        r = tiny_client.post("/v1/embeddings", content=body.encode(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 400
+        assert "surrogate pair" in r.json()["error"]["message"], r.text

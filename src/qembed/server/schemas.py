@@ -349,6 +349,11 @@ def parse_body(model: type[BaseModel], raw: bytes) -> Any:
         if not raw:
             errors = [{"type": "missing", "loc": ()}]
         message, param = describe_validation_errors(errors)
+        if errors and errors[0].get("type") == "json_invalid" and ("surrogate" in message or "hex escape" in message):
+            message = message.rstrip(".") + (
+                ": a \\u escape is cut short, or is half of a surrogate pair (\\ud800-\\udfff) without the other "
+                "half; send valid UTF-8 text."
+            )
         # A mistake in `input` keeps the code the Python API gives it (InputError: invalid_input).
         code = InputError.code if errors and errors[0].get("type") == InputError.code else "invalid_request"
         raise APIError(400, message, param=param, code=code) from None
