@@ -244,16 +244,13 @@ class Embedder:
         resolved = self.resolve(options, **kwargs)
         parsed = self.parse(inputs)
         content, prefix_lens = self._content(parsed, resolved.prefix)
-        limit = self.max_tokens
-        if resolved.max_tokens is not None:
-            if resolved.max_tokens <= self.tokenizer.special.count:
-                raise InputError(
-                    f"max_tokens={resolved.max_tokens} leaves no room for text ({self.tokenizer.special.count} special tokens).",
-                    param="max_tokens",
-                )
-            limit = min(resolved.max_tokens, self.max_tokens)
         windows: list[Window] = []
         for i, (ids, plen) in enumerate(zip(content, prefix_lens, strict=True)):
+            limit = self.max_tokens
+            if resolved.max_tokens is not None:
+                # a smaller window for this call, but never one without room for the special
+                # tokens, the prompt and one token of content (vLLM's truncate_prompt_tokens=1 is no error)
+                limit = min(self.max_tokens, max(resolved.max_tokens, self.tokenizer.special.count + plen + 1))
             windows.extend(
                 plan_windows(
                     ids, plen, owner=i, special=self.tokenizer.special, limit=limit, policy=resolved.long_text,

@@ -48,7 +48,8 @@ class EncodeOptions(BaseModel):
     )
     truncation_side: TruncationSide | None = Field(None, description="Which end `truncate` cuts. Default: the server's --truncation-side.")
     max_tokens: int | None = Field(
-        None, ge=1, description="A smaller window for this call (tokens, special tokens included); at most the server's --max-tokens."
+        None, ge=1, description="A smaller window for this call (tokens, special tokens included; at least room for them, the prompt "
+        "and one content token); at most the server's --max-tokens."
     )
 
     @classmethod
