@@ -60,6 +60,7 @@ def test_truncated_vector_file_is_index_damaged_on_open(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.e2e
 def test_truncation_under_a_reader_is_an_error_not_sigbus(tmp_path: Path) -> None:
     """A process that already searched the index, whose vector file is then cut short,
     answers IndexDamaged on its next search and keeps running (old: killed by SIGBUS)."""
@@ -187,6 +188,7 @@ with lock.hold(5, "qembed index (test holder)"):
 """
 
 
+@pytest.mark.e2e
 def test_second_writer_waits_then_names_the_holder(tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     store = _store(folder, n_docs=1, chunks=2)
