@@ -203,9 +203,9 @@ def ensure_llamacpp(
     log_dir = log_dir or venv.parent
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "peer-llamacpp-pip.log"
-    error = _fresh_venv(venv, entries)
-    if error:
-        status.reason = error
+    venv_error = _fresh_venv(venv, entries)
+    if venv_error:
+        status.reason = venv_error
         return status
     (venv / "torch-constraint.txt").write_text(f"torch=={our_torch.split('+')[0]}\n")
     for step, cmd, env in install_commands(venv, our_torch, cores=os.cpu_count() or 1):

@@ -125,9 +125,9 @@ def ensure_infinity(venv: Path = DEFAULT_VENV, *, install: bool = True, log_dir:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "peer-infinity-pip.log"
     for requirement in INFINITY_REQUIREMENTS:
-        error = _fresh_venv(venv, entries)
-        if error:
-            status.reason = error
+        venv_error = _fresh_venv(venv, entries)
+        if venv_error:
+            status.reason = venv_error
             return status
         constraint = venv / "torch-constraint.txt"
         constraint.write_text(f"torch=={our_torch.split('+')[0]}\n")

@@ -127,6 +127,10 @@ def _label(settings: Settings) -> str:
 class ThroughputBench:
     """Plans the engines, runs the rounds, and returns the report as a dict."""
 
+    # set by run(): the peers' install status and the llama.cpp plan (None until planned)
+    peer_status: dict[str, Any] | None
+    llamacpp: dict[str, Any] | None
+
     def __init__(self, options: ThroughputOptions, progress: Callable[[str], None] = lambda _: None) -> None:
         from qembed.model.backends.torch_backend import checkpoint_dtype, pick_device, pick_dtype
         from qembed.model.sources import resolve_model
@@ -433,8 +437,8 @@ class ThroughputBench:
         started = dt.datetime.now(dt.UTC)
         machine = machine_info()
         self.gemm_samples: dict[str, list[dict[str, Any]]] = {}
-        self.peer_status: dict[str, Any] | None = None
-        self.llamacpp: dict[str, Any] | None = None
+        self.peer_status = None
+        self.llamacpp = None
         try:
             self.start_engines()
             raw, latencies, latency_errors = self.measure()

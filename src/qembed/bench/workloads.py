@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module, resources
 from pathlib import Path
+from typing import cast
 
 # Standard-library modules whose source is the "code" part of the workloads. Pure Python
 # modules present in every CPython >= 3.11 build.
@@ -197,7 +198,10 @@ class WorkloadBuilder:
             if k < 1 or k in seen:
                 return None
             seen.add(k)
-            text = self.tokenizer.tokenizer.decode(self._slice(stream, start, k), clean_up_tokenization_spaces=False)
+            # one sequence of ids decodes to one string (str | list[str] covers batches)
+            text = cast(
+                str, self.tokenizer.tokenizer.decode(self._slice(stream, start, k), clean_up_tokenization_spaces=False)
+            )
             # No half characters, and no leading/trailing whitespace: real inputs rarely have
             # it, and some servers strip it (sentence-transformers < 5 does), which would
             # make them embed other tokens than the rest.

@@ -245,7 +245,9 @@ class HttpTarget:
             return None, {}
         if not isinstance(body, dict) or not isinstance(body.get("prompt_family"), str):
             return None, {}
-        prompts = body.get("prompts") if isinstance(body.get("prompts"), dict) else {}
+        prompts = body.get("prompts")
+        if not isinstance(prompts, dict):
+            prompts = {}
         return body["prompt_family"], {k: v for k, v in prompts.items() if isinstance(v, str)}
 
     def _choose_family(self, requested: str | None) -> tuple[str, str]:

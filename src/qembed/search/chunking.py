@@ -284,7 +284,7 @@ def parse_python(lines: Sequence[Line], budget_hint: Callable[[int, int], bool])
     raw = [t for _, t in lines]
     units: list[tuple[int, int, tuple[str, ...]]] = []
 
-    def span(node: ast.AST) -> tuple[int, int]:
+    def span(node: ast.stmt) -> tuple[int, int]:
         first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
         return _with_leading_comments(raw, first - 1, ("#",)), node.end_lineno or node.lineno
 
@@ -337,7 +337,7 @@ def parse_code(lines: Sequence[Line], language: str) -> list[_Draft]:
     starts = [i for i, t in enumerate(raw) if t and not t[0].isspace() and pattern.match(t)]
     if not starts:
         return parse_plain(lines)
-    units = []
+    units: list[tuple[int, int, tuple[str, ...]]] = []
     begins = [_with_leading_comments(raw, s, _COMMENT_PREFIXES) for s in starts]
     for j, (s, b) in enumerate(zip(starts, begins, strict=True)):
         end = begins[j + 1] if j + 1 < len(begins) else len(raw)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class SearchResult:
     rerank_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"rank": self.rank, "score": self.score}
+        out: dict[str, Any] = {"rank": self.rank, "score": self.score}
         out.update(self.chunk.to_dict())
         out["scores"] = {
             "dense": self.dense_score, "bm25": self.bm25_score, "dense_rank": self.dense_rank,
@@ -87,7 +87,7 @@ class Searcher:
         if mode in ("dense", "hybrid") and vector is None:
             raise InputError(f"{mode} search needs the query embedding.", param="query")
         if mode == "dense":
-            hits = self.store.dense_search(vector, depth, filters)
+            hits = self.store.dense_search(cast(np.ndarray, vector), depth, filters)  # not None: checked above
             results = [SearchResult(i + 1, h.score, h.chunk, dense_score=h.score, dense_rank=i + 1) for i, h in enumerate(hits)]
         elif mode == "bm25":
             hits = self.store.text_search(query_terms(query), depth, filters)

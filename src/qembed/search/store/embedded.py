@@ -138,7 +138,7 @@ class _Snapshot:
         self.live = int(self.rows.size)
         if any(not 0 <= r < n_rows for r in (self.rows[:1].tolist() + self.rows[-1:].tolist())):
             raise IndexDamaged(name, f"chunks point at vector rows outside the {n_rows} committed ones")
-        self.vectors = FlatVectors(folder / file if file else None, n_rows, dim, previous.vectors if previous else None, name=name, crc=crc)
+        self.vectors: FlatVectors = FlatVectors(folder / file if file else None, n_rows, dim, previous.vectors if previous else None, name=name, crc=crc)
 
     def filtered_rows(self, filters: Filters) -> np.ndarray:
         mask = np.ones(self.live, dtype=bool)
@@ -508,10 +508,10 @@ class EmbeddedStore(Store):
             db.executemany("UPDATE chunks SET vec_row = ? WHERE id = ?", [(i, r[0]) for i, r in enumerate(rows)])
             self._set_internal(db, {"vector_file": new_file, "next_row": len(rows), "dead_rows": 0, "generation": generation, "vector_crc32": new_crc})
         # Keep the previous generation for readers that still map it; older ones go.
-        for f in self.folder.glob("vectors-*.f32"):
+        for old_file in self.folder.glob("vectors-*.f32"):
             try:
-                if int(f.stem.split("-")[1]) < generation - 1:
-                    f.unlink()
+                if int(old_file.stem.split("-")[1]) < generation - 1:
+                    old_file.unlink()
             except (ValueError, OSError):
                 continue
 

@@ -179,8 +179,8 @@ class FlatVectors:
             assert self.matrix is not None
             prev = self._previous
             reuse = prev is not None and prev.half is not None and prev.path == self.path and prev.n_rows <= self.n_rows
-            parts = [prev.half] if reuse else []
-            for i in range(prev.n_rows if reuse else 0, self.n_rows, STEP):
+            parts = [prev.half] if prev is not None and reuse else []
+            for i in range(prev.n_rows if prev is not None and reuse else 0, self.n_rows, STEP):
                 parts.append(torch.from_numpy(np.array(self.matrix[i : min(i + STEP, self.n_rows)])).to(torch.float16))
             self.half = parts[0] if len(parts) == 1 else torch.cat(parts)
         finally:

@@ -341,7 +341,7 @@ class MilvusStore(Store):
     def all_chunk_ids(self) -> list[tuple[str, str, int]]:
         if not self._has_chunks():
             return []
-        out = []
+        out: list[tuple[str, str, int]] = []
         with self.lock:
             it = self.client.query_iterator(self.chunks, batch_size=1000, filter='id != ""', output_fields=["id", "doc_id", "ordinal"])
             try:
