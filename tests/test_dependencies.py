@@ -51,12 +51,19 @@ def declared(pyproject: Path) -> tuple[set[str], set[str]]:
     """(core dependency names, optional-extra names except ``test``), normalized."""
     project = tomllib.loads(pyproject.read_text())["project"]
     core = {requirement_name(r) for r in project.get("dependencies", [])}
-    extras = {requirement_name(r) for extra, reqs in project.get("optional-dependencies", {}).items() if extra != "test" for r in reqs}
+    extras = {
+        requirement_name(r)
+        for extra, reqs in project.get("optional-dependencies", {}).items()
+        if extra != "test"
+        for r in reqs
+    }
     return core, extras
 
 
 def _type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 class _Imports(ast.NodeVisitor):
@@ -105,8 +112,14 @@ def undeclared_imports(src: Path, pyproject: Path, package: str = "qembed") -> l
             if dists & allowed or (name in VIA and normalize(VIA[name]) in core):
                 continue
             where = "inside a function/try" if guarded else "at module level"
-            need = "a dependency or an extra" if guarded else "a core dependency (or import it inside the function that needs it)"
-            problems.append(f"{rel}: `{name}` ({', '.join(sorted(dists))}) imported {where} is not {need} in pyproject.toml")
+            need = (
+                "a dependency or an extra"
+                if guarded
+                else "a core dependency (or import it inside the function that needs it)"
+            )
+            problems.append(
+                f"{rel}: `{name}` ({', '.join(sorted(dists))}) imported {where} is not {need} in pyproject.toml"
+            )
     return problems
 
 
@@ -124,7 +137,11 @@ def test_the_exceptions_still_hold() -> None:
 
 def test_tqdm_is_not_used() -> None:
     """One progress library (rich, qembed.common.progress)."""
-    users = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if re.search(r"^\s*(from|import) tqdm\b", p.read_text(), re.M)]
+    users = [
+        p.relative_to(SRC).as_posix()
+        for p in SRC.rglob("*.py")
+        if re.search(r"^\s*(from|import) tqdm\b", p.read_text(), re.M)
+    ]
     assert users == []
 
 

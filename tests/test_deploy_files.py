@@ -69,7 +69,9 @@ def test_dockerfile_runs_as_non_root_with_a_cache_volume() -> None:
     assert "HF_HOME=/cache/" in env and "QEMBED_CACHE_HOME=/cache/" in env
     # the volume is declared after /cache is owned by the user (a new volume copies that ownership)
     words = [w for w, _ in dockerfile()]
-    chown = next(i for i, (w, rest) in enumerate(dockerfile()) if w == "RUN" and "chown" in rest and "/cache" in rest)
+    chown = next(
+        i for i, (w, rest) in enumerate(dockerfile()) if w == "RUN" and "chown" in rest and "/cache" in rest
+    )
     assert chown < words.index("VOLUME") < words.index("USER")
 
 
@@ -92,7 +94,11 @@ def test_dockerfile_healthcheck_command_is_valid_python() -> None:
 
 
 def test_dockerignore_keeps_only_what_the_build_copies() -> None:
-    lines = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in (ROOT / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert lines[0] == "*"
     assert {"!pyproject.toml", "!README.md", "!src/"} <= set(lines)
     copied = {p for c in instructions("COPY") for p in shlex.split(c)[:-1]}
@@ -115,7 +121,10 @@ def test_compose() -> None:
     services = compose["services"]
     assert set(services) == {"qembed", "nginx", "prometheus"}
     qembed = services["qembed"]
-    assert qembed["build"]["context"] == ".." and (DEPLOY / qembed["build"]["context"] / qembed["build"]["dockerfile"]).is_file()
+    assert (
+        qembed["build"]["context"] == ".."
+        and (DEPLOY / qembed["build"]["context"] / qembed["build"]["dockerfile"]).is_file()
+    )
     assert "ports" not in qembed and qembed["expose"] == [str(PORT)]  # reached through nginx only
     assert any(v.endswith(":/cache") for v in qembed["volumes"])
     assert int(qembed["environment"]["QEMBED_PAYLOAD_LIMIT"]) == PAYLOAD_LIMIT
@@ -127,7 +136,9 @@ def test_compose() -> None:
     assert nginx["depends_on"]["qembed"]["condition"] == "service_healthy"
     prometheus = services["prometheus"]
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
-    named = {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(".")}
+    named = {
+        v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(".")
+    }
     assert named == set(compose["volumes"])
     for service in services.values():  # every mounted file exists
         for volume in service.get("volumes", []):
@@ -155,15 +166,30 @@ def test_nginx_body_limit_is_the_payload_limit() -> None:
 def nginx_test(tmp_path: Path, site: str) -> subprocess.CompletedProcess[str]:
     """``nginx -t`` on a server/upstream snippet placed in an http block, everything under tmp_path."""
     (tmp_path / "site.conf").write_text(site, encoding="utf-8")
-    temp = "\n".join(f"    {kind}_temp_path {tmp_path / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(
+        f"    {kind}_temp_path {tmp_path / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\nevents {{}}\n"
         f"http {{\n{temp}\n    access_log off;\n    include {tmp_path / 'site.conf'};\n}}\n",
         encoding="utf-8",
     )
     return subprocess.run(
-        ["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "startup.log")],
-        capture_output=True, text=True, timeout=30,
+        [
+            "nginx",
+            "-t",
+            "-q",
+            "-p",
+            str(tmp_path),
+            "-c",
+            str(tmp_path / "nginx.conf"),
+            "-e",
+            str(tmp_path / "startup.log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -174,7 +200,9 @@ needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is
 def test_deploy_nginx_conf_passes_nginx_t(tmp_path: Path) -> None:
     site = (DEPLOY / "nginx.conf").read_text(encoding="utf-8")
     assert f"server qembed:{PORT};" in site
-    done = nginx_test(tmp_path, site.replace(f"server qembed:{PORT};", f"server 127.0.0.1:{PORT};"))  # no compose DNS here
+    done = nginx_test(
+        tmp_path, site.replace(f"server qembed:{PORT};", f"server 127.0.0.1:{PORT};")
+    )  # no compose DNS here
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -42,7 +42,9 @@ def test_extras_in_messages_exist() -> None:
     extras = set(PYPROJECT["project"]["optional-dependencies"])
     used: dict[str, set[str]] = {}
     for path in _text_files():
-        for match in re.finditer(r"qembed-server\[([a-z0-9_,-]+)\]", path.read_text(encoding="utf-8", errors="replace")):
+        for match in re.finditer(
+            r"qembed-server\[([a-z0-9_,-]+)\]", path.read_text(encoding="utf-8", errors="replace")
+        ):
             for extra in match.group(1).split(","):
                 used.setdefault(extra, set()).add(str(path.relative_to(ROOT)))
     assert used, "no install command found at all"
@@ -66,7 +68,11 @@ def _text_files() -> list[Path]:
     for place in TEXT_PLACES:
         path = ROOT / place
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        out += [p for p in files if p.suffix in TEXT_SUFFIXES and "__pycache__" not in p.parts and ".egg-info" not in str(p)]
+        out += [
+            p
+            for p in files
+            if p.suffix in TEXT_SUFFIXES and "__pycache__" not in p.parts and ".egg-info" not in str(p)
+        ]
     return out
 
 
@@ -80,8 +86,23 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(SRC, tree / "src" / "qembed", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tree / "dist"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out)],
-        cwd=tree, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            ".",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+        ],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     (found,) = out.glob("*.whl")
@@ -98,9 +119,13 @@ def test_wheel_metadata(wheel: Path) -> None:
     assert meta["Name"] == DISTRIBUTION
     assert meta["Version"] == PYPROJECT["project"]["version"]
     requires = meta.get_all("Requires-Dist") or []
-    assert any(r.startswith("torch") and "extra" not in r for r in requires), requires  # an ordinary dependency
+    assert any(r.startswith("torch") and "extra" not in r for r in requires), (
+        requires
+    )  # an ordinary dependency
     assert set(PYPROJECT["project"]["optional-dependencies"]) <= set(meta.get_all("Provides-Extra") or [])
-    assert re.search(r"^\[console_scripts\]\s*\nqembed = qembed\.cli\.main:main\s*$", entry_points, re.M), entry_points
+    assert re.search(r"^\[console_scripts\]\s*\nqembed = qembed\.cli\.main:main\s*$", entry_points, re.M), (
+        entry_points
+    )
 
 
 def test_wheel_has_every_package_file(wheel: Path) -> None:
@@ -114,7 +139,11 @@ def test_wheel_has_every_package_file(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     assert sorted(expected - names) == []
-    for data in ("qembed/dev/assets/qwen3/config.json", "qembed/model/backends/calibration/texts.jsonl", "qembed/bench/corpus/chinese.txt"):
+    for data in (
+        "qembed/dev/assets/qwen3/config.json",
+        "qembed/model/backends/calibration/texts.jsonl",
+        "qembed/bench/corpus/chinese.txt",
+    ):
         assert data in names
     if (SRC / "server" / "static").is_dir():
         assert any(n.startswith("qembed/server/static/") for n in names)

@@ -67,14 +67,18 @@ class ModelSettings(_Group):
         description="Hub id, alias (qwen3-0.6b, qwen3-4b, qwen3-8b, minilm) or local folder. "
         "Unset: Qwen/Qwen3-Embedding-0.6B, falling back to minilm (with a warning) when it cannot be had.",
     )
-    source: Source = Field("auto", description="Where hub ids come from: auto (HF, then ModelScope), huggingface, modelscope.")
+    source: Source = Field(
+        "auto", description="Where hub ids come from: auto (HF, then ModelScope), huggingface, modelscope."
+    )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     backend: str = Field(
         "torch",
         description="Inference backend: torch, onnx, openvino, or auto (the fastest measured one installed for the device; "
         "see docs/PERFORMANCE.md).",
     )
-    quantize: Literal["none", "int8"] = Field("none", description="Weight quantization for backends that support it.")
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="Weight quantization for backends that support it."
+    )
     int8_min_cosine: float = Field(
         0.99,
         ge=-1.0,
@@ -108,7 +112,9 @@ class ModelSettings(_Group):
         description="auto = bfloat16 on CUDA; on CPU bfloat16 for bf16 checkpoints (Qwen3) where the CPU has native bf16 "
         "(AVX512-BF16/AMX), else float32. Pin float32 for bit-level parity with a float32 reference.",
     )
-    threads: int | None = Field(None, ge=1, description="Torch intra-op threads (default: cores available to the process).")
+    threads: int | None = Field(
+        None, ge=1, description="Torch intra-op threads (default: cores available to the process)."
+    )
 
     @field_validator("int8_keep", mode="before")
     @classmethod
@@ -116,16 +122,21 @@ class ModelSettings(_Group):
         return _split_commas(value)
 
 
-
 class EncodeSettings(_Group):
     """How inputs become model windows (every command that loads a model takes these)."""
 
     max_tokens: int | None = Field(
-        None, ge=8, description="Window limit in tokens per input (default: 8192 for Qwen3, the model's max otherwise)."
+        None,
+        ge=8,
+        description="Window limit in tokens per input (default: 8192 for Qwen3, the model's max otherwise).",
     )
-    long_text: LongTextPolicy = Field("chunk", description="Inputs longer than the window: chunk, truncate or error.")
+    long_text: LongTextPolicy = Field(
+        "chunk", description="Inputs longer than the window: chunk, truncate or error."
+    )
     truncation_side: TruncationSide = Field("right", description="Which end `truncate` cuts.")
-    chunk_overlap: int | None = Field(None, ge=0, description="Overlap between windows in tokens (default: window/8).")
+    chunk_overlap: int | None = Field(
+        None, ge=0, description="Overlap between windows in tokens (default: window/8)."
+    )
     force_dimensions: bool = Field(
         False, description="Allow `dimensions` below the model size for models without Matryoshka training."
     )
@@ -147,18 +158,26 @@ class SearchSettings(_Group):
     """The search store (``qembed index``, ``qembed search``, ``qembed serve --index``)."""
 
     data_dir: str = Field("qembed-data", description="Folder of the embedded search store.")
-    index: str | None = Field(None, description="Search index served by `qembed serve` (POST /v1/search, /v1/index).")
-    store_uri: str | None = Field(None, description="Milvus URI (http://host:19530) instead of the embedded store.")
+    index: str | None = Field(
+        None, description="Search index served by `qembed serve` (POST /v1/search, /v1/index)."
+    )
+    store_uri: str | None = Field(
+        None, description="Milvus URI (http://host:19530) instead of the embedded store."
+    )
 
 
 class ServingSettings(_Group):
     """The model worker and its queue: batching and back-pressure (serve, bench)."""
 
     max_batch_tokens: int | None = Field(
-        None, ge=16, description="Token budget of one model batch (padded tokens). Default: 16384 on CUDA, 8192 on CPU."
+        None,
+        ge=16,
+        description="Token budget of one model batch (padded tokens). Default: 16384 on CUDA, 8192 on CPU.",
     )
     max_batch_size: int = Field(256, ge=1, description="Cap on inputs (windows) per model batch.")
-    max_client_batch_size: int = Field(2048, ge=1, description="Most inputs one request may carry (more: 413).")
+    max_client_batch_size: int = Field(
+        2048, ge=1, description="Most inputs one request may carry (more: 413)."
+    )
     payload_limit: int = Field(8_000_000, ge=1024, description="Largest request body in bytes (more: 413).")
     max_queued_tokens: int = Field(2_000_000, ge=1, description="Tokens waiting in the queue before 429.")
     max_concurrent_requests: int = Field(512, ge=1, description="Requests in flight before 429.")
@@ -175,19 +194,28 @@ class ServerSettings(_Group):
     """The HTTP process: where it listens, who may call it, how it stops."""
 
     host: str = Field("127.0.0.1", description="Bind address (0.0.0.0 to listen on every interface).")
-    port: int = Field(30000, ge=0, le=65535, description="Port (30000: sglang's default, so its clients work as-is).")
+    port: int = Field(
+        30000, ge=0, le=65535, description="Port (30000: sglang's default, so its clients work as-is)."
+    )
     served_model_name: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra names the server accepts in `model` (repeatable; comma-separated in the env var); the "
         "first is the name responses and /v1/models give.",
     )
     api_key: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="Accepted Bearer tokens (comma-separated in the env var). Empty: no auth."
+        default_factory=list,
+        description="Accepted Bearer tokens (comma-separated in the env var). Empty: no auth.",
     )
-    cors_allow_origin: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Origins allowed by CORS (off when empty).")
-    shutdown_timeout: float = Field(30.0, ge=0, description="Seconds to finish accepted requests after SIGTERM.")
+    cors_allow_origin: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (off when empty)."
+    )
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="Seconds to finish accepted requests after SIGTERM."
+    )
     timeout_keep_alive: float = Field(
-        5.0, gt=0, description="Seconds an idle keep-alive connection stays open between requests (a proxy's upstream keepalive_timeout must be shorter)."
+        5.0,
+        gt=0,
+        description="Seconds an idle keep-alive connection stays open between requests (a proxy's upstream keepalive_timeout must be shorter).",
     )
     request_read_timeout: float = Field(
         30.0,
@@ -195,7 +223,9 @@ class ServerSettings(_Group):
         description="Seconds a new connection has to send its request headers, and most seconds a request body may pause "
         "between two reads; then the connection is closed (a stalled body is logged as 408).",
     )
-    max_connections: int = Field(1024, ge=1, description="Open connections (idle ones too) before new ones get 503 and are closed.")
+    max_connections: int = Field(
+        1024, ge=1, description="Open connections (idle ones too) before new ones get 503 and are closed."
+    )
     log_level: str = Field("info", description="debug, info, warning, error.")
 
     @field_validator("api_key", "cors_allow_origin", "served_model_name", mode="before")
@@ -204,7 +234,14 @@ class ServerSettings(_Group):
         return _split_commas(value)
 
 
-GROUPS: tuple[type[BaseModel], ...] = (ModelSettings, EncodeSettings, CacheSettings, SearchSettings, ServingSettings, ServerSettings)
+GROUPS: tuple[type[BaseModel], ...] = (
+    ModelSettings,
+    EncodeSettings,
+    CacheSettings,
+    SearchSettings,
+    ServingSettings,
+    ServerSettings,
+)
 
 
 def _unknown(name: str, known: Iterable[str]) -> InputError:
@@ -225,7 +262,15 @@ def settings_error(exc: ValidationError) -> InputError:
 
 # Base classes in reverse: pydantic orders fields from the last base to the first, and
 # this order (model, encode, cache, search, serving, server) is the README table's.
-class Settings(ServerSettings, ServingSettings, SearchSettings, CacheSettings, EncodeSettings, ModelSettings, BaseSettings):
+class Settings(
+    ServerSettings,
+    ServingSettings,
+    SearchSettings,
+    CacheSettings,
+    EncodeSettings,
+    ModelSettings,
+    BaseSettings,
+):
     """Everything that configures a qembed process (engine, server, limits)."""
 
     model_config = SettingsConfigDict(env_prefix="QEMBED_", extra="ignore", validate_default=True)
@@ -267,5 +312,8 @@ class Settings(ServerSettings, ServingSettings, SearchSettings, CacheSettings, E
     def masked(self) -> dict[str, object]:
         """The effective settings with secrets hidden, for the start-up log line."""
         data = self.model_dump()
-        data["api_key"] = [f"***{k.get_secret_value()[-2:]}" if len(k.get_secret_value()) > 6 else "***" for k in self.api_key]
+        data["api_key"] = [
+            f"***{k.get_secret_value()[-2:]}" if len(k.get_secret_value()) > 6 else "***"
+            for k in self.api_key
+        ]
         return data

@@ -56,12 +56,25 @@ def openai_endpoint(tiny_embedder) -> Iterator[Endpoint]:
             else:
                 endpoint.inputs.append(len(texts))
         if fail:
-            return JSONResponse({"error": {"message": "slow down", "type": "rate_limit", "code": 429}}, status_code=429)
+            return JSONResponse(
+                {"error": {"message": "slow down", "type": "rate_limit", "code": 429}}, status_code=429
+            )
         result = tiny_embedder.encode_with_usage(texts)
-        data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(result.vectors)]
-        return JSONResponse({"object": "list", "data": data, "model": "tiny", "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}})
+        data = [
+            {"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(result.vectors)
+        ]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": "tiny",
+                "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+            }
+        )
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

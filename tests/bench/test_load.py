@@ -21,7 +21,14 @@ def passages(tiny_model_dir: Path):
 
 def test_levels_account_for_every_request_and_error(openai_endpoint, passages) -> None:
     openai_endpoint.reset(fail_every=5)
-    options = LoadOptions(openai_endpoint.url, concurrency=[1, 3], duration=30.0, max_requests=10, inputs_per_request=2, warmup_requests=0)
+    options = LoadOptions(
+        openai_endpoint.url,
+        concurrency=[1, 3],
+        duration=30.0,
+        max_requests=10,
+        inputs_per_request=2,
+        warmup_requests=0,
+    )
     result = run_load(options, passages)
     assert result["model"] == "tiny"  # from GET /v1/models
     assert [lv["concurrency"] for lv in result["levels"]] == [1, 3]
@@ -47,7 +54,10 @@ def test_a_dead_endpoint_is_all_transport_errors(passages) -> None:
     from qembed.bench.procs import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    result = run_load(LoadOptions(url, concurrency=[2], duration=10.0, max_requests=6, warmup_requests=1, timeout=5.0), passages)
+    result = run_load(
+        LoadOptions(url, concurrency=[2], duration=10.0, max_requests=6, warmup_requests=1, timeout=5.0),
+        passages,
+    )
     (level,) = result["levels"]
     assert level["successes"] == 0
     assert level["errors"] == {"transport:ConnectError": 6}
@@ -57,7 +67,9 @@ def test_a_dead_endpoint_is_all_transport_errors(passages) -> None:
 
 def test_duration_bounds_a_level(openai_endpoint, passages) -> None:
     openai_endpoint.reset()
-    result = run_load(LoadOptions(openai_endpoint.url, concurrency=[2], duration=1.0, warmup_requests=0), passages)
+    result = run_load(
+        LoadOptions(openai_endpoint.url, concurrency=[2], duration=1.0, warmup_requests=0), passages
+    )
     (level,) = result["levels"]
     assert level["requests"] > 0 and level["errors"] == {}
     # Closed loop: the last request starts before the deadline, so the level ends within one request of it.
@@ -90,7 +102,9 @@ def test_cli_soak_samples_the_servers_memory(openai_endpoint, tiny_model_dir: Pa
     assert soak["rss_at_warmup_mb"] == after[0] and soak["rss_end_mb"] == after[-1]
     assert soak["growth_pct"] == pytest.approx(100 * (after[-1] - after[0]) / after[0], abs=1e-3)
     (level,) = report["levels"]
-    assert level["errors"] == {} and level["tokens_sent"] == level["successes"] * 16 == level["tokens_counted"]
+    assert (
+        level["errors"] == {} and level["tokens_sent"] == level["successes"] * 16 == level["tokens_counted"]
+    )
     assert sum(w["requests"] for w in level["windows"]) == level["requests"]
     assert report["machine"]["cores_available"] >= 1 and "torch" in report["versions"]
     assert (out / "soak.md").read_text().count("Growth after warm-up") == 1

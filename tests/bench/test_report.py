@@ -12,7 +12,9 @@ import pytest
 from qembed.bench import report as report_mod
 
 
-def test_missing_matplotlib_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_matplotlib_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def no_matplotlib(report, out):
         raise ImportError("No module named 'matplotlib'")
 

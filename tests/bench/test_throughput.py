@@ -49,13 +49,23 @@ def test_the_command_succeeds_and_writes_json_markdown_and_a_plot(run: dict[str,
     assert "## Single-query latency" in md and "## Machine" in md
 
 
-def test_report_records_machine_versions_model_and_settings(run: dict[str, Any], tiny_model_dir: Path) -> None:
+def test_report_records_machine_versions_model_and_settings(
+    run: dict[str, Any], tiny_model_dir: Path
+) -> None:
     r = run["report"]
     m = r["machine"]
-    assert m["cpu_model"] and m["cores_available"] >= 1 and m["memory_gb"] > 0 and isinstance(m["native_bf16"], bool)
+    assert (
+        m["cpu_model"]
+        and m["cores_available"] >= 1
+        and m["memory_gb"] > 0
+        and isinstance(m["native_bf16"], bool)
+    )
     for package in ("python", "qembed", "torch", "transformers", "sentence-transformers"):
         assert r["versions"][package]
-    assert r["model"]["path"] == str(tiny_model_dir) and r["model"]["params"] > r["model"]["non_embedding_params"] > 0
+    assert (
+        r["model"]["path"] == str(tiny_model_dir)
+        and r["model"]["params"] > r["model"]["non_embedding_params"] > 0
+    )
     assert r["settings"]["model"] == str(tiny_model_dir) and r["settings"]["backend"] == "torch"
     assert r["gemm"]["float32"]["best_gflops"] > 0
     # sampled before the first round and after each: the same conditions as the engines
@@ -67,7 +77,9 @@ def test_report_records_machine_versions_model_and_settings(run: dict[str, Any],
 def test_every_engine_is_measured_with_its_own_memory(run: dict[str, Any]) -> None:
     engines = _engines(run["report"])
     server_expected = serve_available() is None
-    for name in ("qembed", "qembed-t1", "st-float32", "other-http") + (("qembed-http",) if server_expected else ()):
+    for name in ("qembed", "qembed-t1", "st-float32", "other-http") + (
+        ("qembed-http",) if server_expected else ()
+    ):
         assert engines[name]["status"] == "ok", engines[name]
     for name in ("qembed", "qembed-t1", "st-float32"):
         assert engines[name]["peak_rss_mb"] > 50 and engines[name]["rss_of"] == "worker process"
@@ -75,7 +87,10 @@ def test_every_engine_is_measured_with_its_own_memory(run: dict[str, Any]) -> No
     assert engines["qembed-t1"]["info"]["threads"] == 1 and engines["qembed-t1"]["settings"]["threads"] == 1
     assert engines["st-float32"]["role"] == "baseline" and engines["st-float32"]["dtype"] == "float32"
     if server_expected:
-        assert engines["qembed-http"]["rss_of"] == "server process" and engines["qembed-http"]["peak_rss_mb"] > 50
+        assert (
+            engines["qembed-http"]["rss_of"] == "server process"
+            and engines["qembed-http"]["peak_rss_mb"] > 50
+        )
     # A peer that is not installed is reported with the reason, not silently dropped.
     peer = engines["infinity-http"]
     assert peer["status"] == "unavailable" and "--peer-install" in peer["reason"]
@@ -113,10 +128,17 @@ def test_rates_ratios_and_mfu_follow_from_the_rounds(run: dict[str, Any]) -> Non
             rates = [r["tokens_sent"] / r["seconds"] for r in result["rounds"]]
             assert result["tokens_per_s"] == pytest.approx(statistics.median(rates), rel=1e-3)
             assert result["tokens_per_s_min"] <= result["tokens_per_s"] <= result["tokens_per_s_max"]
-            assert result["texts_per_s"] == pytest.approx(result["tokens_per_s"] / cell["tokens_per_text"], rel=1e-2)
+            assert result["texts_per_s"] == pytest.approx(
+                result["tokens_per_s"] / cell["tokens_per_text"], rel=1e-2
+            )
             assert result["ratio"] == pytest.approx(result["tokens_per_s"] / base, abs=1e-3)
-            mfu = statistics.median(cell["gflop_per_round"] * 1e9 / r["seconds"] for r in result["rounds"]) / gemm
-            assert result["mfu"] == pytest.approx(mfu, rel=1e-2, abs=1e-4) and result["mfu_vs_gemm"] == "float32"
+            mfu = (
+                statistics.median(cell["gflop_per_round"] * 1e9 / r["seconds"] for r in result["rounds"])
+                / gemm
+            )
+            assert (
+                result["mfu"] == pytest.approx(mfu, rel=1e-2, abs=1e-4) and result["mfu_vs_gemm"] == "float32"
+            )
         assert results["st-float32"]["ratio"] == 1.0
 
 
@@ -126,7 +148,9 @@ def test_single_query_latency(run: dict[str, Any]) -> None:
     for name, r in latency["results"].items():
         assert r["n"] == ROUNDS * QUERIES, name
         assert 0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"]
-        assert r["speedup"] == pytest.approx(latency["results"]["st-float32"]["p50_ms"] / r["p50_ms"], abs=1e-3)
+        assert r["speedup"] == pytest.approx(
+            latency["results"]["st-float32"]["p50_ms"] / r["p50_ms"], abs=1e-3
+        )
 
 
 def test_engines_compute_the_same_vectors(run: dict[str, Any]) -> None:
@@ -134,7 +158,9 @@ def test_engines_compute_the_same_vectors(run: dict[str, Any]) -> None:
     assert agreement["reference"] == "qembed" and agreement["texts"] >= 1
     results = agreement["results"]
     assert results["qembed"]["min_cosine"] == pytest.approx(1.0, abs=1e-6)
-    for name in ("qembed-t1", "st-float32", "other-http") + (("qembed-http",) if serve_available() is None else ()):
+    for name in ("qembed-t1", "st-float32", "other-http") + (
+        ("qembed-http",) if serve_available() is None else ()
+    ):
         assert results[name]["min_cosine"] > 0.9999 and results[name]["same_work"], name
 
 
@@ -153,10 +179,20 @@ def test_targets_are_computed_from_the_same_numbers(run: dict[str, Any]) -> None
         if cell["workload"] != "passage":
             continue
         res, key = cell["results"], cell["key"]
-        variants = {e["name"] for e in report["engines"] if e["kind"] == "qembed" and e["name"] != "qembed"} & set(res)
+        variants = {
+            e["name"] for e in report["engines"] if e["kind"] == "qembed" and e["name"] != "qembed"
+        } & set(res)
         best = max(variants, key=lambda n: res[n]["ratio"])
-        lines = [t for t in report["targets"] if t["name"].startswith("best qembed setting") and t["name"].endswith(key)]
+        lines = [
+            t
+            for t in report["targets"]
+            if t["name"].startswith("best qembed setting") and t["name"].endswith(key)
+        ]
         if res[best]["ratio"] > res["qembed"]["ratio"]:
-            assert len(lines) == 1 and f"({best})" in lines[0]["name"] and lines[0]["value"] == res[best]["ratio"]
+            assert (
+                len(lines) == 1
+                and f"({best})" in lines[0]["name"]
+                and lines[0]["value"] == res[best]["ratio"]
+            )
         else:
             assert lines == []

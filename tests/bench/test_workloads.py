@@ -62,7 +62,11 @@ def test_a_users_text_file_joins_the_corpus(tiny_model_dir: Path, tmp_path: Path
     workload = builder.build(parse_workload("query:8"))
     assert workload.language_mix() == {"en": 2, "zh": 2, "code": 2, "file": 2}
     assert set(workload.token_counts) == {16}
-    assert all("zebra" in t.lower() or "savanna" in t or "lions" in t or "herd" in t for t, lang in zip(workload.texts, workload.languages, strict=True) if lang == "file")
+    assert all(
+        "zebra" in t.lower() or "savanna" in t or "lions" in t or "herd" in t
+        for t, lang in zip(workload.texts, workload.languages, strict=True)
+        if lang == "file"
+    )
 
 
 def test_exact_lengths_with_a_wordpiece_tokenizer(minilm_dir: Path, minilm_embedder) -> None:

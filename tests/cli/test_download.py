@@ -40,7 +40,9 @@ def hub(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         yield server
 
 
-def test_download_into_a_folder(hub: HubServer, tmp_path: Path, tiny_model_dir: Path, tiny_embedder: Embedder) -> None:
+def test_download_into_a_folder(
+    hub: HubServer, tmp_path: Path, tiny_model_dir: Path, tiny_embedder: Embedder
+) -> None:
     target = tmp_path / "downloaded"
     result = _invoke("download", REPO, "--dir", str(target))
     assert result.exit_code == 0, result.output
@@ -52,7 +54,9 @@ def test_download_into_a_folder(hub: HubServer, tmp_path: Path, tiny_model_dir: 
     np.testing.assert_array_equal(embedder.encode(TEXTS), tiny_embedder.encode(TEXTS))
 
 
-def test_download_into_the_cache_then_load_offline(hub: HubServer, tmp_path: Path, tiny_embedder: Embedder) -> None:
+def test_download_into_the_cache_then_load_offline(
+    hub: HubServer, tmp_path: Path, tiny_embedder: Embedder
+) -> None:
     result = _invoke("download", REPO)
     assert result.exit_code == 0, result.output
     cached = Path(result.stdout.strip().splitlines()[-1])
@@ -64,14 +68,20 @@ def test_download_into_the_cache_then_load_offline(hub: HubServer, tmp_path: Pat
     np.testing.assert_array_equal(embedder.encode(TEXTS), tiny_embedder.encode(TEXTS))
 
 
-def test_interrupted_download_resumes_with_a_range_request(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_interrupted_download_resumes_with_a_range_request(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     with HubServer({REPO: tiny_model_dir}, cut_once=("model.safetensors",)) as server:
         use_hub(monkeypatch, endpoint=server.url, home=tmp_path / "hf-home")
         result = _invoke("download", REPO, "--dir", str(tmp_path / "d"))
         assert result.exit_code == 0, result.output
-        ranged = [h for _, _, h in server.requested("GET", "model.safetensors") if "range" in {k.lower() for k in h}]
+        ranged = [
+            h for _, _, h in server.requested("GET", "model.safetensors") if "range" in {k.lower() for k in h}
+        ]
     assert ranged, "the second attempt should resume with a Range request"
-    assert (tmp_path / "d" / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
+    assert (tmp_path / "d" / "model.safetensors").read_bytes() == (
+        tiny_model_dir / "model.safetensors"
+    ).read_bytes()
 
 
 def test_download_of_an_unknown_repo_is_one_error_line(hub: HubServer) -> None:
@@ -103,8 +113,19 @@ def test_download_cli_in_a_subprocess_honours_hf_endpoint(tiny_model_dir: Path, 
         env.pop("HF_HUB_CACHE", None)
         target = tmp_path / "sub"
         proc = subprocess.run(
-            [sys.executable, "-c", "from qembed.cli.main import main; main()", "download", REPO, "--dir", str(target)],
-            capture_output=True, text=True, timeout=300, env=env,
+            [
+                sys.executable,
+                "-c",
+                "from qembed.cli.main import main; main()",
+                "download",
+                REPO,
+                "--dir",
+                str(target),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip().splitlines()[-1] == str(target.resolve())

@@ -23,12 +23,23 @@ def test_dev_make_model_writes_a_loadable_folder(tmp_path: Path, tiny_embedder: 
     result = _invoke("dev", "make-model", "--out", str(out), "--seed", "0")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
-                 "modules.json", "1_Pooling/config.json", "config_sentence_transformers.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "config_sentence_transformers.json",
+    ):
         assert (out / name).is_file(), name
     embedder = Embedder(str(out))
     texts = ["Hello world", "你好"]
-    np.testing.assert_allclose(embedder.encode(texts), tiny_embedder.encode(texts), atol=1e-6)  # same seed, same model
+    np.testing.assert_allclose(
+        embedder.encode(texts), tiny_embedder.encode(texts), atol=1e-6
+    )  # same seed, same model
 
 
 @pytest.mark.integration
@@ -63,7 +74,16 @@ def test_embed_prints_one_json_line_per_text(tiny_model_dir: Path, tiny_embedder
 
 
 def test_embed_reads_stdin_and_takes_options(tiny_model_dir: Path, tiny_embedder: Embedder) -> None:
-    result = _invoke("embed", "--model", str(tiny_model_dir), "--prompt-name", "query", "--dimensions", "32", input="Hello world\n\nsecond line\n")
+    result = _invoke(
+        "embed",
+        "--model",
+        str(tiny_model_dir),
+        "--prompt-name",
+        "query",
+        "--dimensions",
+        "32",
+        input="Hello world\n\nsecond line\n",
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["text"] for line in lines] == ["Hello world", "second line"]

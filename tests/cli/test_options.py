@@ -81,7 +81,9 @@ def test_groups_partition_the_settings() -> None:
     assert sorted(names) == sorted(Settings.model_fields) and len(names) == len(set(names))
     assert Settings.fields_of(SearchSettings) == ["data_dir", "index", "store_uri"]
     assert Settings.fields_of(ModelSettings, EncodeSettings) == engine_fields()
-    assert "quantize" in Settings.fields_of(ModelSettings) and "max_tokens" in Settings.fields_of(EncodeSettings)
+    assert "quantize" in Settings.fields_of(ModelSettings) and "max_tokens" in Settings.fields_of(
+        EncodeSettings
+    )
     assert Settings.group_of("max_batch_tokens").__name__ == "ServingSettings"
     with pytest.raises(ValueError, match="nosuch"):
         Settings.fields_of(ModelSettings, exclude=("nosuch",))
@@ -89,7 +91,9 @@ def test_groups_partition_the_settings() -> None:
 
 def test_settings_stay_flat() -> None:
     s = Settings()
-    assert s.max_batch_size == 256 and s.quantize == "none" and s.data_dir == "qembed-data" and s.port == 30000
+    assert (
+        s.max_batch_size == 256 and s.quantize == "none" and s.data_dir == "qembed-data" and s.port == 30000
+    )
 
 
 @pytest.mark.parametrize(("changes", "field", "words"), [
@@ -144,7 +148,11 @@ def test_env_var_flag_and_field_are_one(monkeypatch) -> None:
     assert (seen[-1].quantize, seen[-1].int8_min_cosine) == ("int8", 0.5)  # env var -> field
     result = CliRunner().invoke(command, ["--int8-min-cosine", "0.9", "--int8-keep", "a", "--int8-keep", "b"])
     assert result.exit_code == 0, result.output
-    assert (seen[-1].quantize, seen[-1].int8_min_cosine, seen[-1].int8_keep) == ("int8", 0.9, ["a", "b"])  # the flag wins
+    assert (seen[-1].quantize, seen[-1].int8_min_cosine, seen[-1].int8_keep) == (
+        "int8",
+        0.9,
+        ["a", "b"],
+    )  # the flag wins
 
 
 def test_a_bad_flag_is_one_error_line_exit_2(tiny_model_dir) -> None:

@@ -25,7 +25,9 @@ def test_index_without_a_name_uses_the_folder(tmp_path: Path, minilm_embedder) -
     docs.mkdir()
     (docs / "a.md").write_text("# Pods\n\nA pod is the smallest deployable unit.\n")
     data = tmp_path / "data"
-    result = CliRunner().invoke(cli(), ["index", str(docs), "--model", "minilm", "--data-dir", str(data), "--json"])
+    result = CliRunner().invoke(
+        cli(), ["index", str(docs), "--model", "minilm", "--data-dir", str(data), "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert "index: handbook" in result.output
     assert json.loads(result.stdout.splitlines()[-1])["index"]["documents"] == 1

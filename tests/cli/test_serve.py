@@ -27,9 +27,27 @@ def test_serve_flags_become_settings(monkeypatch) -> None:
     monkeypatch.setenv("QEMBED_API_KEY", "from-env")
     result = CliRunner().invoke(
         serve.serve_cmd,
-        ["--model", "minilm", "--port", "31234", "--max-batch-tokens", "4096", "--api-key", "a", "--api-key", "b", "--no-warmup"],
+        [
+            "--model",
+            "minilm",
+            "--port",
+            "31234",
+            "--max-batch-tokens",
+            "4096",
+            "--api-key",
+            "a",
+            "--api-key",
+            "b",
+            "--no-warmup",
+        ],
     )
     assert result.exit_code == 0, result.output
     s = seen[0]
-    assert (s.model, s.port, s.max_batch_tokens, s.max_batch_size, s.warmup) == ("minilm", 31234, 4096, 7, False)
+    assert (s.model, s.port, s.max_batch_tokens, s.max_batch_size, s.warmup) == (
+        "minilm",
+        31234,
+        4096,
+        7,
+        False,
+    )
     assert [k.get_secret_value() for k in s.api_key] == ["a", "b"]  # the flag wins over the env var

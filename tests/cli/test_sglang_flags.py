@@ -16,7 +16,6 @@ from qembed.cli import serve as serve_mod
 from qembed.cli.main import cli
 
 
-
 def _run_capturing(monkeypatch: pytest.MonkeyPatch, *args: str):
     seen = {}
 
@@ -46,7 +45,9 @@ def test_sglang_command_translates(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--model", "a", "--model-path", "b"], "disagree"),
     ],
 )
-def test_sglang_flags_that_cannot_apply_are_refused_with_why(monkeypatch: pytest.MonkeyPatch, args: list[str], needle: str) -> None:
+def test_sglang_flags_that_cannot_apply_are_refused_with_why(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], needle: str
+) -> None:
     result, settings = _run_capturing(monkeypatch, *args)
     assert result.exit_code == 2 and needle in result.output and settings is None
 

@@ -105,17 +105,30 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         with self.server.lock:
-            self.server.requests.append({"method": self.command, "path": self.path, "body": body, "auth": self.headers.get("authorization")})
+            self.server.requests.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "body": body,
+                    "auth": self.headers.get("authorization"),
+                }
+            )
             scripted = self.server.answers.pop(0) if self.server.answers else None
         if scripted is None:
             if self.path.endswith("/models"):
-                scripted = (200, {"object": "list", "data": [{"id": "served-model", "owned_by": "someone"}]}, {})
+                scripted = (
+                    200,
+                    {"object": "list", "data": [{"id": "served-model", "owned_by": "someone"}]},
+                    {},
+                )
             else:
                 scripted = (200, _vectors_body(len(body["input"]) if body else 0), {})
         status, payload, headers = scripted
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json" if not isinstance(payload, bytes) else "text/plain")
+        self.send_header(
+            "Content-Type", "application/json" if not isinstance(payload, bytes) else "text/plain"
+        )
         self.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             self.send_header(key, value)
@@ -152,7 +165,12 @@ def test_embed_sends_model_input_and_fields_and_checks_the_answer(server: Script
         encoded = client.embed(["a", "b"], input_type="query", dimensions=None)
     (request,) = server.requests
     assert request["path"] == "/v1/embeddings" and request["auth"] == "Bearer k3y"
-    assert request["body"] == {"model": "m", "input": ["a", "b"], "encoding_format": "float", "input_type": "query"}  # None fields not sent
+    assert request["body"] == {
+        "model": "m",
+        "input": ["a", "b"],
+        "encoding_format": "float",
+        "input_type": "query",
+    }  # None fields not sent
     assert encoded.vectors.dtype == np.float32
     np.testing.assert_array_equal(encoded.vectors, [[1.0] * 3, [2.0] * 3])  # put back in index order
     assert encoded.prompt_tokens == 7
@@ -169,9 +187,18 @@ def test_base64_answers_are_decoded() -> None:
     [
         (b"not json", "not an OpenAI embeddings response"),
         ({"data": [{"index": 0}]}, "not an OpenAI embeddings response"),
-        ({"data": [{"index": 0, "embedding": [1.0, 2.0]}]}, "asked for 2 embeddings, got an array of shape (1, 2)"),
-        ({"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2.0]}]}, "not an OpenAI embeddings response"),
-        ({"data": [{"index": 0, "embedding": [1.0, float("nan")]}, {"index": 1, "embedding": [1.0, 2.0]}]}, "NaN or infinite"),
+        (
+            {"data": [{"index": 0, "embedding": [1.0, 2.0]}]},
+            "asked for 2 embeddings, got an array of shape (1, 2)",
+        ),
+        (
+            {"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2.0]}]},
+            "not an OpenAI embeddings response",
+        ),
+        (
+            {"data": [{"index": 0, "embedding": [1.0, float("nan")]}, {"index": 1, "embedding": [1.0, 2.0]}]},
+            "NaN or infinite",
+        ),
         ({"data": [{"index": 0, "embedding": []}, {"index": 1, "embedding": []}]}, "shape (2, 0)"),
     ],
 )
@@ -184,7 +211,9 @@ def test_answers_that_are_not_embeddings(body: Any, message: str) -> None:
 
 def test_errors_carry_status_and_the_servers_message(server: Scripted) -> None:
     client = OpenAIClient(server.url, model="m")
-    server.script((401, {"error": {"message": "bad key", "type": "invalid_request_error", "code": "invalid_api_key"}}))
+    server.script(
+        (401, {"error": {"message": "bad key", "type": "invalid_request_error", "code": "invalid_api_key"}})
+    )
     with pytest.raises(ClientError) as info:
         client.embed(["a"])
     assert info.value.status == 401
@@ -209,7 +238,10 @@ def test_retries_only_when_asked_and_only_busy_answers(server: Scripted) -> None
             client.embed(["a"])
         assert len(server.requests) == 1  # a wrong request is not retried
     server.script(busy)
-    with OpenAIClient(server.url, model="m") as client, pytest.raises(ClientError, match="503: warming up") as info:
+    with (
+        OpenAIClient(server.url, model="m") as client,
+        pytest.raises(ClientError, match="503: warming up") as info,
+    ):
         client.embed(["a"])  # retries=0: the default
     assert info.value.status == 503 and len(server.requests) == 1
 
@@ -249,9 +281,20 @@ def test_models_served_model_and_resolve(server: Scripted) -> None:
 # -- measured requests: never raise ------------------------------------------------------------
 def test_attempts_record_status_latency_and_tokens(server: Scripted) -> None:
     client = OpenAIClient(server.url, model="m")
-    server.script((200, _vectors_body(2, dim=4, tokens=11)), (429, {"error": {"message": "slow down"}}), (200, _vectors_body(1)))
+    server.script(
+        (200, _vectors_body(2, dim=4, tokens=11)),
+        (429, {"error": {"message": "slow down"}}),
+        (200, _vectors_body(1)),
+    )
     ok = client.attempt(["a", "b"])
-    assert (ok.status, ok.ok, ok.n_inputs, ok.n_vectors, ok.dimension, ok.prompt_tokens) == (200, True, 2, 2, 4, 11)
+    assert (ok.status, ok.ok, ok.n_inputs, ok.n_vectors, ok.dimension, ok.prompt_tokens) == (
+        200,
+        True,
+        2,
+        2,
+        4,
+        11,
+    )
     assert ok.latency_s > 0 and ok.finished_at > 0
     busy = client.attempt(["a"])
     assert (busy.status_key, busy.ok, busy.error) == ("429", False, "slow down")
@@ -261,12 +304,17 @@ def test_attempts_record_status_latency_and_tokens(server: Scripted) -> None:
     async def run() -> list[Any]:
         server.script((503, {"error": {"message": "not ready"}}))
         async with client.async_http(2) as http:
-            return [await client.attempt_async(http, ["x"]), await client.attempt_async(http, ["x", "y", "z"])]
+            return [
+                await client.attempt_async(http, ["x"]),
+                await client.attempt_async(http, ["x", "y", "z"]),
+            ]
 
     first, second = asyncio.run(run())
     assert (first.status, first.error) == (503, "not ready")
     assert second.ok and second.n_vectors == 3 and second.dimension == 3
-    assert all(r["body"]["model"] == "m" and "encoding_format" not in r["body"] for r in server.requests)  # float: not sent
+    assert all(
+        r["body"]["model"] == "m" and "encoding_format" not in r["body"] for r in server.requests
+    )  # float: not sent
     client.close()
     dead = OpenAIClient(_dead_url(), model="m")
     failed = dead.attempt(["a"])
@@ -286,7 +334,12 @@ def test_http_encoder_is_a_text_encoder(server: Scripted) -> None:
     assert encoded.prompt_tokens == 14  # the two requests' counts added up
     posts = [r for r in server.requests if r["method"] == "POST"]
     assert [r["body"]["input"] for r in posts] == [["a", "b"], ["c"]]
-    assert all(r["body"]["input_type"] == "query" and r["body"]["task"] == "retrieval" and r["body"]["dimensions"] == 3 for r in posts)
+    assert all(
+        r["body"]["input_type"] == "query"
+        and r["body"]["task"] == "retrieval"
+        and r["body"]["dimensions"] == 3
+        for r in posts
+    )
     assert all(r["auth"] == "Bearer s3cret" for r in server.requests)
     server.script()
     encoder.encode(["d"])  # no role: no input_type
@@ -320,8 +373,16 @@ def test_in_process_encoder_is_a_text_encoder() -> None:
     assert isinstance(encoder, TextEncoder)
     assert (encoder.model_id, encoder.dimension) == ("fake/model", 2)
     encoded = encoder.encode(("a b", "c"), role="document", task="retrieval")
-    assert encoded.vectors.dtype == np.float32 and encoded.vectors.shape == (2, 2) and encoded.prompt_tokens == 5
-    assert embedder.calls[-1] == (["a b", "c"], {"task": "retrieval", "input_type": "document", "batch_size": 8})
+    assert (
+        encoded.vectors.dtype == np.float32 and encoded.vectors.shape == (2, 2) and encoded.prompt_tokens == 5
+    )
+    assert embedder.calls[-1] == (
+        ["a b", "c"],
+        {"task": "retrieval", "input_type": "document", "batch_size": 8},
+    )
     encoder.encode(["x"], batch_size=1)
-    assert embedder.calls[-1] == (["x"], {"batch_size": 1})  # no role: no input_type; the call's batch size wins
+    assert embedder.calls[-1] == (
+        ["x"],
+        {"batch_size": 1},
+    )  # no role: no input_type; the call's batch size wins
     assert encoder.count_tokens(["a b c", "d"]) == [3, 1] and encoder.count_tokens([]) == []

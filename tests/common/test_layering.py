@@ -14,8 +14,18 @@ def test_common_imports_nothing_above_it() -> None:
     above = []
     for path in sorted(COMMON.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            above += [f"{path.name}: {n}" for n in names if n.startswith("qembed") and not n.startswith("qembed.common")]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            above += [
+                f"{path.name}: {n}"
+                for n in names
+                if n.startswith("qembed") and not n.startswith("qembed.common")
+            ]
     assert above == []
 
 
@@ -29,5 +39,7 @@ def test_importing_common_loads_no_heavy_library() -> None:
         "heavy = sorted(m for m in ('torch', 'transformers', 'rich') if m in sys.modules)\n"
         "print(new, heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[] []"

@@ -71,12 +71,25 @@ def test_bench_tokenizer_folder_follows_the_home(home: Path, monkeypatch: pytest
 def _home_picking(tree: ast.AST) -> list[int]:
     """Lines that read a cache-home variable, name ``.cache`` or call ``Path.home()``
     (string constants in code: docstrings and comments do not count)."""
-    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
     lines = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and id(node) not in docstrings and node.value in {"XDG_CACHE_HOME", "QEMBED_CACHE_HOME", ".cache"}:
+        if (
+            isinstance(node, ast.Constant)
+            and id(node) not in docstrings
+            and node.value in {"XDG_CACHE_HOME", "QEMBED_CACHE_HOME", ".cache"}
+        ):
             lines.append(node.lineno)
-        elif isinstance(node, ast.Attribute) and node.attr == "home" and isinstance(node.value, ast.Name) and node.value.id == "Path":
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr == "home"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "Path"
+        ):
             lines.append(node.lineno)
     return lines
 
@@ -88,4 +101,6 @@ def test_no_other_module_picks_a_cache_home() -> None:
         if path != SRC / "common" / "paths.py" and (lines := _home_picking(ast.parse(path.read_text()))):
             offenders[path.relative_to(SRC).as_posix()] = lines
     assert offenders == {}
-    assert _home_picking(ast.parse('import os\nos.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"\n')) == [2, 2, 2]
+    assert _home_picking(
+        ast.parse('import os\nos.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"\n')
+    ) == [2, 2, 2]

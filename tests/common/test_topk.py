@@ -17,7 +17,9 @@ def reference(scores: np.ndarray, k: int) -> np.ndarray:
 @pytest.mark.parametrize("k", [1, 2, 3, 5, 7, 8, 50])
 def test_matches_a_full_stable_sort_with_heavy_ties(k: int) -> None:
     rng = np.random.default_rng(0)
-    scores = rng.integers(0, 4, size=(64, 8)).astype(np.float32)  # four values over 8 columns: ties everywhere
+    scores = rng.integers(0, 4, size=(64, 8)).astype(
+        np.float32
+    )  # four values over 8 columns: ties everywhere
     idx, val = topk(scores, k)
     assert idx.shape == (64, min(k, 8)) and idx.dtype == np.int64
     np.testing.assert_array_equal(idx, reference(scores, k))

@@ -7,10 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qembed.embedding.cache import CacheEntry, CachedCall, EmbeddingCache
+from qembed.embedding.cache import CachedCall, CacheEntry, EmbeddingCache
 from qembed.errors import InputError, InternalError
 
-TEXTS = ["The cat sat on the mat.", "A quick brown fox jumps over the lazy dog.", "Embeddings turn text into vectors."]
+TEXTS = [
+    "The cat sat on the mat.",
+    "A quick brown fox jumps over the lazy dog.",
+    "Embeddings turn text into vectors.",
+]
 
 
 def _entry(value: float, tokens: int = 3) -> CacheEntry:

@@ -79,7 +79,12 @@ def test_similarity(tiny_embedder: Embedder) -> None:
 def test_batch_invariance_mixed_lengths(request: pytest.FixtureRequest, fixture: str) -> None:
     embedder: Embedder = request.getfixturevalue(fixture)
     alone = np.stack([embedder.encode(t) for t in TEXTS])
-    for kwargs in ({"batch_size": 1}, {"batch_size": 2}, {"batch_size": 64}, {"batch_size": 64, "max_batch_tokens": 40}):
+    for kwargs in (
+        {"batch_size": 1},
+        {"batch_size": 2},
+        {"batch_size": 64},
+        {"batch_size": 64, "max_batch_tokens": 40},
+    ):
         batched = embedder.encode(TEXTS, **kwargs)
         assert _cos(batched, alone).min() >= MIN_COS, kwargs
     # Through run() directly: one padded batch holding every length at once.
@@ -200,7 +205,9 @@ def test_truncate_keeps_the_prompt_even_when_it_merges_with_the_text(small: Embe
     text = "(" + LONG
     prompt = list(small.tokenizer.prompt_ids(small.prompts["query"]))
     for side in ("right", "left"):
-        [window] = small.prepare(text, prompt_name="query", long_text="truncate", truncation_side=side).windows
+        [window] = small.prepare(
+            text, prompt_name="query", long_text="truncate", truncation_side=side
+        ).windows
         assert window.ids[: len(prompt)] == prompt, side
     for window in small.prepare(text, prompt_name="query").windows:
         assert window.ids[: len(prompt)] == prompt
@@ -265,7 +272,9 @@ def test_token_ids_give_the_same_vector_as_the_text(tiny_embedder: Embedder, tin
     # would merge): sending them as ids needs --allow-foreign-token-ids
     permissive = Embedder(str(tiny_model_dir), allow_foreign_token_ids=True)
     assert _cos(prompted, permissive.encode([prompt + ids for ids in bare])).min() >= MIN_COS
-    assert _cos(prompted[0], tiny_embedder.encode("Hello world", prompt_name="query")) >= MIN_COS  # no merge here
+    assert (
+        _cos(prompted[0], tiny_embedder.encode("Hello world", prompt_name="query")) >= MIN_COS
+    )  # no merge here
 
 
 def test_token_ids_on_minilm(minilm_embedder: Embedder) -> None:

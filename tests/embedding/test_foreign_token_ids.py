@@ -11,7 +11,11 @@ import pytest
 from qembed import Embedder
 from qembed.errors import InputError
 
-TEXTS = ["A man is playing a flute.", "如何解决Kubernetes Pod一直处于Pending状态？", "def f(x):\n    return x ** 2"]
+TEXTS = [
+    "A man is playing a flute.",
+    "如何解决Kubernetes Pod一直处于Pending状态？",
+    "def f(x):\n    return x ** 2",
+]
 
 
 @pytest.mark.parametrize("fixture", ["tiny_embedder", "minilm_embedder"])
@@ -19,7 +23,9 @@ def test_own_tokenizations_pass(fixture: str, request: pytest.FixtureRequest) ->
     embedder: Embedder = request.getfixturevalue(fixture)
     ids = embedder.tokenizer.content_ids(TEXTS)
     assert all(embedder.tokenizer.is_canonical(x) for x in ids)
-    assert all(embedder.tokenizer.is_canonical(x) for x in embedder.tokenize(TEXTS))  # /tokenize output, specials included
+    assert all(
+        embedder.tokenizer.is_canonical(x) for x in embedder.tokenize(TEXTS)
+    )  # /tokenize output, specials included
     assert embedder.encode(ids).shape[0] == len(TEXTS)
 
 
@@ -35,7 +41,10 @@ def test_byte_ids_are_refused_with_the_fix_named(tiny_embedder: Embedder) -> Non
 
 
 def test_qwen3_ids_sent_to_minilm_are_refused(tiny_embedder: Embedder, minilm_embedder: Embedder) -> None:
-    qwen_ids = [[i for i in ids if i < minilm_embedder.tokenizer.vocab_size] for ids in tiny_embedder.tokenizer.content_ids(TEXTS)]
+    qwen_ids = [
+        [i for i in ids if i < minilm_embedder.tokenizer.vocab_size]
+        for ids in tiny_embedder.tokenizer.content_ids(TEXTS)
+    ]
     with pytest.raises(InputError, match="not a tokenization"):
         minilm_embedder.encode(qwen_ids)
 

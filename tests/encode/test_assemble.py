@@ -31,7 +31,9 @@ def test_dimensions_truncate_then_renormalize() -> None:
     out = assemble([_w(0, 1), _w(1, 1)], vectors, n_inputs=2, normalize=True, dimensions=3)
     full = assemble([_w(0, 1), _w(1, 1)], vectors, n_inputs=2, normalize=True, dimensions=None)
     assert out.shape == (2, 3)
-    np.testing.assert_allclose(out, full[:, :3] / np.linalg.norm(full[:, :3], axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(
+        out, full[:, :3] / np.linalg.norm(full[:, :3], axis=1, keepdims=True), atol=1e-6
+    )
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1, atol=1e-6)
 
 

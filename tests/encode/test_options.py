@@ -11,7 +11,12 @@ from qembed.errors import InputError
 from qembed.model.pipeline import PipelineSpec
 
 SPEC = PipelineSpec(
-    model_type="qwen3", hidden_size=64, pooling="lasttoken", normalize=True, prompts={"query": "Q: "}, supports_mrl=True
+    model_type="qwen3",
+    hidden_size=64,
+    pooling="lasttoken",
+    normalize=True,
+    prompts={"query": "Q: "},
+    supports_mrl=True,
 )
 DEFAULTS = EncodeDefaults(model_id="tiny", long_text="truncate", truncation_side="left")
 
@@ -24,7 +29,12 @@ def test_unknown_option_suggests_the_right_name() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "param"),
-    [({"long_text": "drop"}, "long_text"), ({"dimensions": 32.0}, "dimensions"), ({"normalize": "yes"}, "normalize"), ({"input_type": "doc"}, "input_type")],
+    [
+        ({"long_text": "drop"}, "long_text"),
+        ({"dimensions": 32.0}, "dimensions"),
+        ({"normalize": "yes"}, "normalize"),
+        ({"input_type": "doc"}, "input_type"),
+    ],
 )
 def test_bad_values_are_refused_with_the_field(kwargs: dict, param: str) -> None:
     with pytest.raises(InputError) as info:
@@ -48,8 +58,19 @@ def test_key_is_the_same_for_a_task_and_the_prompt_it_stands_for() -> None:
 
 
 def test_given_lists_only_what_was_set() -> None:
-    assert EncodeOptions.of(task="retrieval", input_type="document").given() == {"task": "retrieval", "input_type": "document"}
+    assert EncodeOptions.of(task="retrieval", input_type="document").given() == {
+        "task": "retrieval",
+        "input_type": "document",
+    }
     assert set(EncodeOptions.names()) == {
-        "prompt_name", "prompt", "instruction", "task", "input_type", "dimensions", "normalize", "long_text", "truncation_side",
+        "prompt_name",
+        "prompt",
+        "instruction",
+        "task",
+        "input_type",
+        "dimensions",
+        "normalize",
+        "long_text",
+        "truncation_side",
         "max_tokens",
     }

@@ -81,7 +81,11 @@ def test_prompt_longer_than_the_window_is_a_clear_error(policy: str) -> None:
 
 
 def test_exclude_prompt_sets_the_pooling_skip() -> None:
-    [w] = plan_windows([500, 501, 1, 2], 2, owner=0, special=BERT, limit=10, policy="chunk", exclude_prompt=True)
+    [w] = plan_windows(
+        [500, 501, 1, 2], 2, owner=0, special=BERT, limit=10, policy="chunk", exclude_prompt=True
+    )
     assert w.skip == 3  # [CLS] + 2 prompt tokens
-    windows = plan_windows([500, 501, *range(20)], 2, owner=0, special=BERT, limit=8, policy="chunk", exclude_prompt=True)
+    windows = plan_windows(
+        [500, 501, *range(20)], 2, owner=0, special=BERT, limit=8, policy="chunk", exclude_prompt=True
+    )
     assert {w.skip for w in windows} == {3}

@@ -22,7 +22,9 @@ from qembed.eval.targets import TargetStats
 class FakeTarget:
     """Deterministic vectors from a text hash; counts what it embeds; can fail on call N."""
 
-    def __init__(self, *, dim: int = 8, chunk_size: int = 4, interrupt_on_call: int | None = None, tag: str = "fake") -> None:
+    def __init__(
+        self, *, dim: int = 8, chunk_size: int = 4, interrupt_on_call: int | None = None, tag: str = "fake"
+    ) -> None:
         self.name = tag
         self.chunk_size = chunk_size
         self.stats = TargetStats()
@@ -62,7 +64,16 @@ def make_beir(tmp_path: Path):
         (root / "qrels").mkdir(parents=True)
         with open(root / "corpus.jsonl", "w", encoding="utf-8") as f:
             for i in range(n_docs):
-                f.write(json.dumps({"_id": f"d{i}", "title": f"topic {i % 5}", "text": f"document number {i} about topic {i % 5}"}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "_id": f"d{i}",
+                            "title": f"topic {i % 5}",
+                            "text": f"document number {i} about topic {i % 5}",
+                        }
+                    )
+                    + "\n"
+                )
         with open(root / "queries.jsonl", "w", encoding="utf-8") as f:
             for q in range(n_queries):
                 f.write(json.dumps({"_id": f"q{q}", "text": f"query {q}: what about topic {q % 5}?"}) + "\n")
@@ -108,19 +119,27 @@ class _Handler(BaseHTTPRequestHandler):
             srv.requests.append({"body": body, "auth": self.headers.get("Authorization")})
             if srv.fail_next:
                 status = srv.fail_next.pop(0)
-                self._send(status, {"error": {"message": f"injected {status}", "type": "test"}}, {"Retry-After": "0"})
+                self._send(
+                    status, {"error": {"message": f"injected {status}", "type": "test"}}, {"Retry-After": "0"}
+                )
                 return
             if srv.api_key and self.headers.get("Authorization") != f"Bearer {srv.api_key}":
                 self._send(401, {"error": {"message": "bad key"}})
                 return
-            options = {k: body[k] for k in ("task", "input_type", "instruction", "prompt_name", "dimensions") if k in body}
+            options = {
+                k: body[k]
+                for k in ("task", "input_type", "instruction", "prompt_name", "dimensions")
+                if k in body
+            }
             try:
                 vectors = srv.embedder.encode(body["input"], **options)
             except Exception as exc:  # noqa: BLE001 - a fake server answers 400 like the real one
                 self._send(400, {"error": {"message": str(exc)}})
                 return
         data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
-        self._send(200, {"object": "list", "data": list(reversed(data)), "model": body.get("model")})  # out of order on purpose
+        self._send(
+            200, {"object": "list", "data": list(reversed(data)), "model": body.get("model")}
+        )  # out of order on purpose
 
 
 class FakeOpenAIServer(ThreadingHTTPServer):

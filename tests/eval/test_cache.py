@@ -61,7 +61,9 @@ def test_interrupted_run_keeps_finished_chunks(tmp_path: Path, make_beir) -> Non
     assert result.scores == clean.scores
 
 
-def test_an_interrupted_write_stores_nothing_of_its_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_write_stores_nothing_of_its_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One chunk, one transaction: a write killed half way leaves what was stored before, and none of its rows."""
     store = VectorCache(tmp_path).open({"t": 1})
     store.add(["a", "b"], np.ones((2, 3)))
@@ -80,7 +82,9 @@ def test_an_interrupted_write_stores_nothing_of_its_chunk(tmp_path: Path, monkey
     with pytest.raises(KeyboardInterrupt):
         store.add(["c", "d"], np.zeros((2, 3)))
     monkeypatch.setattr(store.cache, "_db", db)
-    store.add(["e"], np.ones((1, 3)))  # this commit would store the half chunk had put_many not rolled it back
+    store.add(
+        ["e"], np.ones((1, 3))
+    )  # this commit would store the half chunk had put_many not rolled it back
     store.cache.close()
     reopened = VectorCache(tmp_path).open({"t": 1})
     got = reopened.get_many(["a", "b", "c", "d", "e"])
@@ -96,7 +100,9 @@ def test_namespaces_share_one_file_and_never_each_others_vectors(tmp_path: Path)
     assert float(again.open({"t": "one"}).get_many(["a"])[0][0]) == 1.0
     assert float(again.open({"t": "two"}).get_many(["a"])[0][0]) == 2.0
     assert again.open({"t": "three"}).get_many(["a"]) == [None]
-    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))] == ["embeddings.sqlite3"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))] == [
+        "embeddings.sqlite3"
+    ]
 
 
 def test_no_file_until_used(tmp_path: Path) -> None:

@@ -17,9 +17,16 @@ from qembed.eval import api
 @pytest.fixture
 def sts_file(tmp_path: Path) -> Path:
     path = tmp_path / "sts.tsv"
-    rows = [("A man plays guitar.", "Someone plays music.", 4.0), ("A dog runs.", "A cat sleeps.", 1.0),
-            ("Rain falls.", "It is raining.", 4.8), ("Two cats sleep.", "Cats nap.", 4.2), ("He cooks.", "Stocks fell.", 0.2)]
-    path.write_text("score\tsentence1\tsentence2\n" + "".join(f"{s}\t{a}\t{b}\n" for a, b, s in rows), encoding="utf-8")
+    rows = [
+        ("A man plays guitar.", "Someone plays music.", 4.0),
+        ("A dog runs.", "A cat sleeps.", 1.0),
+        ("Rain falls.", "It is raining.", 4.8),
+        ("Two cats sleep.", "Cats nap.", 4.2),
+        ("He cooks.", "Stocks fell.", 0.2),
+    ]
+    path.write_text(
+        "score\tsentence1\tsentence2\n" + "".join(f"{s}\t{a}\t{b}\n" for a, b, s in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -27,9 +34,20 @@ def _invoke(*args: str) -> Any:
     return CliRunner().invoke(eval_group, list(args), catch_exceptions=False)
 
 
-def test_cli_sts_writes_json_and_second_run_uses_cache(tiny_model_dir: Path, sts_file: Path, tmp_path: Path) -> None:
+def test_cli_sts_writes_json_and_second_run_uses_cache(
+    tiny_model_dir: Path, sts_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "r.json"
-    args = ["sts", str(sts_file), "--model", str(tiny_model_dir), "--cache-dir", str(tmp_path / "c"), "--json", str(out)]
+    args = [
+        "sts",
+        str(sts_file),
+        "--model",
+        str(tiny_model_dir),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--json",
+        str(out),
+    ]
     first = _invoke(*args)
     assert first.exit_code == 0, first.output
     assert "spearman *" in first.output and "10 embedded" in first.output
@@ -44,11 +62,24 @@ def test_cli_sts_writes_json_and_second_run_uses_cache(tiny_model_dir: Path, sts
 
 def test_cli_retrieval_and_overrides(tiny_model_dir: Path, make_beir: Any, tmp_path: Path) -> None:
     folder = make_beir(n_docs=15, n_queries=3)
-    res = _invoke("retrieval", str(folder), "--model", str(tiny_model_dir), "--no-cache", "--instruction", "Find notes", "--json", "-")
+    res = _invoke(
+        "retrieval",
+        str(folder),
+        "--model",
+        str(tiny_model_dir),
+        "--no-cache",
+        "--instruction",
+        "Find notes",
+        "--json",
+        "-",
+    )
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
     assert set(payload["scores"]) == {"ndcg@10", "mrr@10", "p@1", "recall@10", "recall@100", "map@100"}
-    assert payload["prompts"]["query"] == repr("Instruct: Find notes\nQuery:") and payload["prompts"]["document"] == "none"
+    assert (
+        payload["prompts"]["query"] == repr("Instruct: Find notes\nQuery:")
+        and payload["prompts"]["document"] == "none"
+    )
 
 
 def test_cli_errors_are_one_line(tiny_model_dir: Path, sts_file: Path, tmp_path: Path) -> None:
@@ -62,18 +93,39 @@ def test_cli_errors_are_one_line(tiny_model_dir: Path, sts_file: Path, tmp_path:
     assert res.exit_code == 2 and "at least one --model or --endpoint" in res.output
 
 
-def test_cli_compare_model_and_endpoint(tiny_model_dir: Path, fake_server: Any, sts_file: Path, tmp_path: Path) -> None:
+def test_cli_compare_model_and_endpoint(
+    tiny_model_dir: Path, fake_server: Any, sts_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "cmp"
-    res = _invoke("compare", "--model", str(tiny_model_dir), "--endpoint", fake_server.url, "--endpoint", "http://127.0.0.1:9",
-                  "--sts", str(sts_file), "--no-cache", "--out", str(out))
+    res = _invoke(
+        "compare",
+        "--model",
+        str(tiny_model_dir),
+        "--endpoint",
+        fake_server.url,
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--sts",
+        str(sts_file),
+        "--no-cache",
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(Path(f"{out}.json").read_text())
     names = [t["name"] for t in data["targets"]]
     assert names[0] == "Qwen3-Embedding-tiny" and names[1].startswith("fake-model @ http://127.0.0.1")
-    assert "cannot reach" in data["targets"][2]["errors"][0]  # a dead endpoint is reported, the others still run
+    assert (
+        "cannot reach" in data["targets"][2]["errors"][0]
+    )  # a dead endpoint is reported, the others still run
     spearman = [r["scores"]["spearman"] for r in data["results"]]
-    assert len(spearman) == 2 and spearman[0] == pytest.approx(spearman[1], abs=1e-4)  # tiny model, same numbers both ways
-    assert data["targets"][0]["stats"]["peak_rss_mib"] > 0 and data["targets"][1]["stats"]["server_rss_mib"] == 100.0
+    assert len(spearman) == 2 and spearman[0] == pytest.approx(
+        spearman[1], abs=1e-4
+    )  # tiny model, same numbers both ways
+    assert (
+        data["targets"][0]["stats"]["peak_rss_mib"] > 0
+        and data["targets"][1]["stats"]["server_rss_mib"] == 100.0
+    )
     md = Path(f"{out}.md").read_text()
     assert "| sts | sts.tsv | spearman * |" in md and "peak RSS MiB" in md
     assert "latency and memory per target" in res.output
@@ -82,7 +134,9 @@ def test_cli_compare_model_and_endpoint(tiny_model_dir: Path, fake_server: Any, 
     assert "prompts each target's texts got" in res.output
 
 
-def test_cli_compare_writes_a_new_folder_by_default(tiny_model_dir: Path, sts_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_compare_writes_a_new_folder_by_default(
+    tiny_model_dir: Path, sts_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     res = _invoke("compare", "--model", str(tiny_model_dir), "--sts", str(sts_file), "--no-cache")
     assert res.exit_code == 0, res.output
@@ -95,16 +149,21 @@ def test_api_mirrors_cli(tiny_embedder: Any, sts_file: Path, tmp_path: Path, mak
     result = api.sts(sts_file, target=tiny_embedder, cache=tmp_path / "c")
     again = api.sts(sts_file, target=tiny_embedder, cache=tmp_path / "c")
     assert again.counts.embedded == 0 and again.scores == result.scores
-    assert api.sts(sts_file, target=tiny_embedder, cache=False, instruction_mode="none").prompts == {"both sides": "none"}
-    retrieval = api.retrieval(make_beir(n_docs=10, n_queries=2), target=tiny_embedder, cache=None, search="numpy")
+    assert api.sts(sts_file, target=tiny_embedder, cache=False, instruction_mode="none").prompts == {
+        "both sides": "none"
+    }
+    retrieval = api.retrieval(
+        make_beir(n_docs=10, n_queries=2), target=tiny_embedder, cache=None, search="numpy"
+    )
     assert retrieval.main_metric == "ndcg@10"
     comparison = api.compare([tiny_embedder], [api.TaskSpec("sts", sts_file)], cache=None)
     assert comparison.results[0].scores == pytest.approx(result.scores)
     assert "| sts |" in comparison.to_markdown()
 
 
-def test_cli_sigterm_stops_like_ctrl_c_and_keeps_the_cache(tiny_model_dir: Path, sts_file: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_sigterm_stops_like_ctrl_c_and_keeps_the_cache(
+    tiny_model_dir: Path, sts_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
     import signal
 
@@ -120,7 +179,16 @@ def test_cli_sigterm_stops_like_ctrl_c_and_keeps_the_cache(tiny_model_dir: Path,
         return real_embed(self, texts, prompting, role)
 
     monkeypatch.setattr(InProcessTarget, "embed", embed_then_get_killed)
-    args = ["sts", str(sts_file), "--model", str(tiny_model_dir), "--cache-dir", str(tmp_path / "c"), "--batch-size", "2"]
+    args = [
+        "sts",
+        str(sts_file),
+        "--model",
+        str(tiny_model_dir),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--batch-size",
+        "2",
+    ]
     killed = _invoke(*args)
     assert killed.exit_code == 130 and "interrupted" in killed.output
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored

@@ -19,7 +19,10 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_stsb_en_layout_keeps_quotes(tmp_path: Path) -> None:
-    f = _write(tmp_path / "sts.tsv", 'score\tsentence1\tsentence2\tgenre\n2.5\tHe said "hi.\tShe said "bye".\tnews\n4\tA\tB\tx\n')
+    f = _write(
+        tmp_path / "sts.tsv",
+        'score\tsentence1\tsentence2\tgenre\n2.5\tHe said "hi.\tShe said "bye".\tnews\n4\tA\tB\tx\n',
+    )
     data = load_pairs(f)
     assert data.left == ['He said "hi.', "A"]  # QUOTE_NONE: a lone quote is text, not a field opener
     assert data.right == ['She said "bye".', "B"]
@@ -27,7 +30,10 @@ def test_stsb_en_layout_keeps_quotes(tmp_path: Path) -> None:
 
 
 def test_headerless_three_columns_is_s1_s2_score(tmp_path: Path) -> None:
-    f = _write(tmp_path / "STS-B.test.data", "一个女孩在给她的头发做发型。\t一个女孩在梳头。\t2\n一群人。\t一群男孩。\t3\n")
+    f = _write(
+        tmp_path / "STS-B.test.data",
+        "一个女孩在给她的头发做发型。\t一个女孩在梳头。\t2\n一群人。\t一群男孩。\t3\n",
+    )
     data = load_pairs(f)
     assert data.left[0] == "一个女孩在给她的头发做发型。" and data.scores.tolist() == [2.0, 3.0]
 
@@ -35,10 +41,16 @@ def test_headerless_three_columns_is_s1_s2_score(tmp_path: Path) -> None:
 def test_csv_jsonl_json_and_columns(tmp_path: Path) -> None:
     csv_file = _write(tmp_path / "p.csv", 'a,b,label\n"x, with comma",y,1\nu,v,0\n')
     assert load_pairs(csv_file).left == ["x, with comma", "u"]
-    jsonl = _write(tmp_path / "p.jsonl", '{"query": "q1", "code": "def f(): pass", "label": 1}\n\n{"query": "q2", "code": "x = 1", "label": 0}\n')
+    jsonl = _write(
+        tmp_path / "p.jsonl",
+        '{"query": "q1", "code": "def f(): pass", "label": 1}\n\n{"query": "q2", "code": "x = 1", "label": 0}\n',
+    )
     data = load_pairs(jsonl)
     assert data.left == ["q1", "q2"] and data.right == ["def f(): pass", "x = 1"]
-    cosqa = _write(tmp_path / "cosqa.json", json.dumps([{"idx": "i", "doc": "sort list", "code": "def s(x): ...", "label": 1}]))
+    cosqa = _write(
+        tmp_path / "cosqa.json",
+        json.dumps([{"idx": "i", "doc": "sort list", "code": "def s(x): ...", "label": 1}]),
+    )
     assert load_pairs(cosqa).left == ["sort list"]
     odd = _write(tmp_path / "odd.tsv", "id\tfirst\tsecond\tgold\n1\tx\ty\t0.5\n")
     assert load_pairs(odd, columns=["first", "second", "gold"]).scores.tolist() == [0.5]
@@ -78,13 +90,23 @@ def test_unknown_header_asks_for_columns(tmp_path: Path) -> None:
 
 def _beir(root: Path, qrels: str = "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq2\td3\t1\n") -> Path:
     root.mkdir()
-    _write(root / "corpus.jsonl", "\n".join(json.dumps(d) for d in [
-        {"_id": "d1", "title": "Title", "text": "body one"},
-        {"_id": "d2", "title": "", "text": "body two"},
-        {"_id": "d3", "text": "body three"},
-        {"_id": "d4", "title": "", "text": ""},
-    ]) + "\n")
-    _write(root / "queries.jsonl", '{"_id": "q1", "text": "first"}\n{"_id": "q2", "text": "second"}\n{"_id": "q3", "text": "unjudged"}\n')
+    _write(
+        root / "corpus.jsonl",
+        "\n".join(
+            json.dumps(d)
+            for d in [
+                {"_id": "d1", "title": "Title", "text": "body one"},
+                {"_id": "d2", "title": "", "text": "body two"},
+                {"_id": "d3", "text": "body three"},
+                {"_id": "d4", "title": "", "text": ""},
+            ]
+        )
+        + "\n",
+    )
+    _write(
+        root / "queries.jsonl",
+        '{"_id": "q1", "text": "first"}\n{"_id": "q2", "text": "second"}\n{"_id": "q3", "text": "unjudged"}\n',
+    )
     (root / "qrels").mkdir()
     _write(root / "qrels" / "test.tsv", qrels)
     return root
@@ -124,7 +146,11 @@ def test_shared_data_layouts(shared_data: Path) -> None:
     cosqa = load_pairs(shared_data / "cosqa" / "cosqa-dev.json")
     assert len(cosqa) == 604 and int(cosqa.scores.sum()) == 313
     cran = load_beir(shared_data / "cranfield_beir")
-    assert (len(cran.corpus), len(cran.queries), sum(len(g) for g in cran.qrels.values())) == (1398, 225, 1612)
+    assert (len(cran.corpus), len(cran.queries), sum(len(g) for g in cran.qrels.values())) == (
+        1398,
+        225,
+        1612,
+    )
     assert cran.notes[0].startswith("2 document(s) with no text dropped: 471, 995")  # empty in the source too
     code = load_beir(shared_data / "cosqa_retrieval" / "beir")
     assert (len(code.corpus), len(code.queries)) == (6267, 500)

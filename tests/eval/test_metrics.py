@@ -138,4 +138,6 @@ def test_cross_check_with_scipy_and_sklearn() -> None:
     grades = {f"d{i}": int(g) for i, g in enumerate(rng.integers(0, 4, 20))}
     ranking = [f"d{i}" for i in rng.permutation(20)]
     gains = [grades[d] for d in ranking]
-    assert m.ndcg_at_k(ranking, grades, 10) == pytest.approx(skm.ndcg_score([gains], [list(range(20, 0, -1))], k=10))
+    assert m.ndcg_at_k(ranking, grades, 10) == pytest.approx(
+        skm.ndcg_score([gains], [list(range(20, 0, -1))], k=10)
+    )

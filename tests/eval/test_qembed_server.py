@@ -25,9 +25,13 @@ from qembed.eval.targets import HttpTarget, InProcessTarget
 from qembed.eval.tasks import evaluate_code, evaluate_pairs, evaluate_retrieval, evaluate_sts
 from tests.conftest import SHARED
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
-    importlib.util.find_spec("qembed.cli.serve") is None, reason="qembed.cli.serve is not importable: the `qembed serve` command does not exist yet"
-)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        importlib.util.find_spec("qembed.cli.serve") is None,
+        reason="qembed.cli.serve is not importable: the `qembed serve` command does not exist yet",
+    ),
+]
 
 QEMBED = Path(sys.executable).with_name("qembed")
 READY_DEADLINE_S = 180.0
@@ -44,7 +48,11 @@ def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(QEMBED), "serve", "--model", "minilm", "--port", str(port), "--host", "127.0.0.1"], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(QEMBED), "serve", "--model", "minilm", "--port", str(port), "--host", "127.0.0.1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_DEADLINE_S
@@ -57,7 +65,9 @@ def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"qembed serve not ready after {READY_DEADLINE_S:.0f} s:\n{log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"qembed serve not ready after {READY_DEADLINE_S:.0f} s:\n{log.read_text()[-3000:]}"
+                )
             try:
                 proc.wait(timeout=0.2)  # the poll interval; returns at once if the server dies
             except subprocess.TimeoutExpired:
@@ -85,8 +95,12 @@ def _head(data: PairData, n: int) -> PairData:
 TOY_CODE = PairData(
     "toy-code",
     ["python sort a list", "read a json file", "python sort a list", "reverse a string"],
-    ["def sort_items(xs):\n    return sorted(xs)", "def load(path):\n    return json.load(open(path))",
-     "def load(path):\n    return json.load(open(path))", "def rev(s):\n    return s[::-1]"],
+    [
+        "def sort_items(xs):\n    return sorted(xs)",
+        "def load(path):\n    return json.load(open(path))",
+        "def load(path):\n    return json.load(open(path))",
+        "def rev(s):\n    return s[::-1]",
+    ],
     np.array([1.0, 1.0, 0.0, 1.0]),
 )
 TOY_STS = PairData(
@@ -107,13 +121,25 @@ def test_server_numbers_equal_in_process(minilm_server: str, minilm_embedder: An
     else:
         sts, cosqa = TOY_STS, TOY_CODE
     beir = load_beir(make_beir(n_docs=20, n_queries=4))
-    _same(evaluate_sts(local, sts, prompting=Prompting("sts", mode="server")), evaluate_sts(remote, sts, prompting=Prompting("sts", mode="server")))
-    _same(evaluate_sts(local, TOY_STS, prompting=Prompting("sts", mode="none")), evaluate_sts(remote, TOY_STS, prompting=Prompting("sts", mode="none")))
-    _same(evaluate_pairs(local, cosqa, prompting=Prompting("pair_classification", mode="server")),
-          evaluate_pairs(remote, cosqa, prompting=Prompting("pair_classification", mode="server")))
-    _same(evaluate_code(local, cosqa, prompting=Prompting("code_retrieval", mode="server")),
-          evaluate_code(remote, cosqa, prompting=Prompting("code_retrieval", mode="server")))
-    _same(evaluate_retrieval(local, beir, prompting=Prompting("retrieval", mode="server")),
-          evaluate_retrieval(remote, beir, prompting=Prompting("retrieval", mode="server")))
+    _same(
+        evaluate_sts(local, sts, prompting=Prompting("sts", mode="server")),
+        evaluate_sts(remote, sts, prompting=Prompting("sts", mode="server")),
+    )
+    _same(
+        evaluate_sts(local, TOY_STS, prompting=Prompting("sts", mode="none")),
+        evaluate_sts(remote, TOY_STS, prompting=Prompting("sts", mode="none")),
+    )
+    _same(
+        evaluate_pairs(local, cosqa, prompting=Prompting("pair_classification", mode="server")),
+        evaluate_pairs(remote, cosqa, prompting=Prompting("pair_classification", mode="server")),
+    )
+    _same(
+        evaluate_code(local, cosqa, prompting=Prompting("code_retrieval", mode="server")),
+        evaluate_code(remote, cosqa, prompting=Prompting("code_retrieval", mode="server")),
+    )
+    _same(
+        evaluate_retrieval(local, beir, prompting=Prompting("retrieval", mode="server")),
+        evaluate_retrieval(remote, beir, prompting=Prompting("retrieval", mode="server")),
+    )
     assert remote.stats.summary()["latency_ms_p50"] > 0
     remote.close()

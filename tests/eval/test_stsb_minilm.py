@@ -18,6 +18,8 @@ def test_minilm_stsbenchmark_matches_mteb(minilm_embedder: Any, shared_data: Pat
     target = InProcessTarget(minilm_embedder, batch_size=64)
     result = evaluate_sts(target, data, cache=None)
     assert result.size == 1379
-    assert result.counts.embedded == result.counts.unique == len(set(data.left + data.right))  # each sentence once
+    assert (
+        result.counts.embedded == result.counts.unique == len(set(data.left + data.right))
+    )  # each sentence once
     assert target.stats.texts == result.counts.unique
     assert result.scores["spearman"] == pytest.approx(82.03, abs=0.3)

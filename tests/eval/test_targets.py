@@ -17,8 +17,22 @@ from qembed.eval.tasks import evaluate_retrieval, evaluate_sts
 
 PAIRS = PairData(
     "toy",
-    ["A man plays guitar.", "A dog runs.", "Rain falls on the city.", "A child reads a book.", "Two cats sleep.", "The stock market fell."],
-    ["Someone plays an instrument.", "A cat sleeps.", "It is raining downtown.", "A kid is reading.", "Cats are napping.", "Shares dropped today."],
+    [
+        "A man plays guitar.",
+        "A dog runs.",
+        "Rain falls on the city.",
+        "A child reads a book.",
+        "Two cats sleep.",
+        "The stock market fell.",
+    ],
+    [
+        "Someone plays an instrument.",
+        "A cat sleeps.",
+        "It is raining downtown.",
+        "A kid is reading.",
+        "Cats are napping.",
+        "Shares dropped today.",
+    ],
     np.array([4.2, 0.8, 4.6, 4.8, 3.9, 4.1]),
 )
 
@@ -32,23 +46,32 @@ def test_base_url_forms() -> None:
 
 
 @pytest.mark.parametrize("mode", ["client", "server"])
-def test_http_numbers_equal_in_process(fake_server: Any, tiny_embedder: Any, make_beir: Any, mode: str) -> None:
+def test_http_numbers_equal_in_process(
+    fake_server: Any, tiny_embedder: Any, make_beir: Any, mode: str
+) -> None:
     prompting_sts, prompting_ret = Prompting("sts", mode=mode), Prompting("retrieval", mode=mode)
     local = InProcessTarget(tiny_embedder)
     remote = HttpTarget(fake_server.url, batch_size=4, concurrency=2)
     data = load_beir(make_beir(n_docs=20, n_queries=4))
-    for evaluate, dataset, prompting in ((evaluate_sts, PAIRS, prompting_sts), (evaluate_retrieval, data, prompting_ret)):
+    for evaluate, dataset, prompting in (
+        (evaluate_sts, PAIRS, prompting_sts),
+        (evaluate_retrieval, data, prompting_ret),
+    ):
         a = evaluate(local, dataset, prompting=prompting)
         b = evaluate(remote, dataset, prompting=prompting)
         assert a.scores.keys() == b.scores.keys()
         for name in a.scores:
             assert b.scores[name] == pytest.approx(a.scores[name], abs=1e-4), name
     bodies = [r["body"] for r in fake_server.requests]
-    assert all(len(b["input"]) <= 4 and b["model"] == "fake-model" for b in bodies)  # batched; name from /v1/models
+    assert all(
+        len(b["input"]) <= 4 and b["model"] == "fake-model" for b in bodies
+    )  # batched; name from /v1/models
     query_bodies = [b for b in bodies if any("query" in t and "topic" in t for t in b["input"])]
     if mode == "client":
         assert all("task" not in b and "input_type" not in b for b in bodies)
-        assert all(t.startswith("Instruct: Given a web search query") for b in query_bodies for t in b["input"])
+        assert all(
+            t.startswith("Instruct: Given a web search query") for b in query_bodies for t in b["input"]
+        )
     else:
         assert all(b["input_type"] == "query" and b["task"] == "retrieval" for b in query_bodies)
         assert not any(t.startswith("Instruct:") for b in bodies for t in b["input"])
@@ -62,7 +85,11 @@ def test_none_mode_sends_raw_text_only(fake_server: Any) -> None:
     target = HttpTarget(fake_server.url, model_name="given")
     vectors = target.embed(["x y", "z"], Prompting("retrieval", mode="none"), "query")
     assert vectors.shape == (2, 64)
-    assert fake_server.requests[-1]["body"] == {"model": "given", "encoding_format": "float", "input": ["x y", "z"]}
+    assert fake_server.requests[-1]["body"] == {
+        "model": "given",
+        "encoding_format": "float",
+        "input": ["x y", "z"],
+    }
 
 
 def test_api_key_retries_and_errors(fake_server: Any) -> None:

@@ -28,7 +28,11 @@ def test_prompting_follows_the_task_presets() -> None:
     assert retrieval.client_prefix("query") == format_instruction(TASKS["retrieval"].instruction)
     assert retrieval.client_prefix("document") == ""
     sts = Prompting("sts")
-    assert sts.client_prefix("document") == sts.client_prefix("query") == "Instruct: Retrieve semantically similar text\nQuery:"
+    assert (
+        sts.client_prefix("document")
+        == sts.client_prefix("query")
+        == "Instruct: Retrieve semantically similar text\nQuery:"
+    )
     custom = Prompting("code_retrieval", instruction="Find the function")
     assert custom.engine_options("query") == {"instruction": "Find the function"}
     assert custom.engine_options("document") == {"task": "code_retrieval", "input_type": "document"}
@@ -43,7 +47,9 @@ def test_prompting_follows_the_task_presets() -> None:
 
 def test_in_process_prompts_are_what_the_engine_applies(tiny_embedder: Any, minilm_embedder: Any) -> None:
     qwen = InProcessTarget(tiny_embedder)
-    assert qwen.prompt_description(Prompting("retrieval"), "query") == repr(format_instruction(TASKS["retrieval"].instruction))
+    assert qwen.prompt_description(Prompting("retrieval"), "query") == repr(
+        format_instruction(TASKS["retrieval"].instruction)
+    )
     assert qwen.prompt_description(Prompting("retrieval"), "document") == "none"
     minilm = InProcessTarget(minilm_embedder)  # trained without instructions: presets add nothing
     assert minilm.prompt_description(Prompting("retrieval"), "query") == "none"
@@ -86,7 +92,9 @@ def test_pairs_scores_and_binary_check() -> None:
     target = TableTarget({"a": _unit(0), "b": _unit(5), "c": _unit(80), "d": _unit(30)})
     data = PairData("toy", ["a", "a", "b"], ["b", "c", "d"], np.array([1.0, 0.0, 1.0]))
     result = evaluate_pairs(target, data)
-    assert result.scores["ap"] == pytest.approx(100.0)  # both positives (cos 5 and 25 deg) above the negative (80)
+    assert result.scores["ap"] == pytest.approx(
+        100.0
+    )  # both positives (cos 5 and 25 deg) above the negative (80)
     assert result.scores["accuracy"] == pytest.approx(100.0)
     assert result.scores["f1"] == pytest.approx(100.0)
     assert np.cos(np.radians(80)) < result.scores["accuracy_threshold_cos"] < np.cos(np.radians(25))
@@ -104,7 +112,10 @@ def test_code_separates_roles_and_reports_gap() -> None:
     assert result.scores["mean_cos_nonmatch"] == pytest.approx(0.5)
     assert result.scores["cos_gap"] == pytest.approx(match - 0.5)
     assert result.scores["roc_auc"] == pytest.approx(100.0)
-    assert result.prompts == {"query": repr(format_instruction(TASKS["code_retrieval"].instruction)), "document": "none"}
+    assert result.prompts == {
+        "query": repr(format_instruction(TASKS["code_retrieval"].instruction)),
+        "document": "none",
+    }
 
 
 def test_retrieval_ranks_by_cosine(make_beir, tmp_path: Path) -> None:

@@ -59,8 +59,12 @@ def test_cross_lingual_recall_needs_both_languages_of_one_page() -> None:
     data, langs, pages = _toy()
     # only two documents: the zh query finds its zh page but the en page is missing
     keep = ["zh:a", "en:b"]
-    small = RetrievalData("toy", {k: data.corpus[k] for k in keep}, {"a-zh": "甲?"}, {"a-zh": {"en:a": 1, "zh:a": 1}})
-    m = k8s_metrics(np.array([[1.0, 0.0]], dtype=np.float32), np.eye(2, dtype=np.float32), small, langs, pages)
+    small = RetrievalData(
+        "toy", {k: data.corpus[k] for k in keep}, {"a-zh": "甲?"}, {"a-zh": {"en:a": 1, "zh:a": 1}}
+    )
+    m = k8s_metrics(
+        np.array([[1.0, 0.0]], dtype=np.float32), np.eye(2, dtype=np.float32), small, langs, pages
+    )
     assert m["k8s_p@1"] == 1.0 and m["k8s_xl_recall@10_zh"] == 0.0 and m["k8s_xl_recall@10_en"] is None
 
 
@@ -75,7 +79,12 @@ def test_slices_and_endpoint_syntax() -> None:
     with pytest.raises(InputError):
         parse_slice(3, "0:3")
     assert parse_endpoint("http://h:1,model=m,family=e5,mode=server,name=N") == {
-        "url": "http://h:1", "model": "m", "family": "e5", "mode": "server", "name": "N"}
+        "url": "http://h:1",
+        "model": "m",
+        "family": "e5",
+        "mode": "server",
+        "name": "N",
+    }
     with pytest.raises(InputError):
         parse_endpoint("http://h:1,colour=red")
     with pytest.raises(InputError):
@@ -91,12 +100,24 @@ def test_the_query_set() -> None:
 
 def test_data_loads_and_slices(shared_data: Path) -> None:
     full = load_report_data(shared_data)
-    assert (len(full.sts), len(full.k8s.queries), len(full.code_pairs), len(full.code_retrieval.queries)) == (1361, 80, 604, 500)
+    assert (len(full.sts), len(full.k8s.queries), len(full.code_pairs), len(full.code_retrieval.queries)) == (
+        1361,
+        80,
+        604,
+        500,
+    )
     assert len(full.k8s.corpus) == 668 and len(full.code_retrieval.corpus) == 6267
     part = load_report_data(shared_data, slice_="2:6", doc_chars=100)
-    assert len(part.sts) == 4 and list(part.k8s.queries) == ["configmap-zh", "configmap-en", "secret-zh", "secret-en"]
+    assert len(part.sts) == 4 and list(part.k8s.queries) == [
+        "configmap-zh",
+        "configmap-en",
+        "secret-zh",
+        "secret-en",
+    ]
     relevant = {d for q in part.k8s.qrels.values() for d in q}
-    assert relevant <= set(part.k8s.corpus) and len(part.k8s.corpus) == len(relevant) + 2 * 4 * 4  # + 16 page pairs
+    assert (
+        relevant <= set(part.k8s.corpus) and len(part.k8s.corpus) == len(relevant) + 2 * 4 * 4
+    )  # + 16 page pairs
     assert all(len(t) <= 100 + 1 + 200 for t in part.k8s.corpus.values())
     assert {d for q in part.code_retrieval.qrels.values() for d in q} <= set(part.code_retrieval.corpus)
 
@@ -107,26 +128,54 @@ def test_report_on_a_slice_with_the_real_e5(e5_embedder: Embedder, shared_data: 
     paths = write_report(report, tmp_path / "out")
     (row,) = report.targets
     assert row.error is None and row.kind == "in-process"
-    assert row.prompts["sts"] == {"both sides": "'query: '"} and row.prompts["k8s"] == {"query": "'query: '", "document": "'passage: '"}
+    assert row.prompts["sts"] == {"both sides": "'query: '"} and row.prompts["k8s"] == {
+        "query": "'query: '",
+        "document": "'passage: '",
+    }
     for key in ("sts_spearman", "k8s_p@1", "k8s_ndcg@10", "code_separation", "cosqa_ndcg@10"):
         assert -1.0 <= row.scores[key] <= 1.0, key
     assert row.performance["single_query_p50_ms"] > 0 and row.performance["memory_mib"] > 100
     saved = json.loads(paths["json"].read_text())
-    assert saved["article_claims"]["rows"] == list(ARTICLE_CLAIMS) and "NOT measured" in saved["article_claims"]["note"]
+    assert (
+        saved["article_claims"]["rows"] == list(ARTICLE_CLAIMS)
+        and "NOT measured" in saved["article_claims"]["note"]
+    )
     md = paths["markdown"].read_text()
     assert "article's claim: Qwen3-Embedding-0.6B | the article's claim, not measured here | 0.8140" in md
-    assert md.index("| measured |") < md.index("article's claim: Qwen3")  # our rows first, claims after, labelled
+    assert md.index("| measured |") < md.index(
+        "article's claim: Qwen3"
+    )  # our rows first, claims after, labelled
     assert paths["plot"].stat().st_size > 10_000
 
 
-def test_cli_writes_a_fresh_folder_and_reports_a_dead_endpoint(e5_small_dir: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_cli_writes_a_fresh_folder_and_reports_a_dead_endpoint(
+    e5_small_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
     from qembed.cli.eval import eval_group
 
     runner = CliRunner()
     with runner.isolated_filesystem(temp_dir=tmp_path):
-        result = runner.invoke(eval_group, ["zh-report", "--model", str(e5_small_dir), "--endpoint", "http://127.0.0.1:9,name=dead",
-                                     "--data", str(shared_data), "--limit", "2", "--doc-chars", "200", "--latency-queries", "2",
-                                     "--no-cache", "--machine", "test box"])
+        result = runner.invoke(
+            eval_group,
+            [
+                "zh-report",
+                "--model",
+                str(e5_small_dir),
+                "--endpoint",
+                "http://127.0.0.1:9,name=dead",
+                "--data",
+                str(shared_data),
+                "--limit",
+                "2",
+                "--doc-chars",
+                "200",
+                "--latency-queries",
+                "2",
+                "--no-cache",
+                "--machine",
+                "test box",
+            ],
+        )
         folders = list(Path(".").glob("qembed-zh-report-*"))
         assert result.exit_code == 1, result.output  # one target failed, the other still ran
         assert len(folders) == 1 and (folders[0] / "report.md").is_file()
@@ -139,9 +188,26 @@ def test_cli_writes_a_fresh_folder_and_reports_a_dead_endpoint(e5_small_dir: Pat
 @pytest.mark.slow
 def test_full_sets_in_process(e5_small_dir: Path, shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "full"
-    done = subprocess.run([str(QEMBED), "eval", "zh-report", "--model", str(e5_small_dir), "--data", str(shared_data),
-                           "--no-cache", "--out", str(out)], capture_output=True, text=True, timeout=3000)
+    done = subprocess.run(
+        [
+            str(QEMBED),
+            "eval",
+            "zh-report",
+            "--model",
+            str(e5_small_dir),
+            "--data",
+            str(shared_data),
+            "--no-cache",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (row,) = json.loads((out / "report.json").read_text())["targets"]
-    assert row["scores"]["sts_spearman"] == pytest.approx(0.7737, abs=0.003)  # measured with qembed eval sts (= sentence-transformers)
+    assert row["scores"]["sts_spearman"] == pytest.approx(
+        0.7737, abs=0.003
+    )  # measured with qembed eval sts (= sentence-transformers)
     assert row["scores"]["k8s_questions"] == 80 and row["scores"]["k8s_documents"] == 668

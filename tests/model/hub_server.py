@@ -71,12 +71,23 @@ class _Repo:
                 top = (base + "/" if base else "") + rest.split("/", 1)[0]
                 if top not in folders:
                     folders.add(top)
-                    entries.append({"type": "directory", "path": top, "oid": hashlib.sha1(top.encode()).hexdigest(), "size": 0})
+                    entries.append(
+                        {
+                            "type": "directory",
+                            "path": top,
+                            "oid": hashlib.sha1(top.encode()).hexdigest(),
+                            "size": 0,
+                        }
+                    )
                 if not recursive:
                     continue
             entry = {"type": "file", "path": name, "size": len(data), "oid": _git_blob_sha(data)}
             if self.is_lfs(name):
-                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                entry["lfs"] = {
+                    "oid": hashlib.sha256(data).hexdigest(),
+                    "size": len(data),
+                    "pointerSize": 134,
+                }
             entries.append(entry)
         return entries
 
@@ -149,7 +160,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -- responses ---------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, *, head: bool = False) -> None:
+    def _send(
+        self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, *, head: bool = False
+    ) -> None:
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -160,11 +173,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
+        self._send(
+            status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})}
+        )
 
     def _error(self, status: int, code: str, message: str, *, head: bool = False) -> None:
         body = json.dumps({"error": message}).encode()
-        self._send(status, body, {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message}, head=head)
+        self._send(
+            status,
+            body,
+            {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message},
+            head=head,
+        )
 
     # -- routing -------------------------------------------------------------------------------
     def do_HEAD(self) -> None:  # noqa: N802
@@ -302,7 +322,9 @@ def use_hub(monkeypatch, *, endpoint: str, home: Path, offline: bool = False) ->
     else:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    )
     monkeypatch.setattr(constants, "HF_HOME", str(home))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", hub_cache)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)

@@ -35,7 +35,9 @@ INT8_MIN_COS = 0.99
 def _need(backend: str) -> None:
     missing = missing_packages(backend)
     if missing:
-        pytest.skip(f"the {backend} backend needs {', '.join(missing)} (pip install 'qembed-server[{backend}]')")
+        pytest.skip(
+            f"the {backend} backend needs {', '.join(missing)} (pip install 'qembed-server[{backend}]')"
+        )
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -61,7 +63,9 @@ def _embedder(model: str, tiny_model_dir: Path, export_dir: str, **settings):
 
 @pytest.mark.parametrize("model", ["tiny", "minilm"])
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
-def test_float32_backends_match_torch(backend: str, model: str, tiny_model_dir: Path, export_dir: str, reference) -> None:
+def test_float32_backends_match_torch(
+    backend: str, model: str, tiny_model_dir: Path, export_dir: str, reference
+) -> None:
     _need(backend)
     embedder = _embedder(model, tiny_model_dir, export_dir, backend=backend)
     assert (embedder.info.backend, embedder.info.dtype) == (backend, "float32")
@@ -71,7 +75,9 @@ def test_float32_backends_match_torch(backend: str, model: str, tiny_model_dir: 
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
-def test_int8_backends_within_gate_on_minilm(backend: str, tiny_model_dir: Path, export_dir: str, reference) -> None:
+def test_int8_backends_within_gate_on_minilm(
+    backend: str, tiny_model_dir: Path, export_dir: str, reference
+) -> None:
     _need(backend)
     embedder = _embedder("minilm", tiny_model_dir, export_dir, backend=backend, quantize="int8")
     assert embedder.info.dtype == "int8"
@@ -108,7 +114,9 @@ def test_openvino_int8_vectors_do_not_depend_on_batch_mates(tiny_model_dir: Path
     assert _cosines(alone, together)[0] >= 0.99999
 
 
-def test_export_is_cached_and_reused(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_is_cached_and_reused(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _need("onnx")
     from qembed.model.backends import onnx_export
     from qembed.model.backends.onnx_backend import OnnxBackend
@@ -117,7 +125,9 @@ def test_export_is_cached_and_reused(tiny_model_dir: Path, tmp_path: Path, monke
     spec = load_pipeline(tiny_model_dir)
     first = OnnxBackend(tiny_model_dir, spec, export_dir=str(tmp_path), progress=False)
     manifest = artifacts.read_manifest(first.path.parent)
-    assert manifest["kind"] == "onnx-float32" and manifest["model_revision"] == model_fingerprint(tiny_model_dir)
+    assert manifest["kind"] == "onnx-float32" and manifest["model_revision"] == model_fingerprint(
+        tiny_model_dir
+    )
 
     def refuse(*args, **kwargs):
         raise AssertionError("exported again although the export is cached")
@@ -125,7 +135,9 @@ def test_export_is_cached_and_reused(tiny_model_dir: Path, tmp_path: Path, monke
     monkeypatch.setattr(onnx_export, "export_float32", refuse)
     second = OnnxBackend(tiny_model_dir, spec, export_dir=str(tmp_path), progress=False)
     assert second.path == first.path
-    assert not [p for p in first.path.parent.parent.iterdir() if p.name.startswith(".")]  # no temporary folders left
+    assert not [
+        p for p in first.path.parent.parent.iterdir() if p.name.startswith(".")
+    ]  # no temporary folders left
 
 
 def test_cache_key_follows_the_weights_and_the_recipe(tmp_path: Path) -> None:
@@ -157,7 +169,9 @@ def test_failed_build_leaves_nothing_and_success_is_atomic(tmp_path: Path) -> No
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        artifacts.cached_artifact("kind", folder, {}, broken, steps=1, export_dir=tmp_path / "x", progress=False)
+        artifacts.cached_artifact(
+            "kind", folder, {}, broken, steps=1, export_dir=tmp_path / "x", progress=False
+        )
     root = artifacts.export_root(folder, tmp_path / "x")
     assert [p.name for p in root.iterdir() if not p.name.endswith(".lock")] == []
 
@@ -168,13 +182,19 @@ def test_failed_build_leaves_nothing_and_success_is_atomic(tmp_path: Path) -> No
         with stage("write"):
             (tmp / "model.bin").write_bytes(b"done")
 
-    out = artifacts.cached_artifact("kind", folder, {}, good, steps=1, export_dir=tmp_path / "x", progress=False)
-    again = artifacts.cached_artifact("kind", folder, {}, good, steps=1, export_dir=tmp_path / "x", progress=False)
+    out = artifacts.cached_artifact(
+        "kind", folder, {}, good, steps=1, export_dir=tmp_path / "x", progress=False
+    )
+    again = artifacts.cached_artifact(
+        "kind", folder, {}, good, steps=1, export_dir=tmp_path / "x", progress=False
+    )
     assert out == again and len(calls) == 1
     assert (out / "model.bin").read_bytes() == b"done" and (out / artifacts.MANIFEST).is_file()
 
 
-def test_export_root_next_to_model_or_in_the_qembed_cache(tmp_path: Path, minilm_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_root_next_to_model_or_in_the_qembed_cache(
+    tmp_path: Path, minilm_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("QEMBED_CACHE_HOME", str(tmp_path / "home"))
     local = tmp_path / "my-model"
     local.mkdir()
@@ -184,7 +204,9 @@ def test_export_root_next_to_model_or_in_the_qembed_cache(tmp_path: Path, minilm
     assert artifacts.export_root(local, tmp_path / "elsewhere").parent == tmp_path / "elsewhere"
 
 
-def test_auto_picks_the_first_installed_backend_in_the_measured_order(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_picks_the_first_installed_backend_in_the_measured_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import qembed.model.backends as registry
 
     assert resolve_backend("auto", device="cuda") == "torch"
@@ -236,10 +258,16 @@ def _stsb(shared_data: Path, limit: int | None = None) -> tuple[np.ndarray, list
         pytest.skip(f"{path} is absent")
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:limit]
-    return np.array([float(r["score"]) for r in rows]), [r["sentence1"] for r in rows], [r["sentence2"] for r in rows]
+    return (
+        np.array([float(r["score"]) for r in rows]),
+        [r["sentence1"] for r in rows],
+        [r["sentence2"] for r in rows],
+    )
 
 
-def _gate(model: str, backend: str, shared_data: Path, export_dir: str, **extra) -> tuple[float, float, float]:
+def _gate(
+    model: str, backend: str, shared_data: Path, export_dir: str, **extra
+) -> tuple[float, float, float]:
     """(float32 Spearman x100, int8 Spearman x100, mean cosine int8 vs float32) on STS-B test."""
     from scipy.stats import spearmanr
 
@@ -248,7 +276,13 @@ def _gate(model: str, backend: str, shared_data: Path, export_dir: str, **extra)
     gold, a, b = _stsb(shared_data)
     out = []
     for quantize in ("none", "int8"):
-        embedder = Embedder(model, backend="torch" if quantize == "none" else backend, quantize=quantize, export_dir=export_dir, **extra)
+        embedder = Embedder(
+            model,
+            backend="torch" if quantize == "none" else backend,
+            quantize=quantize,
+            export_dir=export_dir,
+            **extra,
+        )
         va, vb = embedder.encode(a, input_type="document"), embedder.encode(b, input_type="document")
         out.append((spearmanr(gold, (va * vb).sum(1)).statistic * 100, np.concatenate([va, vb])))
     (rho32, v32), (rho8, v8) = out

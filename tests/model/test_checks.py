@@ -37,7 +37,10 @@ def _no_weights(src: Path, dst: Path) -> Path:
 def _missing_shard(src: Path, dst: Path) -> Path:
     _copy(src, dst, without=("model.safetensors",))
     (dst / "model-00001-of-00002.safetensors").symlink_to(src / "model.safetensors")
-    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"},
+    }
     (dst / "model.safetensors.index.json").write_text(json.dumps(index))
     return dst
 
@@ -150,7 +153,9 @@ def test_cli_in_a_subprocess_has_no_traceback(broken_folders: dict[str, Path]) -
     folder = broken_folders["no_weights"]
     proc = subprocess.run(
         [sys.executable, "-c", "from qembed.cli.main import main; main()", "info", "--model", str(folder)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr

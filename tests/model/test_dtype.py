@@ -31,7 +31,9 @@ from qembed.model.backends.torch_backend import checkpoint_dtype, pick_dtype
         ("cpu", None, True, "float32"),
     ],
 )
-def test_auto_dtype_rule(monkeypatch: pytest.MonkeyPatch, device: str, published: str | None, native: bool, expected: str) -> None:
+def test_auto_dtype_rule(
+    monkeypatch: pytest.MonkeyPatch, device: str, published: str | None, native: bool, expected: str
+) -> None:
     monkeypatch.setattr(torch_backend, "native_bf16", lambda: native)
     assert pick_dtype("auto", device, published) == expected
 
@@ -69,13 +71,22 @@ def test_auto_on_this_machine(tiny_model_dir: Path, minilm_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bf16_pair(tiny_model_dir: Path) -> tuple[Embedder, Embedder]:
-    return Embedder(str(tiny_model_dir), device="cpu", dtype="bfloat16"), Embedder(str(tiny_model_dir), device="cpu", dtype="float32")
+    return Embedder(str(tiny_model_dir), device="cpu", dtype="bfloat16"), Embedder(
+        str(tiny_model_dir), device="cpu", dtype="float32"
+    )
 
 
-TEXTS = ["hello world", "What is the capital of China?", "一段中文文本，用于测试。", "def add(a, b):\n    return a + b\n" * 4]
+TEXTS = [
+    "hello world",
+    "What is the capital of China?",
+    "一段中文文本，用于测试。",
+    "def add(a, b):\n    return a + b\n" * 4,
+]
 
 
-def test_cpu_bfloat16_vectors_are_unit_norm_and_close_to_float32(bf16_pair: tuple[Embedder, Embedder]) -> None:
+def test_cpu_bfloat16_vectors_are_unit_norm_and_close_to_float32(
+    bf16_pair: tuple[Embedder, Embedder],
+) -> None:
     bf16, fp32 = bf16_pair
     assert bf16.info.dtype == "bfloat16"
     a, b = bf16.encode(TEXTS), fp32.encode(TEXTS)

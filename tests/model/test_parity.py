@@ -14,7 +14,10 @@ import pytest
 from qembed import Embedder
 
 LONG_EN = " ".join(
-    ["Retrieval-augmented generation combines a search engine with a language model so that answers cite sources."] * 12
+    [
+        "Retrieval-augmented generation combines a search engine with a language model so that answers cite sources."
+    ]
+    * 12
 )
 TEXTS = {
     "english": "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -62,7 +65,9 @@ def _assert_distinct(vectors: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("prompt_name", [None, "query"])
-def test_tiny_qwen3_matches_sentence_transformers(tiny_embedder: Embedder, st_tiny, prompt_name: str | None) -> None:
+def test_tiny_qwen3_matches_sentence_transformers(
+    tiny_embedder: Embedder, st_tiny, prompt_name: str | None
+) -> None:
     names, texts = list(TEXTS), list(TEXTS.values())
     ref = st_tiny.encode(texts, prompt_name=prompt_name, batch_size=len(texts), convert_to_numpy=True)
     ours = tiny_embedder.encode(texts, prompt_name=prompt_name)

@@ -26,19 +26,35 @@ def _folder(src: Path, dst: Path, *, skip: tuple[str, ...] = ()) -> Path:
 
 def test_tiny_qwen3_pipeline(tiny_model_dir: Path) -> None:
     spec = load_pipeline(tiny_model_dir)
-    assert (spec.model_type, spec.pooling, spec.normalize, spec.padding_side) == ("qwen3", "lasttoken", True, "left")
+    assert (spec.model_type, spec.pooling, spec.normalize, spec.padding_side) == (
+        "qwen3",
+        "lasttoken",
+        True,
+        "left",
+    )
     assert spec.hidden_size == 64 and spec.max_tokens == 8192 and spec.supports_mrl and spec.instruction_aware
     assert spec.prompts["query"].startswith("Instruct: ") and spec.prompts["document"] == ""
 
 
 def test_minilm_pipeline(minilm_dir: Path) -> None:
     spec = load_pipeline(minilm_dir)
-    assert (spec.model_type, spec.pooling, spec.normalize, spec.padding_side) == ("bert", "mean", True, "right")
+    assert (spec.model_type, spec.pooling, spec.normalize, spec.padding_side) == (
+        "bert",
+        "mean",
+        True,
+        "right",
+    )
     assert spec.max_tokens == 256 and not spec.supports_mrl and not spec.instruction_aware
 
 
-def test_plain_transformers_qwen3_folder_defaults_to_lasttoken_normalized(tiny_model_dir: Path, tmp_path: Path, tiny_embedder: Embedder) -> None:
-    plain = _folder(tiny_model_dir, tmp_path / "plain", skip=("modules.json", "1_Pooling", "config_sentence_transformers.json"))
+def test_plain_transformers_qwen3_folder_defaults_to_lasttoken_normalized(
+    tiny_model_dir: Path, tmp_path: Path, tiny_embedder: Embedder
+) -> None:
+    plain = _folder(
+        tiny_model_dir,
+        tmp_path / "plain",
+        skip=("modules.json", "1_Pooling", "config_sentence_transformers.json"),
+    )
     spec = load_pipeline(plain)
     assert spec.pooling == "lasttoken" and spec.normalize and spec.prompts == {}
     texts = ["Hello world", "你好"]
@@ -46,7 +62,9 @@ def test_plain_transformers_qwen3_folder_defaults_to_lasttoken_normalized(tiny_m
 
 
 def test_plain_bert_folder_defaults_to_mean(minilm_dir: Path, tmp_path: Path) -> None:
-    plain = _folder(minilm_dir, tmp_path / "plain-bert", skip=("modules.json", "1_Pooling", "sentence_bert_config.json"))
+    plain = _folder(
+        minilm_dir, tmp_path / "plain-bert", skip=("modules.json", "1_Pooling", "sentence_bert_config.json")
+    )
     spec = load_pipeline(plain)
     assert spec.pooling == "mean" and not spec.normalize and spec.max_tokens == 512
 
@@ -54,7 +72,9 @@ def test_plain_bert_folder_defaults_to_mean(minilm_dir: Path, tmp_path: Path) ->
 def _with_pooling(minilm_dir: Path, dst: Path, pooling: dict) -> Path:
     folder = _folder(minilm_dir, dst, skip=("1_Pooling",))
     (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384, **pooling}))
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 384, **pooling})
+    )
     return folder
 
 
@@ -75,7 +95,14 @@ def test_new_style_pooling_mode_key(minilm_dir: Path, tmp_path: Path) -> None:
     assert spec.pooling == "cls" and not spec.include_prompt
 
 
-@pytest.mark.parametrize("pooling", [{"pooling_mode_max_tokens": True}, {"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": True}, {}])
+@pytest.mark.parametrize(
+    "pooling",
+    [
+        {"pooling_mode_max_tokens": True},
+        {"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": True},
+        {},
+    ],
+)
 def test_unsupported_pooling_is_refused(minilm_dir: Path, tmp_path: Path, pooling: dict) -> None:
     folder = _with_pooling(minilm_dir, tmp_path / "bad", pooling)
     with pytest.raises(UnsupportedModel, match="pooling"):

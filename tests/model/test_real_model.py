@@ -15,7 +15,9 @@ import pytest
 from qembed import Embedder, similarity
 
 REAL = os.environ.get("QEMBED_REAL_MODEL_DIR")
-pytestmark = pytest.mark.skipif(not REAL, reason="set QEMBED_REAL_MODEL_DIR to a real Qwen3-Embedding-0.6B folder")
+pytestmark = pytest.mark.skipif(
+    not REAL, reason="set QEMBED_REAL_MODEL_DIR to a real Qwen3-Embedding-0.6B folder"
+)
 
 TASK = "Given a web search query, retrieve relevant passages that answer the query"
 QUERIES = ["What is the capital of China?", "Explain gravity"]
@@ -40,7 +42,9 @@ def test_model_card_example(real: Embedder) -> None:
     # The task preset and the model's own "query" prompt are the same thing.
     np.testing.assert_allclose(real.encode(QUERIES, task="retrieval"), queries, atol=1e-6)
     np.testing.assert_allclose(real.encode(QUERIES, prompt_name="query"), queries, atol=1e-6)
-    np.testing.assert_allclose(real.encode(DOCUMENTS, task="retrieval", input_type="document"), documents, atol=1e-6)
+    np.testing.assert_allclose(
+        real.encode(DOCUMENTS, task="retrieval", input_type="document"), documents, atol=1e-6
+    )
 
 
 def test_model_card_example_with_mrl(real: Embedder) -> None:
@@ -53,7 +57,9 @@ def test_model_card_example_with_mrl(real: Embedder) -> None:
 def test_real_model_parity_with_sentence_transformers(real: Embedder) -> None:
     torch = pytest.importorskip("torch")
     st = pytest.importorskip("sentence_transformers")
-    ref = st.SentenceTransformer(str(Path(REAL).expanduser()), device="cpu", model_kwargs={"dtype": torch.float32})
+    ref = st.SentenceTransformer(
+        str(Path(REAL).expanduser()), device="cpu", model_kwargs={"dtype": torch.float32}
+    )
     texts = QUERIES + DOCUMENTS + ["北京是中国的首都。", "a"]
     for prompt_name in (None, "query"):
         ours = real.encode(texts, prompt_name=prompt_name)

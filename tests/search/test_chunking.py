@@ -14,7 +14,14 @@ from qembed.search.ingest import file_document
 from .conftest import words
 
 
-def chunk(text: str, path: str = "doc.md", size: int = 512, overlap: int = 64, counter=words, title: str | None = None):
+def chunk(
+    text: str,
+    path: str = "doc.md",
+    size: int = 512,
+    overlap: int = 64,
+    counter=words,
+    title: str | None = None,
+):
     doc = file_document(f"/x/{path}", path, textwrap.dedent(text).lstrip("\n"), title=title)
     return Chunker(ChunkConfig(size, overlap), counter).chunk(doc)
 
@@ -76,7 +83,9 @@ def test_long_section_is_split_with_overlap_and_sizes_stay_in_budget() -> None:
     text = f"# Title\n\n## Big\n\n{paragraphs}\n"
     chunks = chunk(text, size=100, overlap=40)
     assert len(chunks) > 3
-    assert chunks[0].heading == ("Title",) and chunks[0].text.startswith("# Title\n\n## Big")  # the H1 line joins
+    assert chunks[0].heading == ("Title",) and chunks[0].text.startswith(
+        "# Title\n\n## Big"
+    )  # the H1 line joins
     for c in chunks:
         assert words([c.embed_text])[0] <= 100 + 2  # + the context's ' > ' separators
     assert all(c.heading == ("Title", "Big") for c in chunks[1:])
@@ -235,7 +244,10 @@ def test_html_is_text_only_with_source_lines() -> None:
 
 
 def test_real_tokenizer_keeps_chunks_inside_the_window(minilm_encoder) -> None:
-    text = "# Guide\n\n" + "\n\n".join(f"## Part {p}\n\n" + " ".join(f"Kubernetes schedules pod{p}x{i} onto nodes." for i in range(60)) for p in range(4))
+    text = "# Guide\n\n" + "\n\n".join(
+        f"## Part {p}\n\n" + " ".join(f"Kubernetes schedules pod{p}x{i} onto nodes." for i in range(60))
+        for p in range(4)
+    )
     doc = Document("/d/guide.md", "guide.md", text, "markdown", "md")
     chunks = Chunker(ChunkConfig(128, 16), minilm_encoder.count_tokens).chunk(doc)
     assert len(chunks) > 4

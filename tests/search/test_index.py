@@ -23,7 +23,8 @@ from .conftest import CountingEncoder
 
 def _page(topic: str, n_sections: int = 3) -> str:
     sections = "\n\n".join(
-        f"## {topic} part {s}\n\n{topic} paragraph {s}: " + " ".join(f"{topic}{s}w{i}" for i in range(25)) for s in range(n_sections)
+        f"## {topic} part {s}\n\n{topic} paragraph {s}: " + " ".join(f"{topic}{s}w{i}" for i in range(25))
+        for s in range(n_sections)
     )
     return f"# {topic.title()}\n\nAbout {topic}.\n\n{sections}\n"
 
@@ -96,7 +97,11 @@ def test_only_changed_text_is_embedded_and_deleted_files_disappear(tmp_path: Pat
 
         # The store holds exactly what a fresh chunking of the folder gives, no duplicates.
         ids = idx.store.all_chunk_ids()
-        assert len(ids) == len({i for i, _, _ in ids}) == sum(len(v) for v in _expected_chunks(docs, enc).values())
+        assert (
+            len(ids)
+            == len({i for i, _, _ in ids})
+            == sum(len(v) for v in _expected_chunks(docs, enc).values())
+        )
 
 
 def test_two_folders_in_one_index_do_not_remove_each_other(tmp_path: Path, minilm_encoder) -> None:
@@ -127,7 +132,13 @@ def test_sigkill_mid_index_then_rerun_completes_without_duplicates(tmp_path: Pat
     data = tmp_path / "data"
     cmd = [sys.executable, "-m", "qembed.cli.main", "index", str(docs), "--index", "kill", "--data-dir", str(data),
            "--model", "minilm", "--chunk-size", "64", "--chunk-overlap", "16", "--commit-every", "4"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines: list[str] = []
     committed = threading.Event()
 
@@ -159,7 +170,9 @@ def test_sigkill_mid_index_then_rerun_completes_without_duplicates(tmp_path: Pat
     assert {d for _, d, _ in store.all_chunk_ids()} <= set(partial)
     store.close()
 
-    rerun = subprocess.run(cmd[:-2] + ["--commit-every", "256", "--json"], capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        cmd[:-2] + ["--commit-every", "256", "--json"], capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr
     import json
 
@@ -195,7 +208,9 @@ def test_same_pipeline_on_milvus_lite(tmp_path: Path, minilm_encoder) -> None:
         assert (second.documents_removed, second.documents_unchanged, len(enc.embedded)) == (1, 2, 0)
         for mode in ("dense", "hybrid", "bm25"):
             hits = idx.search("cherries paragraph", k=3, mode=mode)
-            assert hits[0].chunk.path == "cherries.md" and all(h.chunk.path != "bananas.md" for h in hits), mode
+            assert hits[0].chunk.path == "cherries.md" and all(h.chunk.path != "bananas.md" for h in hits), (
+                mode
+            )
         expected = [h.chunk.chunk_id for h in idx.search("cherries paragraph", k=3, mode="hybrid")]
     # Another process (the CLI) reopens the Milvus index and loads the model it was built with.
     out = subprocess.run(
@@ -222,13 +237,17 @@ class _Interrupting(CountingEncoder):
         return super().encode_documents(texts)
 
 
-def test_ctrl_c_mid_batch_leaves_committed_documents_and_rerun_finishes(tmp_path: Path, minilm_encoder) -> None:
+def test_ctrl_c_mid_batch_leaves_committed_documents_and_rerun_finishes(
+    tmp_path: Path, minilm_encoder
+) -> None:
     docs = tmp_path / "docs"
     _write(docs, [f"t{i}" for i in range(8)], 1)
     expected = _expected_chunks(docs, minilm_encoder)
     store = open_store("ctrlc", data_dir=tmp_path / "data")
     with pytest.raises(KeyboardInterrupt):
-        SearchIndex(store, _Interrupting(minilm_encoder, at_call=3)).index([str(docs)], chunk_size=64, chunk_overlap=16, commit_every=2)
+        SearchIndex(store, _Interrupting(minilm_encoder, at_call=3)).index(
+            [str(docs)], chunk_size=64, chunk_overlap=16, commit_every=2
+        )
     committed = store.doc_hashes()
     assert 0 < len(committed) < 8
     for doc_id in committed:

@@ -63,7 +63,9 @@ def test_jsonl_records_with_fields(tmp_path: Path) -> None:
     ]
     f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n\n")
     [source] = plan([f])
-    fields = RecordFields(text_field="en_text", id_field="path", title_field="en_title", metadata_fields=("zh_title",))
+    fields = RecordFields(
+        text_field="en_text", id_field="path", title_field="en_title", metadata_fields=("zh_title",)
+    )
     docs = list(documents(source, fields))
     assert [d.path for d in docs] == ["docs/a.md", "docs/b"]
     a, b = docs

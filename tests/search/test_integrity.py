@@ -28,7 +28,9 @@ DIM = 8
 def _store(folder: Path, n_docs: int = 4, chunks: int = 30) -> EmbeddedStore:
     store = EmbeddedStore(folder, "notes")
     rng = np.random.default_rng(1)
-    store.write([make_update(f"d{i}", [f"text {i} {j}" for j in range(chunks)], rng, dim=DIM) for i in range(n_docs)])
+    store.write(
+        [make_update(f"d{i}", [f"text {i} {j}" for j in range(chunks)], rng, dim=DIM) for i in range(n_docs)]
+    )
     return store
 
 
@@ -39,7 +41,11 @@ def _vector_file(folder: Path) -> Path:
 
 def _assert_damaged(exc: pytest.ExceptionInfo[IndexDamaged]) -> None:
     assert exc.value.code == "index_damaged"
-    assert "'notes'" in exc.value.message and "qembed index" in exc.value.message and "--rebuild" in exc.value.message
+    assert (
+        "'notes'" in exc.value.message
+        and "qembed index" in exc.value.message
+        and "--rebuild" in exc.value.message
+    )
 
 
 def test_truncated_vector_file_is_index_damaged_on_open(tmp_path: Path) -> None:
@@ -48,7 +54,9 @@ def test_truncated_vector_file_is_index_damaged_on_open(tmp_path: Path) -> None:
     path = _vector_file(folder)
     os.truncate(path, path.stat().st_size // 2)
     store = EmbeddedStore(folder, "notes", create=False)
-    with pytest.raises(IndexDamaged) as exc:  # old: numpy's "mmap length is greater than file size" ValueError
+    with pytest.raises(
+        IndexDamaged
+    ) as exc:  # old: numpy's "mmap length is greater than file size" ValueError
         store.dense_search(np.ones(DIM, np.float32) / np.sqrt(DIM), 3)
     _assert_damaged(exc)
     assert "bytes" in exc.value.message
@@ -83,7 +91,13 @@ def test_truncation_under_a_reader_is_an_error_not_sigbus(tmp_path: Path) -> Non
                 print("DAMAGED", exc.message)
         print("ALIVE")
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
     lines = out.stdout.splitlines()
     assert lines[-1] == "ALIVE"
@@ -171,7 +185,11 @@ def test_bad_vectors_are_refused_at_write_naming_the_document(tmp_path: Path, ba
     broken.vectors[1] = {"nan": np.nan, "inf": np.inf, "zero": 0.0}[bad]
     with pytest.raises(InputError) as exc:
         store.write([good, broken])
-    assert "'broken'" in exc.value.message and "chunk 1" in exc.value.message and "docs/broken.md" in exc.value.message
+    assert (
+        "'broken'" in exc.value.message
+        and "chunk 1" in exc.value.message
+        and "docs/broken.md" in exc.value.message
+    )
     assert store.stats().chunks == 0  # nothing of that commit was written
     store.close()
 
@@ -192,7 +210,12 @@ with lock.hold(5, "qembed index (test holder)"):
 def test_second_writer_waits_then_names_the_holder(tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     store = _store(folder, n_docs=1, chunks=2)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), "30"], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), "30"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         start = time.monotonic()
@@ -200,7 +223,11 @@ def test_second_writer_waits_then_names_the_holder(tmp_path: Path) -> None:
             pass
         assert time.monotonic() - start >= 0.9  # it waited
         assert exc.value.code == "index_busy"
-        assert f"pid {holder.pid}" in exc.value.message and "test holder" in exc.value.message and "'notes'" in exc.value.message
+        assert (
+            f"pid {holder.pid}" in exc.value.message
+            and "test holder" in exc.value.message
+            and "'notes'" in exc.value.message
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -257,7 +284,9 @@ def test_two_index_runs_on_one_index_embed_once(tmp_path: Path) -> None:
 
     def run() -> None:
         try:
-            with SearchIndex.open("notes", encoder=encoder, data_dir=str(data), create=True) as idx:  # waits up to 30 s
+            with SearchIndex.open(
+                "notes", encoder=encoder, data_dir=str(data), create=True
+            ) as idx:  # waits up to 30 s
                 idx.index([str(docs)], commit_every=1)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -299,7 +328,9 @@ def _cli(*args: str):
     return CliRunner().invoke(cli(), list(args))
 
 
-def test_cli_on_a_damaged_index_prints_one_error_and_exits_2_and_rebuild_fixes_it(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_cli_on_a_damaged_index_prints_one_error_and_exits_2_and_rebuild_fixes_it(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# Alpha\n\nalpha beta gamma\n")
@@ -320,7 +351,9 @@ def test_cli_on_a_damaged_index_prints_one_error_and_exits_2_and_rebuild_fixes_i
         errors = [line for line in result.output.splitlines() if line.strip()]
         assert len(errors) == 1 and errors[0].startswith("error: index 'notes' is damaged"), errors
         assert "--rebuild" in errors[0]
-    rebuilt = _cli("index", str(docs), "--rebuild", *common[:4])  # the model comes from the old index's record
+    rebuilt = _cli(
+        "index", str(docs), "--rebuild", *common[:4]
+    )  # the model comes from the old index's record
     assert rebuilt.exit_code == 0, rebuilt.output
     assert "2 added" in rebuilt.output
     assert _cli(*check).exit_code == 0

@@ -50,13 +50,17 @@ def test_hybrid_finds_an_exact_flag(k8s_index) -> None:
     idx, _, _, _ = k8s_index
     query, page = "--image-service-endpoint", "concepts/architecture/cri.md"
     lexical = idx.search(query, k=3, mode="bm25")
-    assert lexical[0].chunk.path == page and "--image-service-endpoint" in lexical[0].chunk.text, _pages(lexical)
+    assert lexical[0].chunk.path == page and "--image-service-endpoint" in lexical[0].chunk.text, _pages(
+        lexical
+    )
     hybrid = idx.search(query, k=3, mode="hybrid")
     assert page in _pages(hybrid), _pages(hybrid)
     hit = next(r for r in hybrid if r.chunk.path == page)
     assert hit.bm25_rank == 1 and "--image-service-endpoint" in hit.chunk.text
     # the fused score is the RRF of the two ranks the result reports
-    rrf = sum(1.0 / (idx.searcher.rrf_k + rank) for rank in (hit.dense_rank, hit.bm25_rank) if rank is not None)
+    rrf = sum(
+        1.0 / (idx.searcher.rrf_k + rank) for rank in (hit.dense_rank, hit.bm25_rank) if rank is not None
+    )
     assert hit.score == pytest.approx(rrf)
 
 
@@ -92,7 +96,10 @@ def test_rerank_hook_reorders_candidates(k8s_index) -> None:
     expected = ([c for c in pool if is_task[c]] + [c for c in pool if not is_task[c]])[:5]
     assert [r.chunk.chunk_id for r in reranked] == expected
     assert [r.rank for r in reranked] == [1, 2, 3, 4, 5]
-    assert all(r.score == r.rerank_score == 1.0 and r.dense_rank == pool.index(r.chunk.chunk_id) + 1 for r in reranked)
+    assert all(
+        r.score == r.rerank_score == 1.0 and r.dense_rank == pool.index(r.chunk.chunk_id) + 1
+        for r in reranked
+    )
 
     # order comes from the re-ranker's scores alone: scoring by pool position reverses the pool
     backwards = idx.search(query, k=5, rerank=lambda q, cands: [float(i) for i in range(len(cands))])
@@ -101,7 +108,13 @@ def test_rerank_hook_reorders_candidates(k8s_index) -> None:
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qembed.cli.main", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ})
+    return subprocess.run(
+        [sys.executable, "-m", "qembed.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ},
+    )
 
 
 @pytest.mark.e2e
@@ -109,7 +122,19 @@ def test_index_survives_a_process_restart_and_cli_matches_api(k8s_index) -> None
     """A new process (the CLI) opens the index from disk, loads the model it was built with,
     and returns what the in-process API returns."""
     idx, _, data, _ = k8s_index
-    out = _cli("search", "my pod stays pending", "--index", "k8s", "--data-dir", str(data), "-k", "5", "--mode", "hybrid", "--json")
+    out = _cli(
+        "search",
+        "my pod stays pending",
+        "--index",
+        "k8s",
+        "--data-dir",
+        str(data),
+        "-k",
+        "5",
+        "--mode",
+        "hybrid",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     expected = idx.search("my pod stays pending", k=5, mode="hybrid")
@@ -126,5 +151,7 @@ def test_index_survives_a_process_restart_and_cli_matches_api(k8s_index) -> None
 def test_cli_errors_are_one_line(tmp_path) -> None:
     out = _cli("search", "q", "--index", "absent", "--data-dir", str(tmp_path))
     assert out.returncode == 2 and "no index 'absent'" in out.stderr and "Traceback" not in out.stderr
-    out = _cli("index", str(tmp_path / "missing"), "--index", "x", "--data-dir", str(tmp_path), "--model", "minilm")
+    out = _cli(
+        "index", str(tmp_path / "missing"), "--index", "x", "--data-dir", str(tmp_path), "--model", "minilm"
+    )
     assert out.returncode == 2 and "no such file or folder" in out.stderr

@@ -61,7 +61,9 @@ def test_write_search_replace_delete(store_factory) -> None:
     store = store_factory()
     a = make_update("docs/a.md", ["kubernetes pod pending scheduler", "node pressure eviction"], rng)
     b = make_update("docs/b_x.md", ["maxSurge controls rollout", "service endpoints"], rng)
-    c = make_update("src/c.py", ["def handler(): pass"], rng, path="src/c.py", language="python", file_type="py")
+    c = make_update(
+        "src/c.py", ["def handler(): pass"], rng, path="src/c.py", language="python", file_type="py"
+    )
     store.write([a, b, c])
     assert store.stats().chunks == 5 and store.stats().documents == 3 and store.stats().dimension == 8
     assert store.doc_hashes() == {u.doc_id: u.doc_hash for u in (a, b, c)}
@@ -73,7 +75,14 @@ def test_write_search_replace_delete(store_factory) -> None:
     assert [h.chunk.chunk_id for h in hits] == _exact_top([a, b, c], q, 3)
     assert hits[0].chunk.text == "node pressure eviction" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     got = hits[0].chunk
-    assert (got.doc_id, got.ordinal, got.heading, got.line_start, got.line_end, got.metadata) == ("docs/a.md", 1, ("H", "s1"), 11, 15, {"n": 1})
+    assert (got.doc_id, got.ordinal, got.heading, got.line_start, got.line_end, got.metadata) == (
+        "docs/a.md",
+        1,
+        ("H", "s1"),
+        11,
+        15,
+        {"n": 1},
+    )
 
     # BM25 over bm25.terms: an identifier in one chunk only.
     hits = store.text_search(bm25.query_terms("max_surge"), 5)
@@ -84,8 +93,13 @@ def test_write_search_replace_delete(store_factory) -> None:
     assert {h.chunk.doc_id for h in hits} == {"docs/b_x.md"}
     assert store.dense_search(q, 10, Filters(path_prefix="docs/bx")) == []
     assert {h.chunk.doc_id for h in store.dense_search(q, 10, Filters(language="python"))} == {"src/c.py"}
-    assert {h.chunk.doc_id for h in store.dense_search(q, 10, Filters(file_type=".md"))} == {"docs/a.md", "docs/b_x.md"}
-    assert [h.chunk.doc_id for h in store.text_search(["pod", "handler"], 10, Filters(language="python"))] == ["src/c.py"]
+    assert {h.chunk.doc_id for h in store.dense_search(q, 10, Filters(file_type=".md"))} == {
+        "docs/a.md",
+        "docs/b_x.md",
+    }
+    assert [
+        h.chunk.doc_id for h in store.text_search(["pod", "handler"], 10, Filters(language="python"))
+    ] == ["src/c.py"]
 
     # Vectors by content hash (what incremental indexing reuses).
     found = store.vectors_for([a.chunks[0].content_hash, "missing"])
@@ -195,7 +209,9 @@ def test_second_process_reads_committed_data(tmp_path: Path) -> None:
         f"v = np.array({u.vectors[0].tolist()!r}, dtype=np.float32)\n"
         "print(s.dense_search(v, 1)[0].chunk.doc_id, s.stats().chunks)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ}
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["a.md", "1"]
     store.close()

@@ -6,7 +6,14 @@ import pytest
 
 from tests.server.test_errors import assert_error
 
-PROTECTED = [("post", "/v1/embeddings"), ("post", "/embeddings"), ("post", "/embed"), ("post", "/tokenize"), ("get", "/v1/models"), ("get", "/models")]
+PROTECTED = [
+    ("post", "/v1/embeddings"),
+    ("post", "/embeddings"),
+    ("post", "/embed"),
+    ("post", "/tokenize"),
+    ("get", "/v1/models"),
+    ("get", "/models"),
+]
 
 
 @pytest.fixture
@@ -49,9 +56,20 @@ def test_api_key_from_env_comma_separated(monkeypatch) -> None:
 
 
 def test_cors_only_when_asked(tiny_client, make_client) -> None:
-    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
-    assert "access-control-allow-origin" not in tiny_client.options("/v1/embeddings", headers=preflight).headers
-    assert "access-control-allow-origin" not in tiny_client.post("/v1/embeddings", json={"input": "x"}, headers={"Origin": "https://app.example"}).headers
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    assert (
+        "access-control-allow-origin" not in tiny_client.options("/v1/embeddings", headers=preflight).headers
+    )
+    assert (
+        "access-control-allow-origin"
+        not in tiny_client.post(
+            "/v1/embeddings", json={"input": "x"}, headers={"Origin": "https://app.example"}
+        ).headers
+    )
     cors = make_client(cors_allow_origin=["https://app.example"])
     r = cors.options("/v1/embeddings", headers=preflight)
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"

@@ -29,11 +29,15 @@ def request_texts(k: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def short_server(tiny_model_dir, short_embedder: Embedder):
-    with LiveServer(create_app(Settings(model=str(tiny_model_dir), max_batch_tokens=2048), short_embedder)) as server:
+    with LiveServer(
+        create_app(Settings(model=str(tiny_model_dir), max_batch_tokens=2048), short_embedder)
+    ) as server:
         yield server
 
 
-def test_concurrent_clients_share_batches_and_get_their_own_vectors(short_server, short_embedder: Embedder) -> None:
+def test_concurrent_clients_share_batches_and_get_their_own_vectors(
+    short_server, short_embedder: Embedder
+) -> None:
     queue = short_server.app.state.service.queue
     before = short_server.metrics()
     batches_before = before[("qembed_batch_inputs_count", ())]
@@ -41,7 +45,12 @@ def test_concurrent_clients_share_batches_and_get_their_own_vectors(short_server
     try:
         with ThreadPoolExecutor(CLIENTS) as pool:
             futures = [
-                pool.submit(httpx.post, short_server.url + "/v1/embeddings", json={"input": request_texts(k)}, timeout=60)
+                pool.submit(
+                    httpx.post,
+                    short_server.url + "/v1/embeddings",
+                    json={"input": request_texts(k)},
+                    timeout=60,
+                )
                 for k in range(CLIENTS)
             ]
             wait_for(lambda: queue.queued_requests == CLIENTS, what=f"{CLIENTS} requests queued")
@@ -69,5 +78,8 @@ def test_concurrent_clients_share_batches_and_get_their_own_vectors(short_server
     assert batches < CLIENTS, f"{windows} windows of {CLIENTS} requests ran in {batches} batches"
     assert inputs_in_batches / batches > 1
     # At least one batch held more than one window (the histogram's le=1 bucket missed some).
-    le1 = after[("qembed_batch_inputs_bucket", (("le", "1.0"),))] - before[("qembed_batch_inputs_bucket", (("le", "1.0"),))]
+    le1 = (
+        after[("qembed_batch_inputs_bucket", (("le", "1.0"),))]
+        - before[("qembed_batch_inputs_bucket", (("le", "1.0"),))]
+    )
     assert le1 < batches

@@ -23,7 +23,9 @@ def test_repeated_inputs_come_from_the_cache(tiny_model_dir: Path, make_client) 
     first = client.post("/v1/embeddings", json=body)
     assert first.status_code == 200, first.text
     assert _counter(client.get("/metrics").text, "qembed_cache_misses_total") == 2
-    mixed = client.post("/v1/embeddings", json={"input": ["gamma delta epsilon", "new text here", "alpha beta"]})
+    mixed = client.post(
+        "/v1/embeddings", json={"input": ["gamma delta epsilon", "new text here", "alpha beta"]}
+    )
     assert mixed.status_code == 200, mixed.text
     metrics = client.get("/metrics").text
     assert _counter(metrics, "qembed_cache_hits_total") == 2
@@ -53,6 +55,8 @@ def test_an_error_about_a_missing_input_names_the_callers_index(tiny_model_dir: 
     cached = Embedder(str(tiny_model_dir), device="cpu", cache_size=100, max_tokens=32)
     client = make_client(embedder=cached)
     assert client.post("/v1/embeddings", json={"input": ["seen before", "also seen"]}).status_code == 200
-    r = client.post("/v1/embeddings", json={"input": ["seen before", "also seen", "word " * 100], "long_text": "error"})
+    r = client.post(
+        "/v1/embeddings", json={"input": ["seen before", "also seen", "word " * 100], "long_text": "error"}
+    )
     assert r.status_code == 400, r.text
     assert r.json()["error"]["message"].startswith("input[2] has ")

@@ -21,7 +21,9 @@ def test_a_disconnected_clients_windows_are_not_computed(tiny_model_dir: Path, t
         queue.pause()  # the model takes nothing: the request waits in the queue
         texts = [f"text number {i} waits for the model" for i in range(5)]
         with pytest.raises(httpx.ReadTimeout):
-            httpx.post(server.url + "/v1/embeddings", json={"input": texts}, timeout=httpx.Timeout(5.0, read=0.5))
+            httpx.post(
+                server.url + "/v1/embeddings", json={"input": texts}, timeout=httpx.Timeout(5.0, read=0.5)
+            )
         wait_for(lambda: queue.cancelled_requests == 1, what="the cancellation")
         assert queue.dropped_windows == 5 and queue.queued_windows == 0
         queue.resume()
@@ -32,7 +34,9 @@ def test_a_disconnected_clients_windows_are_not_computed(tiny_model_dir: Path, t
         assert after[("qembed_requests_total", (("route", "/v1/embeddings"), ("status", "499")))] == 1
         assert after[("qembed_errors_total", (("kind", "client_closed_request"),))] == 1
         # only "after" ran: the abandoned texts never reached the model
-        assert after[("qembed_model_tokens_total", ())] - tokens_before == len(tiny_embedder.tokenize(["after"])[0])
+        assert after[("qembed_model_tokens_total", ())] - tokens_before == len(
+            tiny_embedder.tokenize(["after"])[0]
+        )
 
 
 def test_a_request_over_the_token_cap_is_413(make_client) -> None:
@@ -40,12 +44,21 @@ def test_a_request_over_the_token_cap_is_413(make_client) -> None:
     r = client.post("/v1/embeddings", json={"input": ["word " * 30, "word " * 30]})
     assert r.status_code == 413, r.text
     error = r.json()["error"]
-    assert error["code"] == "request_too_large" and "--max-request-tokens" in error["message"] and error["param"] == "input"
+    assert (
+        error["code"] == "request_too_large"
+        and "--max-request-tokens" in error["message"]
+        and error["param"] == "input"
+    )
     assert client.post("/v1/embeddings", json={"input": "short"}).status_code == 200
 
 
 def test_priority_in_body_or_header(tiny_client) -> None:
     assert tiny_client.post("/v1/embeddings", json={"input": "x", "priority": "bulk"}).status_code == 200
-    assert tiny_client.post("/v1/embeddings", json={"input": "x"}, headers={"X-Qembed-Priority": "bulk"}).status_code == 200
+    assert (
+        tiny_client.post(
+            "/v1/embeddings", json={"input": "x"}, headers={"X-Qembed-Priority": "bulk"}
+        ).status_code
+        == 200
+    )
     bad = tiny_client.post("/v1/embeddings", json={"input": "x", "priority": "urgent"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "priority"

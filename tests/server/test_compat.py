@@ -44,7 +44,10 @@ def test_api_embed_shape(tiny_client, tiny_embedder: Embedder) -> None:
 
 def test_api_embed_dimensions_and_qembed_options(tiny_client, tiny_embedder: Embedder) -> None:
     dim = tiny_embedder.info.min_dimensions
-    r = tiny_client.post("/api/embed", json={"input": TEXTS, "dimensions": dim, "options": {"num_ctx": 512}, "keep_alive": "5m"})
+    r = tiny_client.post(
+        "/api/embed",
+        json={"input": TEXTS, "dimensions": dim, "options": {"num_ctx": 512}, "keep_alive": "5m"},
+    )
     assert r.status_code == 200, r.text
     got = np.array(r.json()["embeddings"])
     assert got.shape == (len(TEXTS), dim)
@@ -69,14 +72,22 @@ def test_api_embed_truncate(make_client, short_embedder: Embedder) -> None:
     long = "word " * 200  # well over the 64-token window
     cut = client.post("/api/embed", json={"input": [long]})  # truncate defaults to true
     assert cut.status_code == 200, cut.text
-    assert cos(np.array(cut.json()["embeddings"][0]), short_embedder.encode(long, long_text="truncate"))[0] >= 0.99999
+    assert (
+        cos(np.array(cut.json()["embeddings"][0]), short_embedder.encode(long, long_text="truncate"))[0]
+        >= 0.99999
+    )
     assert cut.json()["prompt_eval_count"] == 64
     refused = client.post("/api/embed", json={"input": [long], "truncate": False})
     assert refused.status_code == 400
     assert set(refused.json()) == {"error"} and "64" in refused.json()["error"]
-    chunked = client.post("/api/embed", json={"input": [long], "long_text": "chunk"})  # qembed's option instead of the default
+    chunked = client.post(
+        "/api/embed", json={"input": [long], "long_text": "chunk"}
+    )  # qembed's option instead of the default
     assert chunked.status_code == 200
-    assert cos(np.array(chunked.json()["embeddings"][0]), short_embedder.encode(long, long_text="chunk"))[0] >= 0.99999
+    assert (
+        cos(np.array(chunked.json()["embeddings"][0]), short_embedder.encode(long, long_text="chunk"))[0]
+        >= 0.99999
+    )
 
 
 def test_api_errors_have_ollamas_shape(tiny_client) -> None:
@@ -97,7 +108,9 @@ def test_api_errors_have_ollamas_shape(tiny_client) -> None:
     r = tiny_client.post("/api/embeddings", json={"model": "other", "prompt": "x"})
     assert r.status_code == 404 and set(r.json()) == {"error"}
     # qembed's own routes keep OpenAI's body
-    assert "message" in tiny_client.post("/v1/embeddings", json={"model": "other", "input": "x"}).json()["error"]
+    assert (
+        "message" in tiny_client.post("/v1/embeddings", json={"model": "other", "input": "x"}).json()["error"]
+    )
 
 
 def test_api_embeddings_legacy(tiny_client, tiny_embedder: Embedder) -> None:
@@ -125,7 +138,14 @@ def test_api_tags_and_version(tiny_client, tiny_embedder: Embedder) -> None:
 
 def test_api_routes_need_the_key(make_client) -> None:
     client = make_client(api_key=["sekrit"])
-    for method, path in [("POST", "/api/embed"), ("POST", "/api/embeddings"), ("GET", "/api/tags"), ("POST", "/decode"), ("POST", "/detokenize"), ("POST", "/v1/tokenize")]:
+    for method, path in [
+        ("POST", "/api/embed"),
+        ("POST", "/api/embeddings"),
+        ("GET", "/api/tags"),
+        ("POST", "/decode"),
+        ("POST", "/detokenize"),
+        ("POST", "/v1/tokenize"),
+    ]:
         assert client.request(method, path, json={"input": "x"}).status_code == 401, path
     headers = {"Authorization": "Bearer sekrit"}
     assert client.post("/api/embed", json={"input": "x"}, headers=headers).status_code == 200
@@ -191,10 +211,22 @@ def test_version(tiny_client, tiny_embedder: Embedder) -> None:
 
 def test_openapi_lists_the_routes(tiny_client) -> None:
     paths = tiny_client.get("/openapi.json").json()["paths"]
-    for path, method in [("/api/embed", "post"), ("/api/embeddings", "post"), ("/api/tags", "get"), ("/decode", "post"), ("/detokenize", "post"), ("/v1/tokenize", "post"), ("/version", "get"), ("/api/version", "get")]:
+    for path, method in [
+        ("/api/embed", "post"),
+        ("/api/embeddings", "post"),
+        ("/api/tags", "get"),
+        ("/decode", "post"),
+        ("/detokenize", "post"),
+        ("/v1/tokenize", "post"),
+        ("/version", "get"),
+        ("/api/version", "get"),
+    ]:
         op = paths[path][method]
         assert op["tags"] == ["compatibility"] and op["summary"], path
-    assert "truncate" in paths["/api/embed"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert (
+        "truncate"
+        in paths["/api/embed"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    )
 
 
 def test_cli_version() -> None:
@@ -202,7 +234,12 @@ def test_cli_version() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"qembed {qembed.__version__}"
-    out = subprocess.run([sys.executable, "-c", "from qembed.cli.main import app; app()", "--version"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", "from qembed.cli.main import app; app()", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and qembed.__version__ in out.stdout
 
 

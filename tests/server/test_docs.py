@@ -56,15 +56,26 @@ def sent_codes() -> dict[str, set[int | None]]:
         if path.name == "docs.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "APIError":
+            if (
+                isinstance(node, ast.Call)
+                and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "APIError"
+            ):
                 status = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
                 for kw in node.keywords:
-                    if kw.arg == "code" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                    if (
+                        kw.arg == "code"
+                        and isinstance(kw.value, ast.Constant)
+                        and isinstance(kw.value.value, str)
+                    ):
                         out.setdefault(kw.value.value, set()).add(status)
             elif isinstance(node, ast.Assign):
                 for target in node.targets:
                     names = target.elts if isinstance(target, ast.Tuple) else [target]
-                    values = node.value.elts if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple) else [node.value]
+                    values = (
+                        node.value.elts
+                        if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                        else [node.value]
+                    )
                     for name, value in zip(names, values, strict=False):
                         if isinstance(name, ast.Name) and name.id == "code":
                             for literal in _results(value):
@@ -79,7 +90,9 @@ def test_documented_error_codes_are_exactly_the_codes_the_server_sends() -> None
     documented = {code: status for status, code, _, _ in docs.ERRORS}
     assert len(documented) == len(docs.ERRORS), "a code is documented twice"
     assert sorted(set(documented) - set(sent)) == [], "documented, but no code sends it"
-    assert sorted(set(sent) - set(documented)) == [], "sent by the server, but not in docs.ERRORS (the README's table)"
+    assert sorted(set(sent) - set(documented)) == [], (
+        "sent by the server, but not in docs.ERRORS (the README's table)"
+    )
     for code, status in documented.items():
         known = sent[code] - {None}
         assert known <= {status}, f"{code} is documented as {status}, sent as {sorted(known)}"

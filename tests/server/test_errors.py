@@ -58,9 +58,15 @@ BAD_BODIES = [
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "needles", "param"), BAD_BODIES, ids=[b[0].decode("latin-1")[:40] for b in BAD_BODIES])
+@pytest.mark.parametrize(
+    ("body", "status", "needles", "param"), BAD_BODIES, ids=[b[0].decode("latin-1")[:40] for b in BAD_BODIES]
+)
 def test_bad_bodies(tiny_client, body: bytes, status: int, needles: list[str], param: str | None) -> None:
-    error = assert_error(tiny_client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"}), status, *needles)
+    error = assert_error(
+        tiny_client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"}),
+        status,
+        *needles,
+    )
     assert error["type"] == "invalid_request_error"
     if param is not None:
         assert error["param"] == param
@@ -69,18 +75,33 @@ def test_bad_bodies(tiny_client, body: bytes, status: int, needles: list[str], p
 def test_native_and_tokenize_share_the_validation(tiny_client) -> None:
     assert_error(tiny_client.post("/embed", json={"inputs": ["ok", ""]}), 400, "input[1]")
     assert_error(tiny_client.post("/tokenize", json={"input": "x", "prompt_name": "nope"}), 400, "nope")
-    assert_error(tiny_client.post("/embed", json={"input": "x", "model": "other"}), 404, "other", code="model_not_found")
+    assert_error(
+        tiny_client.post("/embed", json={"input": "x", "model": "other"}),
+        404,
+        "other",
+        code="model_not_found",
+    )
 
 
 def test_body_without_json_content_type_is_parsed(tiny_client) -> None:
     # curl -d sends application/x-www-form-urlencoded; the body is still JSON.
-    r = tiny_client.post("/v1/embeddings", content=b'{"input": "hello"}', headers={"content-type": "application/x-www-form-urlencoded"})
+    r = tiny_client.post(
+        "/v1/embeddings",
+        content=b'{"input": "hello"}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200 and len(r.json()["data"]) == 1
 
 
 def test_too_long_input_under_error_policy(make_client, short_embedder: Embedder) -> None:
     client = make_client(short_embedder)
-    error = assert_error(client.post("/v1/embeddings", json={"input": ["short", LONG], "long_text": "error"}), 400, "input[1]", "limit is 64", code="context_length_exceeded")
+    error = assert_error(
+        client.post("/v1/embeddings", json={"input": ["short", LONG], "long_text": "error"}),
+        400,
+        "input[1]",
+        "limit is 64",
+        code="context_length_exceeded",
+    )
     assert error["param"] == "input"
     # The same input is fine when chunked (the default) or truncated.
     for policy in ("chunk", "truncate"):
@@ -93,7 +114,13 @@ def test_too_long_input_under_error_policy(make_client, short_embedder: Embedder
 
 def test_unknown_model_names_the_served_one(tiny_client, tiny_model_dir) -> None:
     served = tiny_client.get("/v1/models").json()["data"][0]["id"]
-    error = assert_error(tiny_client.post("/v1/embeddings", json={"input": "x", "model": "text-embedding-3-small"}), 404, "text-embedding-3-small", served, code="model_not_found")
+    error = assert_error(
+        tiny_client.post("/v1/embeddings", json={"input": "x", "model": "text-embedding-3-small"}),
+        404,
+        "text-embedding-3-small",
+        served,
+        code="model_not_found",
+    )
     assert error["param"] == "model"
     for name in (served, tiny_model_dir.name, str(tiny_model_dir), tiny_model_dir.name.lower(), ""):
         assert tiny_client.post("/v1/embeddings", json={"input": "x", "model": name}).status_code == 200, name
@@ -125,7 +152,13 @@ def test_fallback_server_refuses_qwen3_by_name(monkeypatch, tmp_path) -> None:
     client = ready_client(create_app(settings, embedder))
     try:
         for name in ("Qwen/Qwen3-Embedding-0.6B", "qwen3-0.6b", "Qwen3-Embedding-0.6B"):
-            assert_error(client.post("/v1/embeddings", json={"input": "x", "model": name}), 404, "all-MiniLM-L6-v2", "fell back", code="model_not_found")
+            assert_error(
+                client.post("/v1/embeddings", json={"input": "x", "model": name}),
+                404,
+                "all-MiniLM-L6-v2",
+                "fell back",
+                code="model_not_found",
+            )
         ok = client.post("/v1/embeddings", json={"input": "x"})
         assert ok.status_code == 200 and ok.json()["model"] == "sentence-transformers/all-MiniLM-L6-v2"
         assert len(ok.json()["data"][0]["embedding"]) == 384
@@ -155,7 +188,9 @@ def test_non_finite_model_output_is_a_counted_500(make_client, tiny_model_dir) -
 
     broken.run = run  # the worker takes embedder.run when the app is built
     client = make_client(broken)
-    error = assert_error(client.post("/v1/embeddings", json={"input": ["a", "b"]}), 500, "non-finite", code="non_finite_output")
+    error = assert_error(
+        client.post("/v1/embeddings", json={"input": ["a", "b"]}), 500, "non-finite", code="non_finite_output"
+    )
     assert error["type"] == "server_error"
     samples = metric_samples(client.get("/metrics").text)
     assert samples[("qembed_errors_total", (("kind", "non_finite_output"),))] == 1

@@ -136,7 +136,12 @@ def test_unauthenticated_request_is_refused_before_its_body_is_read(serve) -> No
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "invalid_api_key"
     # the same request with the key is read and served
-    r = httpx.post(server.url + "/v1/embeddings", json={"input": "hi"}, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    r = httpx.post(
+        server.url + "/v1/embeddings",
+        json={"input": "hi"},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=30,
+    )
     assert r.status_code == 200
     # open routes stay open
     assert httpx.get(server.url + "/health", timeout=10).status_code == 200
@@ -174,7 +179,12 @@ def test_unauthenticated_uploads_do_not_grow_memory(serve) -> None:
 
 def test_protected_routes_trailing_slash_and_get_need_the_key_too(serve) -> None:
     server = serve(api_key=[KEY])
-    for method, path in [("GET", "/v1/models"), ("GET", "/v1/models/"), ("POST", "/v1/embeddings/"), ("POST", "/tokenize")]:
+    for method, path in [
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/"),
+        ("POST", "/v1/embeddings/"),
+        ("POST", "/tokenize"),
+    ]:
         r = httpx.request(method, server.url + path, json={"input": "x"}, timeout=10, follow_redirects=False)
         assert r.status_code == 401, (method, path, r.status_code)
         assert "location" not in r.headers
@@ -200,7 +210,10 @@ def test_stalled_body_is_closed_and_logged_as_408(serve) -> None:
         assert _closed_within(sock, 10)
     key = ("qembed_requests_total", (("route", "/v1/embeddings"), ("status", "408")))
     wait_for(lambda: server.metrics().get(key, 0) >= 1, timeout=10, what="a 408 counted")
-    assert not any(name == "qembed_requests_total" and dict(labels).get("status") == "500" for name, labels in server.metrics())
+    assert not any(
+        name == "qembed_requests_total" and dict(labels).get("status") == "500"
+        for name, labels in server.metrics()
+    )
 
 
 def test_kept_alive_connection_outlives_the_read_timeout_between_requests(serve) -> None:
@@ -224,7 +237,11 @@ def test_keep_alive_timeout_closes_idle_kept_alive_connections(serve) -> None:
 
 def test_connections_over_the_cap_get_503_and_are_closed(serve) -> None:
     server = serve(max_connections=3)
-    wait_for(lambda: not server.server.server_state.connections, timeout=10, what="the readiness probes' connections closed")
+    wait_for(
+        lambda: not server.server.server_state.connections,
+        timeout=10,
+        what="the readiness probes' connections closed",
+    )
     held = [server.connect() for _ in range(3)]
     try:
         for sock in held:
@@ -238,7 +255,11 @@ def test_connections_over_the_cap_get_503_and_are_closed(serve) -> None:
         for sock in held:
             sock.close()
     # below the cap again
-    wait_for(lambda: httpx.get(server.url + "/health", timeout=5).status_code == 200, timeout=10, what="a connection accepted again")
+    wait_for(
+        lambda: httpx.get(server.url + "/health", timeout=5).status_code == 200,
+        timeout=10,
+        what="a connection accepted again",
+    )
 
 
 # -- aborted uploads -----------------------------------------------------------------------------
@@ -252,7 +273,9 @@ def test_aborted_upload_is_a_client_error_not_a_500(serve) -> None:
     key = ("qembed_requests_total", (("route", "/v1/embeddings"), ("status", "499")))
     wait_for(lambda: server.metrics().get(key, 0) >= 1, timeout=10, what="a 499 counted")
     samples = server.metrics()
-    assert not any(name == "qembed_requests_total" and dict(labels).get("status") == "500" for name, labels in samples)
+    assert not any(
+        name == "qembed_requests_total" and dict(labels).get("status") == "500" for name, labels in samples
+    )
     assert samples[("qembed_errors_total", (("kind", "client_closed_request"),))] >= 1
 
 
@@ -284,9 +307,14 @@ def test_quoted_request_id_is_replaced_not_echoed(tiny_client, caplog: pytest.Lo
         given = response.headers["x-request-id"]
         assert given != bad and re.fullmatch(r"[0-9a-f]{16}", given)
     line = _access_lines(caplog)[-1]
-    assert "admin" not in line and line.startswith(f"request id={r2.headers['x-request-id']} method=GET path=/info status=200")
+    assert "admin" not in line and line.startswith(
+        f"request id={r2.headers['x-request-id']} method=GET path=/info status=200"
+    )
     # a safe id is kept
-    assert tiny_client.get("/health", headers={"X-Request-Id": "req_1.2-3"}).headers["x-request-id"] == "req_1.2-3"
+    assert (
+        tiny_client.get("/health", headers={"X-Request-Id": "req_1.2-3"}).headers["x-request-id"]
+        == "req_1.2-3"
+    )
 
 
 def test_log_value_and_request_id_helpers() -> None:
@@ -304,7 +332,9 @@ def test_log_value_and_request_id_helpers() -> None:
 
 
 def test_trailing_slash_is_served_not_redirected(tiny_client) -> None:
-    r = tiny_client.post("/v1/embeddings/", json={"input": "hi"}, follow_redirects=False, headers={"Host": "evil.example"})
+    r = tiny_client.post(
+        "/v1/embeddings/", json={"input": "hi"}, follow_redirects=False, headers={"Host": "evil.example"}
+    )
     assert r.status_code == 200 and "location" not in r.headers
     assert tiny_client.get("/health/", follow_redirects=False).status_code == 200
     missing = tiny_client.get("/nothing/", follow_redirects=False)
@@ -342,23 +372,34 @@ def test_lone_surrogates_are_400_everywhere(index_client, path: str, body: str) 
 
 
 def test_invalid_utf8_bytes_are_400(index_client) -> None:
-    for path, body in [("/v1/embeddings", b'{"input": "\xff"}'), ("/v1/index", b'{"documents": [{"id": "x", "text": "\xc3"}]}')]:
+    for path, body in [
+        ("/v1/embeddings", b'{"input": "\xff"}'),
+        ("/v1/index", b'{"documents": [{"id": "x", "text": "\xc3"}]}'),
+    ]:
         r = index_client.post(path, content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 400, (path, r.text)
     # the index still works
-    ok = index_client.post("/v1/index", json={"documents": [{"id": "x", "text": "fine text", "metadata": {"title": "t"}}]})
+    ok = index_client.post(
+        "/v1/index", json={"documents": [{"id": "x", "text": "fine text", "metadata": {"title": "t"}}]}
+    )
     assert ok.status_code == 200, ok.text
 
 
 # -- the warning for an open bind --------------------------------------------------------------
 
 
-def test_warning_for_a_non_loopback_bind_without_a_key(tiny_model_dir: Path, tiny_embedder: Any, caplog) -> None:
+def test_warning_for_a_non_loopback_bind_without_a_key(
+    tiny_model_dir: Path, tiny_embedder: Any, caplog
+) -> None:
     def warnings(**overrides: Any) -> list[str]:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="qembed.server.app"):
             create_app(settings_for(tiny_model_dir, **overrides), tiny_embedder)
-        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "--api-key" in r.getMessage()]
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno >= logging.WARNING and "--api-key" in r.getMessage()
+        ]
 
     assert warnings(host="0.0.0.0")
     assert warnings(host="::")
@@ -368,8 +409,19 @@ def test_warning_for_a_non_loopback_bind_without_a_key(tiny_model_dir: Path, tin
 
 
 def test_is_loopback() -> None:
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("[::1]") and is_loopback("localhost") and is_loopback("127.1.2.3")
-    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("10.0.0.5") and not is_loopback("example.com")
+    assert (
+        is_loopback("127.0.0.1")
+        and is_loopback("::1")
+        and is_loopback("[::1]")
+        and is_loopback("localhost")
+        and is_loopback("127.1.2.3")
+    )
+    assert (
+        not is_loopback("0.0.0.0")
+        and not is_loopback("::")
+        and not is_loopback("10.0.0.5")
+        and not is_loopback("example.com")
+    )
 
 
 # -- /info -----------------------------------------------------------------------------------------
@@ -401,14 +453,32 @@ def test_info_without_keys_shows_folder_names_only(tiny_client, tiny_model_dir: 
 # -- the input schema is what the server accepts ---------------------------------------------------
 
 
-INPUTS_REFUSED = ["", [], [""], ["ok", ""], [[]], [[1], []], [1, "a"], ["a", 1], [[1, "a"]], [True], {"a": 1}, 1, None, [1.5]]
+INPUTS_REFUSED = [
+    "",
+    [],
+    [""],
+    ["ok", ""],
+    [[]],
+    [[1], []],
+    [1, "a"],
+    ["a", 1],
+    [[1, "a"]],
+    [True],
+    {"a": 1},
+    1,
+    None,
+    [1.5],
+]
 INPUTS_ACCEPTED = ["hello", ["a", "b"], [1, 2, 3], [[1, 2], [3]]]
 
 
 def test_input_schema_matches_the_validator(tiny_client) -> None:
     # (token ids must be this tokenizer's -- a fact about the model no schema can say -- so the
     # token inputs accepted are /tokenize's own)
-    ids = [row["tokens"] for row in tiny_client.post("/tokenize", json={"input": ["hello world", "more"]}).json()["data"]]
+    ids = [
+        row["tokens"]
+        for row in tiny_client.post("/tokenize", json={"input": ["hello world", "more"]}).json()["data"]
+    ]
     accepted = [*INPUTS_ACCEPTED[:2], ids[0], ids]
     schema = tiny_client.get("/openapi.json").json()
     request = schema["components"]["schemas"]["EmbeddingRequest"]
@@ -429,16 +499,25 @@ def test_gate_refusals_carry_cors_headers(make_client) -> None:
     client = make_client(api_key=[KEY], cors_allow_origin=[origin], payload_limit=2048)
     refused = client.post("/v1/embeddings", json={"input": "x"}, headers={"Origin": origin})
     assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == origin
-    big = client.post("/v1/embeddings", content=b"x" * 4096, headers={"Origin": origin, "Authorization": f"Bearer {KEY}"})
+    big = client.post(
+        "/v1/embeddings", content=b"x" * 4096, headers={"Origin": origin, "Authorization": f"Bearer {KEY}"}
+    )
     assert big.status_code == 413 and big.headers["access-control-allow-origin"] == origin
     preflight = client.options(
-        "/v1/embeddings", headers={"Origin": origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+        "/v1/embeddings",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
     )
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == origin
 
 
 def test_lone_surrogate_message_says_what_is_wrong(tiny_client) -> None:
     for body in ('{"input": "a\\ud800b"}', '{"input": ["\\udc00"]}'):
-        r = tiny_client.post("/v1/embeddings", content=body.encode(), headers={"Content-Type": "application/json"})
+        r = tiny_client.post(
+            "/v1/embeddings", content=body.encode(), headers={"Content-Type": "application/json"}
+        )
         assert r.status_code == 400
         assert "surrogate pair" in r.json()["error"]["message"], r.text

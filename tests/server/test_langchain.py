@@ -23,7 +23,10 @@ TEXTS = ["A man is playing a flute.", "The cat sits on the mat."]
 @pytest.fixture
 def byte_tiktoken(monkeypatch: pytest.MonkeyPatch):
     encoding = tiktoken.Encoding(
-        name="bytes-test-double", pat_str=r"\S+|\s+", mergeable_ranks={bytes([i]): i for i in range(256)}, special_tokens={}
+        name="bytes-test-double",
+        pat_str=r"\S+|\s+",
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={},
     )
     monkeypatch.setattr(tiktoken, "encoding_for_model", lambda *_a, **_k: encoding)
     monkeypatch.setattr(tiktoken, "get_encoding", lambda *_a, **_k: encoding)
@@ -49,7 +52,10 @@ def test_langchain_defaults_get_a_400_that_names_the_fix(minilm_server, byte_tik
 
 def test_langchain_sending_text_gets_the_right_vectors(minilm_server, minilm_embedder) -> None:
     embeddings = langchain_openai.OpenAIEmbeddings(
-        model="all-MiniLM-L6-v2", base_url=minilm_server.url + "/v1", api_key="EMPTY", check_embedding_ctx_length=False
+        model="all-MiniLM-L6-v2",
+        base_url=minilm_server.url + "/v1",
+        api_key="EMPTY",
+        check_embedding_ctx_length=False,
     )
     got = np.array(embeddings.embed_documents(TEXTS), dtype=np.float32)
     want = minilm_embedder.encode(TEXTS)

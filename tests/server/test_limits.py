@@ -23,7 +23,14 @@ def test_1000_inputs_in_one_request(tiny_client, tiny_embedder: Embedder) -> Non
 
 
 def test_client_batch_limit(tiny_client, make_client, tiny_embedder) -> None:
-    error = assert_error(tiny_client.post("/v1/embeddings", json={"input": ["x"] * 2049}), 413, "2049", "2048", "--max-client-batch-size", code="too_many_inputs")
+    error = assert_error(
+        tiny_client.post("/v1/embeddings", json={"input": ["x"] * 2049}),
+        413,
+        "2049",
+        "2048",
+        "--max-client-batch-size",
+        code="too_many_inputs",
+    )
     assert error["param"] == "input"
     assert tiny_client.post("/v1/embeddings", json={"input": ["x"] * 2048}).status_code == 200
     small = make_client(max_client_batch_size=3)
@@ -77,7 +84,13 @@ def test_full_token_queue_is_429(make_client) -> None:
 def test_payload_limit(make_client) -> None:
     client = make_client(payload_limit=2048)
     body = b'{"input": "' + b"x" * 3000 + b'"}'
-    assert_error(client.post("/v1/embeddings", content=body), 413, f"{len(body)} bytes", "--payload-limit", code="payload_too_large")
+    assert_error(
+        client.post("/v1/embeddings", content=body),
+        413,
+        f"{len(body)} bytes",
+        "--payload-limit",
+        code="payload_too_large",
+    )
 
     def chunks():  # no Content-Length: the limit is counted on the bytes received
         yield b'{"input": "'
@@ -88,6 +101,7 @@ def test_payload_limit(make_client) -> None:
     r = client.post("/v1/embeddings", content=chunks())
     assert "content-length" not in r.request.headers
     assert_error(r, 413, "more than 2048", code="payload_too_large")
+
     # Under the limit, the streamed body is served.
     def small():
         yield b'{"input": '

@@ -38,7 +38,9 @@ from .test_http_edges import Served
 pytestmark = pytest.mark.e2e
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None)
+NGINX = shutil.which("nginx") or next(
+    (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+)
 LIMIT = Settings.model_fields["payload_limit"].default
 
 
@@ -82,7 +84,10 @@ def nginx_config(block: str, *, upstream_port: int, listen_port: int, prefix: Pa
     block = re.sub(r"server 127\.0\.0\.1:\d+;", f"server 127.0.0.1:{upstream_port};", block)
     block = re.sub(r"listen 443 ssl;", f"listen 127.0.0.1:{listen_port};", block)
     assert f"listen 127.0.0.1:{listen_port};" in block and f"127.0.0.1:{upstream_port}" in block
-    temps = "\n".join(f"    {name}_temp_path {prefix / name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temps = "\n".join(
+        f"    {name}_temp_path {prefix / name};"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     return f"""daemon off;
 master_process off;
 worker_processes 1;
@@ -98,7 +103,9 @@ http {{
 
 
 @pytest.fixture(scope="module")
-def proxied(tiny_model_dir: Path, tiny_embedder: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def proxied(
+    tiny_model_dir: Path, tiny_embedder: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if NGINX is None:
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
     settings = settings_for(tiny_model_dir)
@@ -108,13 +115,19 @@ def proxied(tiny_model_dir: Path, tiny_embedder: Any, tmp_path_factory: pytest.T
     port = _free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_config(readme_block(), upstream_port=server.port, listen_port=port, prefix=prefix))
-    check = subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True, timeout=30
+    )
     assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(prefix), "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
-        assert proc.poll() is None, (prefix / "error.log").read_text() if (prefix / "error.log").exists() else "nginx exited"
+        assert proc.poll() is None, (
+            (prefix / "error.log").read_text() if (prefix / "error.log").exists() else "nginx exited"
+        )
         try:
             return httpx.get(url + "/health", timeout=2).status_code == 200
         except httpx.TransportError:
@@ -147,7 +160,9 @@ def test_ordinary_request_passes(proxied: str) -> None:
 def test_one_byte_over_the_limit_is_qembeds_413_json(proxied: str) -> None:
     body = _body(LIMIT + 1)
     assert len(body) == 8_000_001
-    r = httpx.post(proxied + "/v1/embeddings", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    r = httpx.post(
+        proxied + "/v1/embeddings", content=body, headers={"Content-Type": "application/json"}, timeout=60
+    )
     assert r.status_code == 413, r.text[:300]
     assert r.headers["content-type"].startswith("application/json")
     error = r.json()["error"]
@@ -157,13 +172,17 @@ def test_one_byte_over_the_limit_is_qembeds_413_json(proxied: str) -> None:
         for i in range(0, len(body), 1 << 20):
             yield body[i : i + (1 << 20)]
 
-    chunked = httpx.post(proxied + "/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"}, timeout=60)
+    chunked = httpx.post(
+        proxied + "/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"}, timeout=60
+    )
     assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
 
 
 def test_a_body_at_the_limit_reaches_qembed(proxied: str) -> None:
     body = _body(LIMIT)
-    r = httpx.post(proxied + "/v1/embeddings", content=body, headers={"Content-Type": "application/json"}, timeout=120)
+    r = httpx.post(
+        proxied + "/v1/embeddings", content=body, headers={"Content-Type": "application/json"}, timeout=120
+    )
     assert r.status_code == 400, r.text[:300]  # qembed read it: the padding field is unknown
     assert r.json()["error"]["param"] == "padding"
 
@@ -172,6 +191,8 @@ def test_upstream_keepalive_survives_idle_periods(proxied: str) -> None:
     with httpx.Client(base_url=proxied, timeout=60) as client:
         for _ in range(3):
             assert client.post("/v1/embeddings", json={"input": "again"}).status_code == 200
-        time.sleep(_seconds(_directive(readme_block(), "keepalive_timeout")) + 0.5)  # nginx dropped its idle upstream connections
+        time.sleep(
+            _seconds(_directive(readme_block(), "keepalive_timeout")) + 0.5
+        )  # nginx dropped its idle upstream connections
         for _ in range(3):
             assert client.post("/v1/embeddings", json={"input": "again"}).status_code == 200

@@ -53,12 +53,17 @@ def test_base64_decodes_to_the_float_answer(live_server, served_name: str) -> No
     b64 = client.embeddings.create(model=served_name, input=TEXTS, encoding_format="base64")
     for f, b in zip(floats.data, b64.data, strict=True):
         raw = b.embedding
-        decoded = np.frombuffer(base64.b64decode(raw), dtype="<f4") if isinstance(raw, str) else np.array(raw, dtype=np.float32)
+        decoded = (
+            np.frombuffer(base64.b64decode(raw), dtype="<f4")
+            if isinstance(raw, str)
+            else np.array(raw, dtype=np.float32)
+        )
         np.testing.assert_array_equal(decoded, np.array(f.embedding, dtype=np.float32))
     # Without encoding_format the SDK asks for base64 itself and decodes it.
     default = client.embeddings.create(model=served_name, input=TEXTS)
     np.testing.assert_array_equal(
-        np.array([d.embedding for d in default.data], dtype=np.float32), np.array([d.embedding for d in floats.data], dtype=np.float32)
+        np.array([d.embedding for d in default.data], dtype=np.float32),
+        np.array([d.embedding for d in floats.data], dtype=np.float32),
     )
 
 

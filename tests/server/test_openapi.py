@@ -33,7 +33,17 @@ def operations(schema) -> list:
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 def test_no_server_errors_and_documented_answers(api_schema, mode: GenerationMode) -> None:
     ops = operations(api_schema)
-    assert {op.path for op in ops} >= {"/v1/embeddings", "/embeddings", "/embed", "/tokenize", "/v1/models", "/health", "/ready", "/info", "/metrics"}
+    assert {op.path for op in ops} >= {
+        "/v1/embeddings",
+        "/embeddings",
+        "/embed",
+        "/tokenize",
+        "/v1/models",
+        "/health",
+        "/ready",
+        "/info",
+        "/metrics",
+    }
     checks = [not_a_server_error, status_code_conformance, content_type_conformance]
     if mode is GenerationMode.POSITIVE:
         checks.append(response_schema_conformance)

@@ -47,7 +47,12 @@ OPERATIONS = {
 @pytest.fixture(scope="module")
 def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     embedder = Embedder(str(tiny_model_dir), device="cpu", allow_foreign_token_ids=True)
-    settings = settings_for(tiny_model_dir, index="checks", data_dir=str(tmp_path_factory.mktemp("index")), max_client_batch_size=64)
+    settings = settings_for(
+        tiny_model_dir,
+        index="checks",
+        data_dir=str(tmp_path_factory.mktemp("index")),
+        max_client_batch_size=64,
+    )
     server = Served(create_app(settings, embedder), settings)
     server.__enter__()
     yield server
@@ -56,7 +61,9 @@ def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def accepts_valid_data(ctx: Any, response: Any, case: Any) -> bool | None:
     """``positive_data_acceptance``, except the two cross-field refusals of the module doc."""
-    if response.status_code == 400 and ("contradicts" in response.text or "appears twice in the request" in response.text):
+    if response.status_code == 400 and (
+        "contradicts" in response.text or "appears twice in the request" in response.text
+    ):
         return None
     return positive_data_acceptance(ctx, response, case)
 
@@ -83,7 +90,11 @@ def test_every_check_passes(served: Served, mode: GenerationMode) -> None:
         )
         def run(case: Any) -> None:
             if mode is GenerationMode.POSITIVE:
-                response = case.call_and_validate(timeout=120, excluded_checks=[positive_data_acceptance], additional_checks=[accepts_valid_data])
+                response = case.call_and_validate(
+                    timeout=120,
+                    excluded_checks=[positive_data_acceptance],
+                    additional_checks=[accepts_valid_data],
+                )
             else:
                 response = case.call_and_validate(timeout=120)
             seen.setdefault(case.operation.label, set()).add(response.status_code)
@@ -106,7 +117,11 @@ def test_schema_carries_the_served_limits(served: Served) -> None:
     assert all(b.get("minItems") == 1 or b.get("minLength") == 1 for b in branches)
     token_list = next(b for b in branches if b["type"] == "array" and b["items"].get("type") == "integer")
     assert token_list["items"]["minimum"] == 0 and token_list["items"]["maximum"] > 1000
-    assert all(b.get("maxItems") == 64 for b in branches if b["type"] == "array" and b["items"].get("type") != "integer")
+    assert all(
+        b.get("maxItems") == 64
+        for b in branches
+        if b["type"] == "array" and b["items"].get("type") != "integer"
+    )
     dims = next(b for b in request["properties"]["dimensions"]["anyOf"] if b.get("type") == "integer")
     assert dims["minimum"] == 32 and dims["maximum"] == 64
     assert "not" in request  # at most one of prompt_name, prompt, instruction, task

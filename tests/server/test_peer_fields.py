@@ -17,7 +17,9 @@ def _vectors(response) -> np.ndarray:
 
 def test_tei_truncate_fields_on_embed(make_client, short_embedder) -> None:
     client = make_client(embedder=short_embedder)
-    tei = _vectors(client.post("/embed", json={"inputs": [LONG], "truncate": True, "truncation_direction": "Left"}))
+    tei = _vectors(
+        client.post("/embed", json={"inputs": [LONG], "truncate": True, "truncation_direction": "Left"})
+    )
     want = short_embedder.encode([LONG], long_text="truncate", truncation_side="left")
     assert float(tei[0] @ want[0]) >= 0.99999
     refused = client.post("/embed", json={"inputs": [LONG], "truncate": False})

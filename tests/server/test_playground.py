@@ -57,7 +57,9 @@ def test_root_serves_the_playground(tiny_client) -> None:
     r = tiny_client.get("/")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert "default-src 'none'" in r.headers["content-security-policy"]  # the browser refuses anything from elsewhere
+    assert (
+        "default-src 'none'" in r.headers["content-security-policy"]
+    )  # the browser refuses anything from elsewhere
     assert_local(r.text, "/")
     assert 'id="texts"' in r.text and 'id="heatmap"' in r.text
     for ref in refs(r.text):
@@ -78,14 +80,20 @@ def test_playground_assets(tiny_client) -> None:
         assert_local((STATIC / name).read_text(encoding="utf-8"), name)
 
 
-@pytest.mark.parametrize("path", ["/static/nope.js", "/static/..%2Fapp.py", "/static/docs/..%2F..%2Fapp.py", "/static/docs/core.py"])
+@pytest.mark.parametrize(
+    "path",
+    ["/static/nope.js", "/static/..%2Fapp.py", "/static/docs/..%2F..%2Fapp.py", "/static/docs/core.py"],
+)
 def test_only_listed_assets_are_served(tiny_client, path: str) -> None:
     assert tiny_client.get(path).status_code == 404
 
 
 @pytest.mark.parametrize(
     ("page", "assets"),
-    [("/docs", {"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"}), ("/redoc", {"redoc.standalone.js", "favicon.png"})],
+    [
+        ("/docs", {"swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"}),
+        ("/redoc", {"redoc.standalone.js", "favicon.png"}),
+    ],
 )
 def test_docs_pages_use_bundled_assets(tiny_client, page: str, assets: set[str]) -> None:
     r = tiny_client.get(page)
@@ -113,7 +121,9 @@ def test_pages_are_open_and_out_of_the_schema(make_client) -> None:
     client = make_client(api_key=["secret-key-1"])
     for path in ["/", "/docs", "/redoc", "/static/playground.js", "/static/docs/swagger-ui.css"]:
         assert client.get(path).status_code == 200, path
-    assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 401  # what they call still needs the key
+    assert (
+        client.post("/v1/embeddings", json={"input": "x"}).status_code == 401
+    )  # what they call still needs the key
     paths = client.get("/openapi.json").json()["paths"]
     assert not {"/", "/docs", "/redoc"} & set(paths) and not any(p.startswith("/static") for p in paths)
 
@@ -138,11 +148,23 @@ def binary() -> str:
     return found
 
 
-def run_chromium(binary: str, profile: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_chromium(
+    binary: str, profile: Path, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     command = [
-        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-extensions", "--disable-background-networking", "--disable-component-update", "--mute-audio",
-        f"--user-data-dir={profile}", "--virtual-time-budget=30000", *args,
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--mute-audio",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=30000",
+        *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -161,7 +183,9 @@ class _Cells(html.parser.HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         if a.get("data-similarity") is not None:
-            self.cells[(int(a["data-row"] or 0), int(a["data-col"] or 0))] = float(a["data-similarity"] or "nan")
+            self.cells[(int(a["data-row"] or 0), int(a["data-col"] or 0))] = float(
+                a["data-similarity"] or "nan"
+            )
         if tag == "tr" and a.get("data-count") is not None:
             self.counts.append(int(a["data-count"] or 0))
         if a.get("id") == "status":
@@ -191,7 +215,9 @@ def test_playground_in_chromium(binary: str, tiny_model_dir, tiny_embedder, tmp_
         assert done.returncode == 0, done.stderr[-2000:]
         page = _Cells()
         page.feed(done.stdout)
-        assert page.status == "done", f"status {page.status}: {''.join(page.status_text)}\n{done.stderr[-2000:]}"
+        assert page.status == "done", (
+            f"status {page.status}: {''.join(page.status_text)}\n{done.stderr[-2000:]}"
+        )
         assert set(page.cells) == {(0, 0), (0, 1), (1, 0), (1, 1)}
         assert page.cells[(0, 0)] == pytest.approx(1.0, abs=1e-4)
         assert page.cells[(0, 1)] == pytest.approx(page.cells[(1, 0)], abs=1e-6)
@@ -200,7 +226,14 @@ def test_playground_in_chromium(binary: str, tiny_model_dir, tiny_embedder, tmp_
 
         shot = Path(os.environ.get("QEMBED_PLAYGROUND_SCREENSHOT") or tmp_path / "playground.png").resolve()
         shot.parent.mkdir(parents=True, exist_ok=True)
-        taken = run_chromium(binary, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1100,900", "--hide-scrollbars", url)
+        taken = run_chromium(
+            binary,
+            tmp_path / "profile",
+            f"--screenshot={shot}",
+            "--window-size=1100,900",
+            "--hide-scrollbars",
+            url,
+        )
         assert taken.returncode == 0, taken.stderr[-2000:]
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -223,7 +256,9 @@ class _Hits(html.parser.HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         if tag == "li" and a.get("data-rank") is not None:
-            self.hits.append((int(a["data-rank"] or 0), float(a["data-score"] or "nan"), a.get("data-id") or ""))
+            self.hits.append(
+                (int(a["data-rank"] or 0), float(a["data-score"] or "nan"), a.get("data-id") or "")
+            )
         if a.get("id") == "search":
             self.search_hidden = "hidden" in a
         if a.get("id") == "search-status":
@@ -234,12 +269,21 @@ class _Hits(html.parser.HTMLParser):
 def test_playground_search_in_chromium(binary: str, tiny_model_dir, tiny_embedder, tmp_path) -> None:
     from qembed.server.app import create_app
 
-    app = create_app(settings_for(tiny_model_dir, index="notes", data_dir=str(tmp_path / "data")), tiny_embedder)
+    app = create_app(
+        settings_for(tiny_model_dir, index="notes", data_dir=str(tmp_path / "data")), tiny_embedder
+    )
     with LiveServer(app) as server:
-        docs = [{"id": "a", "text": "Beijing is the capital of China."}, {"id": "b", "text": "Gravity pulls things down."}]
+        docs = [
+            {"id": "a", "text": "Beijing is the capital of China."},
+            {"id": "b", "text": "Gravity pulls things down."},
+        ]
         httpx.post(server.url + "/v1/index", json={"documents": docs}, timeout=60).raise_for_status()
-        expected = httpx.post(server.url + "/v1/search", json={"query": "capital of China", "k": 2}, timeout=60).json()["data"]
-        done = run_chromium(binary, tmp_path / "profile", "--dump-dom", f"{server.url}/?q={quote('capital of China')}&k=2")
+        expected = httpx.post(
+            server.url + "/v1/search", json={"query": "capital of China", "k": 2}, timeout=60
+        ).json()["data"]
+        done = run_chromium(
+            binary, tmp_path / "profile", "--dump-dom", f"{server.url}/?q={quote('capital of China')}&k=2"
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         page = _Hits()
         page.feed(done.stdout)

@@ -39,12 +39,21 @@ def test_info_names_the_family(e5_client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("task", "input_type", "prefix"),
-    [("retrieval", "query", "query: "), ("retrieval", "document", "passage: "), ("sts", "document", "query: "), ("sts", "query", "query: ")],
+    [
+        ("retrieval", "query", "query: "),
+        ("retrieval", "document", "passage: "),
+        ("sts", "document", "query: "),
+        ("sts", "query", "query: "),
+    ],
 )
-def test_routes_apply_the_e5_prompt(e5_client: TestClient, e5_embedder: Embedder, task: str, input_type: str, prefix: str) -> None:
+def test_routes_apply_the_e5_prompt(
+    e5_client: TestClient, e5_embedder: Embedder, task: str, input_type: str, prefix: str
+) -> None:
     reference = e5_embedder.tokenizer.tokenizer(prefix + TEXT)["input_ids"]
     assert _tokens(e5_client, task=task, input_type=input_type) == reference
     body = {"input": [TEXT], "task": task, "input_type": input_type}
-    served = np.asarray(e5_client.post("/v1/embeddings", json=body).json()["data"][0]["embedding"], dtype=np.float32)
+    served = np.asarray(
+        e5_client.post("/v1/embeddings", json=body).json()["data"][0]["embedding"], dtype=np.float32
+    )
     local = e5_embedder.encode([prefix + TEXT])[0]
     assert float(served @ local) > 0.99999

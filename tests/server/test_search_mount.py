@@ -16,7 +16,10 @@ def test_index_routes_are_mounted_with_auth(make_client, tmp_path) -> None:
         return metric_samples(client.get("/metrics").text)[("qembed_batch_inputs_sum", ())]
 
     m0 = windows_run()
-    docs = [{"id": "a", "text": "Beijing is the capital of China."}, {"id": "b", "text": "Gravity pulls things down."}]
+    docs = [
+        {"id": "a", "text": "Beijing is the capital of China."},
+        {"id": "b", "text": "Gravity pulls things down."},
+    ]
     r = client.post("/v1/index", json={"documents": docs}, headers=auth)
     assert r.status_code == 200, r.text
     m1 = windows_run()

@@ -41,7 +41,10 @@ ZH_PAIRS = [
     ("一群男人在海滩上踢足球。", "一群男孩在海滩上踢足球。"),
     ("一个女人在测量另一个女人的脚踝。", "女人测量另一个女人的脚踝。"),
     ("一个人在切洋葱。", "一个男人在弹吉他。"),
-    ("如何解决Kubernetes Pod一直处于Pending状态？", "Pod 处于 Pending 状态通常是因为调度器找不到合适的节点。"),
+    (
+        "如何解决Kubernetes Pod一直处于Pending状态？",
+        "Pod 处于 Pending 状态通常是因为调度器找不到合适的节点。",
+    ),
 ]
 
 
@@ -56,8 +59,23 @@ def served(tmp_path: Path, request: pytest.FixtureRequest):
     # --max-batch-size 1: one window per model batch, so the load below lasts long enough
     # to be interrupted on any machine (per-batch overhead, not raw speed, sets its length).
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qembed.cli.main", "serve", "--port", str(port), "--max-batch-size", "1", "--threads", "1", "--shutdown-timeout", "120"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "qembed.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--max-batch-size",
+            "1",
+            "--threads",
+            "1",
+            "--shutdown-timeout",
+            "120",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
 
@@ -111,7 +129,11 @@ def test_quick_start_then_sigterm_during_load(served, request: pytest.FixtureReq
 
     def client(k: int) -> None:
         try:
-            results[k] = httpx.post(url + "/v1/embeddings", json={"input": [f"client {k} text {i} " * 20 for i in range(INPUTS)]}, timeout=300)
+            results[k] = httpx.post(
+                url + "/v1/embeddings",
+                json={"input": [f"client {k} text {i} " * 20 for i in range(INPUTS)]},
+                timeout=300,
+            )
         except BaseException as exc:  # noqa: BLE001 - recorded and asserted below
             results[k] = exc
 

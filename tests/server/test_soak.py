@@ -58,7 +58,9 @@ def test_soak_mixed_load(tmp_path: Path, tiny_model_dir: Path) -> None:
         wait_for(ready, timeout=120, what="/ready")
         rng = random.Random(0)
         big_text = " ".join(f"w{rng.randrange(10_000)}x{i % 7}" for i in range(BIG_WORDS))
-        big_tokens = len(httpx.post(url + "/tokenize", json={"input": big_text}, timeout=120).json()["data"][0]["tokens"])
+        big_tokens = len(
+            httpx.post(url + "/tokenize", json={"input": big_text}, timeout=120).json()["data"][0]["tokens"]
+        )
         stop = time.monotonic() + SECONDS
         warm = time.monotonic() + min(60.0, SECONDS / 5)  # RSS baseline after allocators settle
         baseline: list[float] = []
@@ -67,7 +69,11 @@ def test_soak_mixed_load(tmp_path: Path, tiny_model_dir: Path) -> None:
             r = random.Random(seed)
             with httpx.Client(timeout=600) as http:
                 while time.monotonic() < stop:
-                    body = {"input": big_text} if big else {"input": [f"short query {r.random():.6f}" for _ in range(r.randint(1, 4))]}
+                    body = (
+                        {"input": big_text}
+                        if big
+                        else {"input": [f"short query {r.random():.6f}" for _ in range(r.randint(1, 4))]}
+                    )
                     start = time.perf_counter()
                     try:
                         answer = http.post(url + "/v1/embeddings", json=body)
@@ -83,7 +89,10 @@ def test_soak_mixed_load(tmp_path: Path, tiny_model_dir: Path) -> None:
                             if not baseline:
                                 baseline.append(_rss(url))
 
-        threads = [threading.Thread(target=client, args=(i < BIG_CLIENTS, i)) for i in range(SMALL_CLIENTS + BIG_CLIENTS)]
+        threads = [
+            threading.Thread(target=client, args=(i < BIG_CLIENTS, i))
+            for i in range(SMALL_CLIENTS + BIG_CLIENTS)
+        ]
         for t in threads:
             t.start()
         for t in threads:

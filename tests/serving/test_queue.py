@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
+from qembed.encode.windows import Window
 from qembed.errors import ModelRunError, QueueFull, Unavailable
 from qembed.serving.queue import BatchQueue
-from qembed.encode.windows import Window
 from qembed.serving.worker import BatchStats, ModelWorker
 
 POISON = 999
@@ -37,7 +37,10 @@ class Recorder:
 
 
 def make(
-    max_batch_tokens: int = 64, max_batch_size: int = 8, observer: Callable[[BatchStats], None] | None = None, **kw: int
+    max_batch_tokens: int = 64,
+    max_batch_size: int = 8,
+    observer: Callable[[BatchStats], None] | None = None,
+    **kw: int,
 ) -> tuple[BatchQueue, ModelWorker, Recorder, list[BatchStats]]:
     queue = BatchQueue(
         max_batch_tokens=max_batch_tokens,

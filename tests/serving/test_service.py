@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,9 @@ def test_a_short_request_sent_during_a_big_one_is_served_in_a_fraction_of_its_ti
     most a quarter of the big one's (it used to wait for the whole big request)."""
 
     async def main() -> tuple[float, float, np.ndarray]:
-        service = EmbeddingService(short_embedder, Settings(warmup=False, max_batch_tokens=512, max_batch_size=8))
+        service = EmbeddingService(
+            short_embedder, Settings(warmup=False, max_batch_tokens=512, max_batch_size=8)
+        )
         service.start()
         loop = asyncio.get_running_loop()
         big_text = " ".join(f"word{i}" for i in range(6000))  # ~200 windows of 64 tokens: ~25 batches

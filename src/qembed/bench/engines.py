@@ -35,7 +35,13 @@ from typing import Any
 from qembed.bench.spec import EngineKind, EngineRole, EngineSpec
 from qembed.errors import EngineFailed
 
-__all__ = ["EngineFailed", "EngineKind", "EngineProcess", "EngineRole", "EngineSpec"]  # EngineSpec: qembed.bench.spec
+__all__ = [
+    "EngineFailed",
+    "EngineKind",
+    "EngineProcess",
+    "EngineRole",
+    "EngineSpec",
+]  # EngineSpec: qembed.bench.spec
 
 
 # -- runners (inside the worker) -----------------------------------------------------------
@@ -68,7 +74,13 @@ class _QembedRunner(_EncoderRunner):
         import torch
 
         i = self.embedder.info
-        info = {"backend": i.backend, "device": i.device, "dtype": i.dtype, "threads": torch.get_num_threads(), "dimension": i.dimension}
+        info = {
+            "backend": i.backend,
+            "device": i.device,
+            "dtype": i.dtype,
+            "threads": torch.get_num_threads(),
+            "dimension": i.dimension,
+        }
         if i.quantization:  # int8: the recipe and the quality gate's measurement, into the report
             info["quantization"] = i.quantization
         return info
@@ -88,7 +100,9 @@ class _SentenceTransformerEncoder:
 
     @property
     def dimension(self) -> int:
-        return int(getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)() or 0)
+        return int(
+            getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)() or 0
+        )
 
     def identity(self) -> dict[str, Any]:
         return {"kind": "sentence-transformers", "path": self.model_path}
@@ -96,7 +110,9 @@ class _SentenceTransformerEncoder:
     def encode(self, texts: Any, *, role: str | None = None, batch_size: int = 32, **_: Any) -> Any:
         from qembed.embedding.protocol import Encoded
 
-        vectors = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        vectors = self.model.encode(
+            list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
         return Encoded(vectors, None)
 
 
@@ -140,19 +156,28 @@ class _HttpRunner(_EncoderRunner):
         from qembed.client.openai import HttpEncoder, OpenAIClient
 
         self.spec = spec
-        self.client = OpenAIClient(spec.url or "", model=spec.http_model, api_key=spec.api_key, timeout=3600.0)
+        self.client = OpenAIClient(
+            spec.url or "", model=spec.http_model, api_key=spec.api_key, timeout=3600.0
+        )
         self.client.resolve_model()
         self.encoder = HttpEncoder(self.client)
 
     def info(self) -> dict[str, Any]:
-        return {"backend": "http", "url": self.client.url, "model": self.client.model, "concurrency": self.spec.concurrency}
+        return {
+            "backend": "http",
+            "url": self.client.url,
+            "model": self.client.model,
+            "concurrency": self.spec.concurrency,
+        }
 
     def batch(self, texts: list[str], batch_size: int) -> tuple[int | None, int, int]:
         chunks = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
         outcomes = asyncio.run(self._all(chunks))
         bad = [o for o in outcomes if not o.ok]
         if bad:
-            raise EngineFailed(f"{len(bad)} of {len(outcomes)} requests failed; first: status {bad[0].status}: {bad[0].error}")
+            raise EngineFailed(
+                f"{len(bad)} of {len(outcomes)} requests failed; first: status {bad[0].status}: {bad[0].error}"
+            )
         counted = [o.prompt_tokens for o in outcomes]
         tokens = None if any(t is None for t in counted) else sum(t for t in counted if t is not None)
         return tokens, sum(o.n_vectors for o in outcomes), outcomes[0].dimension
@@ -217,7 +242,17 @@ def _worker_main(spec: EngineSpec, conn: Connection) -> None:
                 _, texts, batch_size = message
                 t0 = time.perf_counter()
                 tokens, n, dim = runner.batch(texts, batch_size)
-                conn.send(("ok", {"seconds": time.perf_counter() - t0, "tokens_counted": tokens, "n_vectors": n, "dimension": dim}))
+                conn.send(
+                    (
+                        "ok",
+                        {
+                            "seconds": time.perf_counter() - t0,
+                            "tokens_counted": tokens,
+                            "n_vectors": n,
+                            "dimension": dim,
+                        },
+                    )
+                )
             elif command == "latency":
                 _, texts = message
                 latencies = []
@@ -264,7 +299,9 @@ class EngineProcess:
         self.stats: dict[str, Any] = {}
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(spec, child), name=f"qembed-bench-{spec.name}", daemon=True)
+        self.process = ctx.Process(
+            target=_worker_main, args=(spec, child), name=f"qembed-bench-{spec.name}", daemon=True
+        )
         self._child = child
 
     @property
@@ -299,7 +336,9 @@ class EngineProcess:
         try:
             return self._conn.recv()
         except EOFError as exc:
-            raise EngineFailed(f"worker {self.spec.name} closed its pipe (exit code {self.process.exitcode})") from exc
+            raise EngineFailed(
+                f"worker {self.spec.name} closed its pipe (exit code {self.process.exitcode})"
+            ) from exc
 
     def call(self, *message: Any) -> dict[str, Any]:
         self._conn.send(message)

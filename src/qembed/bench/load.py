@@ -74,7 +74,13 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
         return {"p50": None, "p90": None, "p99": None, "mean": None, "max": None}
     arr = np.asarray(values) * 1000.0
     p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3), "mean": round(float(arr.mean()), 3), "max": round(float(arr.max()), 3)}
+    return {
+        "p50": round(float(p50), 3),
+        "p90": round(float(p90), 3),
+        "p99": round(float(p99), 3),
+        "mean": round(float(arr.mean()), 3),
+        "max": round(float(arr.max()), 3),
+    }
 
 
 class RequestSource:
@@ -126,7 +132,9 @@ def summarize(concurrency: int, records: list[tuple[Outcome, int]], wall: float)
         successes_per_s=round(len(ok) / wall, 3),
         inputs_per_s=round(sum(o.n_inputs for o, _ in ok) / wall, 3),
         tokens_sent=sent,
-        tokens_counted=None if not ok or any(c is None for c in counted) else sum(c for c in counted if c is not None),
+        tokens_counted=None
+        if not ok or any(c is None for c in counted)
+        else sum(c for c in counted if c is not None),
         tokens_per_s=round(sent / wall, 3),
         error_examples=examples,
     )
@@ -205,7 +213,9 @@ def rss_growth(samples: list[tuple[float, float]], warmup: float) -> dict[str, A
                 "note": f"fewer than two RSS samples after the {warmup:.0f} s warm-up; run longer or sample more often"}  # fmt: skip
     start, end = after[0][1], after[-1][1]
     peak = max(mb for _, mb in after)
-    slope = float(np.polyfit([t for t, _ in after], [mb for _, mb in after], 1)[0]) if len(after) >= 3 else None
+    slope = (
+        float(np.polyfit([t for t, _ in after], [mb for _, mb in after], 1)[0]) if len(after) >= 3 else None
+    )
     return {
         "rss_at_warmup_mb": start,
         "rss_end_mb": end,
@@ -216,7 +226,9 @@ def rss_growth(samples: list[tuple[float, float]], warmup: float) -> dict[str, A
     }
 
 
-async def _soak(client: OpenAIClient, source: RequestSource, options: LoadOptions, pid: int | None) -> tuple[LevelResult, dict[str, Any]]:
+async def _soak(
+    client: OpenAIClient, source: RequestSource, options: LoadOptions, pid: int | None
+) -> tuple[LevelResult, dict[str, Any]]:
     concurrency = options.concurrency[0]
     began = time.perf_counter()
     stop = asyncio.Event()
@@ -234,7 +246,14 @@ async def _soak(client: OpenAIClient, source: RequestSource, options: LoadOption
             batch = list(window)
             window.clear()
             ok = [o.latency_s for o, _ in batch if o.ok]
-            windows.append({"t": round(time.perf_counter() - began, 3), "requests": len(batch), "errors": len(batch) - len(ok), "p50_ms": percentiles(ok)["p50"]})
+            windows.append(
+                {
+                    "t": round(time.perf_counter() - began, 3),
+                    "requests": len(batch),
+                    "errors": len(batch) - len(ok),
+                    "p50_ms": percentiles(ok)["p50"],
+                }
+            )
             if done:
                 return
 
@@ -242,7 +261,12 @@ async def _soak(client: OpenAIClient, source: RequestSource, options: LoadOption
     if sampler:
         tasks.append(asyncio.create_task(sampler.run(began, stop)))
     records, wall = await run_level(
-        client, source, concurrency, duration=options.duration, max_requests=options.max_requests, on_record=lambda o, t: window.append((o, t))
+        client,
+        source,
+        concurrency,
+        duration=options.duration,
+        max_requests=options.max_requests,
+        on_record=lambda o, t: window.append((o, t)),
     )
     stop.set()
     await asyncio.gather(*tasks)
@@ -253,11 +277,15 @@ async def _soak(client: OpenAIClient, source: RequestSource, options: LoadOption
         memory["samples"] = sampler.samples
         memory.update(rss_growth(sampler.samples, options.soak_warmup))
     else:
-        memory["note"] = "the server is not local (or its pid is unknown): RSS was not sampled; pass --server-pid"
+        memory["note"] = (
+            "the server is not local (or its pid is unknown): RSS was not sampled; pass --server-pid"
+        )
     return level, memory
 
 
-def run_load(options: LoadOptions, workload: Workload, *, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_load(
+    options: LoadOptions, workload: Workload, *, progress: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
     """All levels (or the soak) against ``options.endpoint``; a JSON-able result."""
     import datetime as dt
 
@@ -274,8 +302,16 @@ def run_load(options: LoadOptions, workload: Workload, *, progress: Callable[[st
 
 
 def _run_load(options: LoadOptions, workload: Workload, progress: Callable[[str], None]) -> dict[str, Any]:
-    encoding_format = None if options.encoding_format == "float" else options.encoding_format  # float: the default, not sent
-    client = OpenAIClient(options.endpoint, model=options.model, api_key=options.api_key, timeout=options.timeout, encoding_format=encoding_format)
+    encoding_format = (
+        None if options.encoding_format == "float" else options.encoding_format
+    )  # float: the default, not sent
+    client = OpenAIClient(
+        options.endpoint,
+        model=options.model,
+        api_key=options.api_key,
+        timeout=options.timeout,
+        encoding_format=encoding_format,
+    )
     model = client.resolve_model()
     source = RequestSource(workload, options.inputs_per_request)
     pid = options.server_pid or local_pid(options.endpoint)
@@ -286,8 +322,13 @@ def _run_load(options: LoadOptions, workload: Workload, progress: Callable[[str]
         "model": model,
         "server_pid": pid,
         "options": {k: v for k, v in asdict(options).items() if k != "api_key"},
-        "workload": {"name": workload.name, "tokens_per_text": workload.spec.tokens, "pool": len(workload.texts),
-                     "languages": workload.language_mix(), "inputs_per_request": options.inputs_per_request},  # fmt: skip
+        "workload": {
+            "name": workload.name,
+            "tokens_per_text": workload.spec.tokens,
+            "pool": len(workload.texts),
+            "languages": workload.language_mix(),
+            "inputs_per_request": options.inputs_per_request,
+        },  # fmt: skip
         "warmup_statuses": warmup,
         "levels": [],
         "soak": None,
@@ -300,7 +341,11 @@ def _run_load(options: LoadOptions, workload: Workload, progress: Callable[[str]
         return result
     for concurrency in options.concurrency:
         progress(f"concurrency {concurrency}: {options.duration:.0f} s")
-        records, wall = asyncio.run(run_level(client, source, concurrency, duration=options.duration, max_requests=options.max_requests))
+        records, wall = asyncio.run(
+            run_level(
+                client, source, concurrency, duration=options.duration, max_requests=options.max_requests
+            )
+        )
         result["levels"].append(asdict(summarize(concurrency, records, wall)))
     return result
 
@@ -315,7 +360,13 @@ def load_checks(result: dict[str, Any]) -> list[dict[str, Any]]:
                        "detail": f"{level['requests']} = {level['successes']} + {errors}"})  # fmt: skip
         lat = level["latency_ms"]
         if lat["p50"] is not None:
-            checks.append({"name": f"c={c}: p50 <= p90 <= p99", "ok": lat["p50"] <= lat["p90"] <= lat["p99"], "detail": f"{lat['p50']} <= {lat['p90']} <= {lat['p99']}"})
+            checks.append(
+                {
+                    "name": f"c={c}: p50 <= p90 <= p99",
+                    "ok": lat["p50"] <= lat["p90"] <= lat["p99"],
+                    "detail": f"{lat['p50']} <= {lat['p90']} <= {lat['p99']}",
+                }
+            )
         if level["tokens_counted"] is not None:
             checks.append({"name": f"c={c}: tokens counted by the server = tokens sent", "ok": level["tokens_counted"] == level["tokens_sent"],
                            "detail": f"{level['tokens_counted']} vs {level['tokens_sent']} (differs when the server's tokenizer is another model's)"})  # fmt: skip

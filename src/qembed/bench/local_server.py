@@ -29,7 +29,9 @@ def serve_available() -> str | None:
     return None
 
 
-def qembed_server(settings: dict[str, Any], log_path: Path, *, api_key: str | None = None, port: int | None = None) -> ManagedServer:
+def qembed_server(
+    settings: dict[str, Any], log_path: Path, *, api_key: str | None = None, port: int | None = None
+) -> ManagedServer:
     """A (not yet started) qembed server on 127.0.0.1 serving ``settings``."""
     reason = serve_available()
     if reason:

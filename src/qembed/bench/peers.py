@@ -69,8 +69,15 @@ def _probe(python: Path) -> tuple[str | None, str | None, str]:
     """(infinity version, torch version, error) as the peer's interpreter sees them."""
     try:
         # INFINITY_HOME: importing infinity creates a cache folder, which belongs in its venv.
-        env = {**os.environ, "INFINITY_HOME": str(python.parent.parent), "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
-        proc = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, timeout=600, env=env)
+        env = {
+            **os.environ,
+            "INFINITY_HOME": str(python.parent.parent),
+            "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+            "DO_NOT_TRACK": "1",
+        }
+        proc = subprocess.run(
+            [str(python), "-c", _PROBE], capture_output=True, text=True, timeout=600, env=env
+        )
     except subprocess.TimeoutExpired as exc:
         return None, None, str(exc)
     if proc.returncode != 0:
@@ -99,7 +106,9 @@ def _last_lines(text: str, n: int = 15) -> str:
     return "\n".join(lines[-n:])
 
 
-def ensure_infinity(venv: Path = DEFAULT_VENV, *, install: bool = True, log_dir: Path | None = None) -> PeerStatus:
+def ensure_infinity(
+    venv: Path = DEFAULT_VENV, *, install: bool = True, log_dir: Path | None = None
+) -> PeerStatus:
     """A venv with infinity-emb that shares our torch; installs it when asked to.
 
     Each requirement set is tried in a fresh venv, so a failed attempt (say, one that
@@ -117,7 +126,9 @@ def ensure_infinity(venv: Path = DEFAULT_VENV, *, install: bool = True, log_dir:
             return _judge(status, python, version, torch_version, our_torch)
         status.attempts.append({"step": f"use the existing venv {venv}", "error": _last_lines(error, 6)})
     if not install:
-        status.reason = f"infinity-emb is not usable in {venv} (run with --peer-install to try installing it from PyPI)"
+        status.reason = (
+            f"infinity-emb is not usable in {venv} (run with --peer-install to try installing it from PyPI)"
+        )
         if status.attempts:
             status.reason += ": " + status.attempts[-1]["error"].splitlines()[-1]
         return status
@@ -131,7 +142,16 @@ def ensure_infinity(venv: Path = DEFAULT_VENV, *, install: bool = True, log_dir:
             return status
         constraint = venv / "torch-constraint.txt"
         constraint.write_text(f"torch=={our_torch.split('+')[0]}\n")
-        cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-c", str(constraint), *requirement]
+        cmd = [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-c",
+            str(constraint),
+            *requirement,
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
             output, code = proc.stdout + proc.stderr, proc.returncode
@@ -146,26 +166,41 @@ def ensure_infinity(venv: Path = DEFAULT_VENV, *, install: bool = True, log_dir:
         version, torch_version, error = _probe(python)
         if version:
             status.requirement = " ".join(requirement)
-            (venv / _RECORD).write_text(json.dumps({"requirement": status.requirement, "attempts": status.attempts}, indent=1))
+            (venv / _RECORD).write_text(
+                json.dumps({"requirement": status.requirement, "attempts": status.attempts}, indent=1)
+            )
             return _judge(status, python, version, torch_version, our_torch)
-        status.attempts.append({"step": f"{step}: installed, but importing its server fails", "error": _last_lines(error, 6)})
+        status.attempts.append(
+            {"step": f"{step}: installed, but importing its server fails", "error": _last_lines(error, 6)}
+        )
     status.reason = "infinity-emb could not be installed and started without replacing torch: " + " | ".join(
         f"{a['step']}: {a['error'].splitlines()[-1] if a['error'] else '?'}" for a in status.attempts
     )
     return status
 
 
-def _judge(status: PeerStatus, python: Path, version: str, torch_version: str | None, our_torch: str) -> PeerStatus:
+def _judge(
+    status: PeerStatus, python: Path, version: str, torch_version: str | None, our_torch: str
+) -> PeerStatus:
     status.python, status.version, status.torch = str(python), version, torch_version
     if torch_version != our_torch:
-        status.reason = f"the peer venv runs torch {torch_version}, not ours ({our_torch}); refusing to compare"
+        status.reason = (
+            f"the peer venv runs torch {torch_version}, not ours ({our_torch}); refusing to compare"
+        )
         return status
     status.available = True
     return status
 
 
 def infinity_server(
-    status: PeerStatus, model_path: Path, *, device: str, dtype: str, batch_size: int, log_path: Path, port: int | None = None
+    status: PeerStatus,
+    model_path: Path,
+    *,
+    device: str,
+    dtype: str,
+    batch_size: int,
+    log_path: Path,
+    port: int | None = None,
 ) -> ManagedServer:
     """The command that serves ``model_path`` with infinity's torch engine on 127.0.0.1."""
     port = port or free_port()
@@ -178,7 +213,12 @@ def infinity_server(
         "--engine", "torch", "--device", infinity_device, "--dtype", dtype, "--batch-size", str(batch_size),
     ]  # fmt: skip
     # INFINITY_HOME: its cache folder goes next to its log, not into the working directory.
-    env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "INFINITY_HOME": str(log_path.parent)}
+    env = {
+        "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+        "DO_NOT_TRACK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "INFINITY_HOME": str(log_path.parent),
+    }
     return ManagedServer("infinity", command, f"{base}/health", base + "/v1", log_path, env=env)
 
 

@@ -126,7 +126,11 @@ class ManagedServer:
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         began = time.perf_counter()
         self.process = subprocess.Popen(
-            self.command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
+            self.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            start_new_session=True,
         )
         log.close()
         deadline = began + timeout
@@ -134,7 +138,9 @@ class ManagedServer:
             while True:
                 code = self.process.poll()
                 if code is not None:
-                    raise StartError(f"{self.name} exited with code {code} before it was ready: {tail(self.log_path, 1500)}")
+                    raise StartError(
+                        f"{self.name} exited with code {code} before it was ready: {tail(self.log_path, 1500)}"
+                    )
                 try:
                     if client.get(self.ready_url).status_code == 200:
                         self.startup_seconds = time.perf_counter() - began
@@ -143,7 +149,9 @@ class ManagedServer:
                     pass
                 if time.perf_counter() > deadline:
                     self.stop()
-                    raise StartError(f"{self.name} did not answer GET {self.ready_url} with 200 within {timeout:.0f} s: {tail(self.log_path, 1500)}")
+                    raise StartError(
+                        f"{self.name} did not answer GET {self.ready_url} with 200 within {timeout:.0f} s: {tail(self.log_path, 1500)}"
+                    )
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(timeout=0.25)  # wakes early if it dies
 

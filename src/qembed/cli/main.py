@@ -27,19 +27,28 @@ class _Group(click.Group):
         return list(self.commands)
 
 
-@click.group("qembed", cls=_Group, no_args_is_help=True, help="qembed: self-hosted text embeddings (Qwen3-Embedding and any sentence-transformers model).")
+@click.group(
+    "qembed",
+    cls=_Group,
+    no_args_is_help=True,
+    help="qembed: self-hosted text embeddings (Qwen3-Embedding and any sentence-transformers model).",
+)
 @click.version_option(__version__, "--version", "-V", prog_name="qembed", message="%(prog)s %(version)s")
 def app() -> None:
     pass
 
 
-@click.group("dev", cls=_Group, no_args_is_help=True, help="Developer tools: fixture models for tests and benchmarks.")
+@click.group(
+    "dev", cls=_Group, no_args_is_help=True, help="Developer tools: fixture models for tests and benchmarks."
+)
 def dev_app() -> None:
     pass
 
 
 def setup_logging(level: str = "info") -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 def fail(exc: QembedError) -> None:
@@ -48,10 +57,24 @@ def fail(exc: QembedError) -> None:
     sys.exit(2)
 
 
-@app.command("download", help="Fetch a complete model folder and check it.\n\nMODEL: Hub id or alias (qwen3-0.6b, qwen3-4b, qwen3-8b, minilm).")
+@app.command(
+    "download",
+    help="Fetch a complete model folder and check it.\n\nMODEL: Hub id or alias (qwen3-0.6b, qwen3-4b, qwen3-8b, minilm).",
+)
 @click.argument("model")
-@click.option("--dir", "dir", type=click.Path(path_type=Path), default=None, help="Write the folder here (default: the hub cache).")
-@click.option("--source", default="auto", show_default=True, help="auto (Hugging Face, then ModelScope), huggingface or modelscope.")
+@click.option(
+    "--dir",
+    "dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the folder here (default: the hub cache).",
+)
+@click.option(
+    "--source",
+    default="auto",
+    show_default=True,
+    help="auto (Hugging Face, then ModelScope), huggingface or modelscope.",
+)
 @click.option("--revision", default=None, help="Branch, tag or commit.")
 def download(model: str, dir: Path | None, source: str, revision: str | None) -> None:
     from qembed.model.sources import download as fetch
@@ -64,12 +87,31 @@ def download(model: str, dir: Path | None, source: str, revision: str | None) ->
     click.echo(str(resolved.path))
 
 
-@dev_app.command("make-model", help="Write a Qwen3-Embedding-shaped folder: real config and tokenizer, seeded random weights.")
+@dev_app.command(
+    "make-model",
+    help="Write a Qwen3-Embedding-shaped folder: real config and tokenizer, seeded random weights.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write.")
-@click.option("--shape", default="tiny", show_default=True, help="tiny (2 layers, hidden 64), small (4 layers, hidden 256) or qwen3-0.6b (full shape).")
+@click.option(
+    "--shape",
+    default="tiny",
+    show_default=True,
+    help="tiny (2 layers, hidden 64), small (4 layers, hidden 256) or qwen3-0.6b (full shape).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
-@click.option("--old-tokenizer/--no-old-tokenizer", default=False, show_default=True, help="Omit tokenizer.json (an old revision that does not append <|endoftext|>).")
-@click.option("--outliers", type=float, default=0.0, show_default=True, help="Add real-LLM activation outliers of this strength (1 = the documented recipe; 0 = none).")
+@click.option(
+    "--old-tokenizer/--no-old-tokenizer",
+    default=False,
+    show_default=True,
+    help="Omit tokenizer.json (an old revision that does not append <|endoftext|>).",
+)
+@click.option(
+    "--outliers",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Add real-LLM activation outliers of this strength (1 = the documented recipe; 0 = none).",
+)
 def make_model_cmd(out: Path, shape: str, seed: int, old_tokenizer: bool, outliers: float) -> None:
     from qembed.dev.make_model import make_model
 
@@ -77,7 +119,10 @@ def make_model_cmd(out: Path, shape: str, seed: int, old_tokenizer: bool, outlie
     click.echo(str(path))
 
 
-@click.command("info", help="Load a model and print what qembed knows about it (JSON): the same fields as GET /info, plus its folder.")
+@click.command(
+    "info",
+    help="Load a model and print what qembed knows about it (JSON): the same fields as GET /info, plus its folder.",
+)
 @settings_options(engine_fields())
 def info_cmd(**values: Any) -> None:
     from qembed.embedding.embedder import Embedder
@@ -90,32 +135,56 @@ def info_cmd(**values: Any) -> None:
         embedder = Embedder(settings=settings)
     except QembedError as exc:
         fail(exc)
-    served = ServedModel.from_embedder(embedder.info, served_model_name=settings.served_model_name, requested=settings.model)
+    served = ServedModel.from_embedder(
+        embedder.info, served_model_name=settings.served_model_name, requested=settings.model
+    )
     tokens = settings.max_batch_tokens or default_max_batch_tokens(embedder.info.device)
-    body = {**describe(embedder.info, settings, served, max_batch_tokens=tokens).model_dump(), "path": embedder.info.path}
+    body = {
+        **describe(embedder.info, settings, served, max_batch_tokens=tokens).model_dump(),
+        "path": embedder.info.path,
+    }
     click.echo(json.dumps(body, indent=2, ensure_ascii=False))
 
 
 @click.command("embed", help="Embed texts (arguments, or one per line on stdin) and print JSON lines.")
 @click.argument("texts", nargs=-1)
 @click.option("--prompt-name", default=None, help="A prompt of the model, e.g. query.")
-@click.option("--instruction", default=None, help="Free instruction: 'Instruct: {instruction}\\nQuery:{text}'.")
+@click.option(
+    "--instruction", default=None, help="Free instruction: 'Instruct: {instruction}\\nQuery:{text}'."
+)
 @click.option("--task", default=None, help="Task preset (retrieval, sts, code_retrieval, ...).")
 @click.option("--input-type", type=click.Choice(["query", "document"]), default="query")
 @click.option("--dimensions", type=int, default=None, help="Matryoshka dimensions.")
 @settings_options(engine_fields(CacheSettings))
-def embed_cmd(texts: tuple[str, ...], prompt_name: str | None, instruction: str | None, task: str | None, input_type: str, dimensions: int | None, **values: Any) -> None:
+def embed_cmd(
+    texts: tuple[str, ...],
+    prompt_name: str | None,
+    instruction: str | None,
+    task: str | None,
+    input_type: str,
+    dimensions: int | None,
+    **values: Any,
+) -> None:
     from qembed.embedding.embedder import Embedder
 
     setup_logging("warning")
     lines = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     try:
         embedder = Embedder(settings=build_settings(values))
-        vectors = embedder.encode(lines, prompt_name=prompt_name, instruction=instruction, task=task, input_type=input_type, dimensions=dimensions)
+        vectors = embedder.encode(
+            lines,
+            prompt_name=prompt_name,
+            instruction=instruction,
+            task=task,
+            input_type=input_type,
+            dimensions=dimensions,
+        )
     except QembedError as exc:
         fail(exc)
     for text, vector in zip(lines, vectors, strict=True):
-        click.echo(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}, ensure_ascii=False))
+        click.echo(
+            json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}, ensure_ascii=False)
+        )
 
 
 def _attach(group: click.Group) -> None:

@@ -71,7 +71,9 @@ def settings_options(fields: Iterable[str]) -> Callable[[Callable[..., Any]], Ca
                 decl = f"{flag}/--no-{name.replace('_', '-')}"
                 func = click.option(decl, name, default=None, help=help_text)(func)
             else:
-                func = click.option(flag, name, type=kind, default=None, multiple=multiple, help=help_text)(func)
+                func = click.option(flag, name, type=kind, default=None, multiple=multiple, help=help_text)(
+                    func
+                )
         return func
 
     return decorate
@@ -83,7 +85,11 @@ def build_settings(values: dict[str, Any]) -> Settings:
     A bad env value or flag raises ``InputError`` naming the field (the commands print it
     as one ``error: ...`` line and exit 2).
     """
-    given = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k in Settings.model_fields and v is not None and v != ()}
+    given = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in values.items()
+        if k in Settings.model_fields and v is not None and v != ()
+    }
     try:
         base = Settings()
     except ValidationError as exc:  # a bad QEMBED_* env var

@@ -42,10 +42,14 @@ def _check(values: dict[str, Any]) -> None:
     from qembed.search.store import open_store
 
     settings = build_settings(values)
-    with open_store(settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=False) as store:
+    with open_store(
+        settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=False
+    ) as store:
         store.check(full=True)
         stats = store.stats()
-    click.echo(f"index {store.name!r}: ok ({stats.documents} documents, {stats.chunks} chunks; sizes, checksum and SQLite checked)")
+    click.echo(
+        f"index {store.name!r}: ok ({stats.documents} documents, {stats.chunks} chunks; sizes, checksum and SQLite checked)"
+    )
 
 
 class _Progress:
@@ -67,7 +71,14 @@ class _Progress:
         if self.bar is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks embedded"), TimeRemainingColumn(), transient=True)
+            self.bar = Progress(
+                TextColumn("indexing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[chunks]} chunks embedded"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
             self.bar.start()
             self.task = self.bar.add_task("index", total=p.total, chunks=0)
         self.bar.update(self.task, completed=p.done, total=p.total, chunks=p.chunks_embedded)
@@ -78,20 +89,67 @@ class _Progress:
             self.bar = None
 
 
-@click.command("index", help="Index files and folders (Markdown, text, rst, HTML, code, JSONL) into a search index; only new or changed text is embedded.")
+@click.command(
+    "index",
+    help="Index files and folders (Markdown, text, rst, HTML, code, JSONL) into a search index; only new or changed text is embedded.",
+)
 @click.argument("paths", nargs=-1)
 @click.option("--text-field", default="text", show_default=True, help="JSONL: the field with the text.")
-@click.option("--id-field", default=None, help="JSONL: the field with a unique id (default: id or _id if present, else the line number).")
+@click.option(
+    "--id-field",
+    default=None,
+    help="JSONL: the field with a unique id (default: id or _id if present, else the line number).",
+)
 @click.option("--title-field", default=None, help="JSONL: the field with the title.")
-@click.option("--metadata-field", "metadata_fields", multiple=True, help="JSONL: a field to keep as metadata (repeatable).")
-@click.option("--exclude", multiple=True, help="Glob of files to skip, matched against the relative path and the name (repeatable).")
-@click.option("--chunk-size", type=int, default=None, help="Chunk size in model tokens (default 512, or what the index was built with; capped at the model window).")
-@click.option("--chunk-overlap", type=int, default=None, help="Overlap between chunks of one long section, in tokens (default 64).")
-@click.option("--commit-every", type=int, default=256, show_default=True, help="Chunks per commit: what an interrupted run can lose at most.")
+@click.option(
+    "--metadata-field",
+    "metadata_fields",
+    multiple=True,
+    help="JSONL: a field to keep as metadata (repeatable).",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="Glob of files to skip, matched against the relative path and the name (repeatable).",
+)
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=None,
+    help="Chunk size in model tokens (default 512, or what the index was built with; capped at the model window).",
+)
+@click.option(
+    "--chunk-overlap",
+    type=int,
+    default=None,
+    help="Overlap between chunks of one long section, in tokens (default 64).",
+)
+@click.option(
+    "--commit-every",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Chunks per commit: what an interrupted run can lose at most.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--rebuild", is_flag=True, help="Delete the index's data (a damaged index too) and build it from scratch from PATHS.")
-@click.option("--check", "check_only", is_flag=True, help="Check the index (file sizes, vector checksum, SQLite) and exit; no PATHS, no model.")
-@click.option("--wait", type=float, default=30.0, show_default=True, help="Seconds to wait for another writer of this index before giving up.")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Delete the index's data (a damaged index too) and build it from scratch from PATHS.",
+)
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="Check the index (file sizes, vector checksum, SQLite) and exit; no PATHS, no model.",
+)
+@click.option(
+    "--wait",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for another writer of this index before giving up.",
+)
 @settings_options(SEARCH_FIELDS)
 def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, title_field: str | None, metadata_fields: tuple[str, ...],
               exclude: tuple[str, ...], chunk_size: int | None, chunk_overlap: int | None, commit_every: int, as_json: bool,
@@ -113,7 +171,9 @@ def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, tit
 
         plan(paths, exclude=exclude)  # bad paths fail before the model loads
         with _open(values, create=True, rebuild=rebuild, wait=wait) as idx:
-            idx.store.check(load=False)  # a cut-short index fails here, with the --rebuild hint, before anything is embedded
+            idx.store.check(
+                load=False
+            )  # a cut-short index fails here, with the --rebuild hint, before anything is embedded
             try:
                 report = idx.index(
                     paths, text_field=text_field, id_field=id_field, title_field=title_field, metadata_fields=metadata_fields,
@@ -133,7 +193,9 @@ def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, tit
     except QembedError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "index": {"documents": stats.documents, "chunks": stats.chunks}}))
+        click.echo(
+            json.dumps({**report.to_dict(), "index": {"documents": stats.documents, "chunks": stats.chunks}})
+        )
     else:
         click.echo(f"{report.summary()}. Index now holds {stats.documents} documents, {stats.chunks} chunks.")
 
@@ -154,14 +216,27 @@ def index_name_for(path: str) -> str:
 @click.option("-k", "--top-k", "k", type=int, default=10, show_default=True, help="How many results.")
 @click.option("--mode", type=click.Choice(["dense", "hybrid", "bm25"]), default="dense", show_default=True)
 @click.option("--path-prefix", default=None, help="Only chunks whose path starts with this.")
-@click.option("--language", default=None, help="Only this language (markdown, text, rst, html, python, go, ...).")
+@click.option(
+    "--language", default=None, help="Only this language (markdown, text, rst, html, python, go, ...)."
+)
 @click.option("--file-type", default=None, help="Only this file extension (md, py, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @settings_options(SEARCH_FIELDS)
-def search_cmd(query: str, k: int, mode: str, path_prefix: str | None, language: str | None, file_type: str | None, as_json: bool, **values: Any) -> None:
+def search_cmd(
+    query: str,
+    k: int,
+    mode: str,
+    path_prefix: str | None,
+    language: str | None,
+    file_type: str | None,
+    as_json: bool,
+    **values: Any,
+) -> None:
     try:
         with _open(values, create=False) as idx:
-            results = idx.search(query, k=k, mode=mode, path_prefix=path_prefix, language=language, file_type=file_type)  # type: ignore[arg-type]
+            results = idx.search(
+                query, k=k, mode=mode, path_prefix=path_prefix, language=language, file_type=file_type
+            )  # type: ignore[arg-type]
     except QembedError as exc:
         _fail(exc)
     if as_json:
@@ -184,9 +259,15 @@ def render(query: str, results: list[Any]) -> None:
     terms = set(query_terms(query))
     for r in results:
         c = r.chunk
-        parts = [f"dense {r.dense_score:.3f}" if r.dense_score is not None else "", f"bm25 {r.bm25_score:.2f}" if r.bm25_score is not None else ""]
+        parts = [
+            f"dense {r.dense_score:.3f}" if r.dense_score is not None else "",
+            f"bm25 {r.bm25_score:.2f}" if r.bm25_score is not None else "",
+        ]
         detail = ", ".join(p for p in parts if p)
-        console.print(f"[bold]{r.rank:>2}.[/bold] [cyan]{escape(c.path)}[/cyan]:{c.line_start}-{c.line_end}  [green]{r.score:.4f}[/green]" + (f" ({detail})" if detail and mode_of(r) == "hybrid" else ""))
+        console.print(
+            f"[bold]{r.rank:>2}.[/bold] [cyan]{escape(c.path)}[/cyan]:{c.line_start}-{c.line_end}  [green]{r.score:.4f}[/green]"
+            + (f" ({detail})" if detail and mode_of(r) == "hybrid" else "")
+        )
         trail = " > ".join(t for t in (c.title, *c.heading) if t)
         if trail:
             console.print(f"    [magenta]{escape(trail)}[/magenta]")
@@ -207,7 +288,11 @@ def snippet(text: str, terms: set[str], lines: int = 4, width: int = 160) -> lis
     if not candidates:
         return []
     scored = sorted(range(len(candidates)), key=lambda i: -len(terms.intersection(split(candidates[i]))))
-    best = sorted(scored[:lines]) if terms and any(terms.intersection(split(candidates[i])) for i in scored[:1]) else list(range(min(lines, len(candidates))))
+    best = (
+        sorted(scored[:lines])
+        if terms and any(terms.intersection(split(candidates[i])) for i in scored[:1])
+        else list(range(min(lines, len(candidates))))
+    )
     return [candidates[i][:width] + ("…" if len(candidates[i]) > width else "") for i in best]
 
 

@@ -47,7 +47,9 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
         "access_log": False,  # qembed logs one line per request itself (with inputs and tokens)
         "timeout_graceful_shutdown": settings.shutdown_timeout,  # uvicorn annotates int; it only awaits with it, a float works
         "timeout_keep_alive": settings.timeout_keep_alive,
-        "http": protocol_class(read_timeout=settings.request_read_timeout, max_connections=settings.max_connections),
+        "http": protocol_class(
+            read_timeout=settings.request_read_timeout, max_connections=settings.max_connections
+        ),
         "lifespan": "on",
     }
     options.update(overrides)
@@ -84,12 +86,48 @@ def register(group: click.Group) -> None:
 # -- sglang's serving flags: the command people copy from sglang's docs starts a server --------------
 SGLANG_FLAGS = [
     click.option("--model-path", "sglang_model_path", default=None, help="sglang's name for --model."),
-    click.option("--is-embedding", "sglang_is_embedding", is_flag=True, default=False, help="sglang: accepted; qembed always serves embeddings."),
-    click.option("--context-length", "sglang_context_length", type=int, default=None, help="sglang's name for --max-tokens (the window)."),
-    click.option("--tp", "--tp-size", "sglang_tp", type=int, default=None, help="sglang: tensor parallelism; qembed runs one model per process, so only 1 (run replicas to scale out)."),
-    click.option("--mem-fraction-static", "sglang_mem_fraction", type=float, default=None, help="sglang: accepted and ignored; qembed sizes its batches by --max-batch-tokens."),
-    click.option("--chat-template", "sglang_chat_template", default=None, help="sglang: refused; an embedding model must not get a chat template (it changes every vector)."),
-    click.option("--trust-remote-code", "sglang_trust_remote_code", is_flag=True, default=False, help="sglang: accepted; qembed never runs code from a model folder."),
+    click.option(
+        "--is-embedding",
+        "sglang_is_embedding",
+        is_flag=True,
+        default=False,
+        help="sglang: accepted; qembed always serves embeddings.",
+    ),
+    click.option(
+        "--context-length",
+        "sglang_context_length",
+        type=int,
+        default=None,
+        help="sglang's name for --max-tokens (the window).",
+    ),
+    click.option(
+        "--tp",
+        "--tp-size",
+        "sglang_tp",
+        type=int,
+        default=None,
+        help="sglang: tensor parallelism; qembed runs one model per process, so only 1 (run replicas to scale out).",
+    ),
+    click.option(
+        "--mem-fraction-static",
+        "sglang_mem_fraction",
+        type=float,
+        default=None,
+        help="sglang: accepted and ignored; qembed sizes its batches by --max-batch-tokens.",
+    ),
+    click.option(
+        "--chat-template",
+        "sglang_chat_template",
+        default=None,
+        help="sglang: refused; an embedding model must not get a chat template (it changes every vector).",
+    ),
+    click.option(
+        "--trust-remote-code",
+        "sglang_trust_remote_code",
+        is_flag=True,
+        default=False,
+        help="sglang: accepted; qembed never runs code from a model folder.",
+    ),
 ]
 
 
@@ -105,11 +143,15 @@ def _sglang(values: dict[str, Any]) -> list[str]:
     trust = values.pop("sglang_trust_remote_code")
     if model_path is not None:
         if values.get("model") not in (None, model_path):
-            raise click.UsageError(f"--model {values['model']!r} and --model-path {model_path!r} disagree; give one of them.")
+            raise click.UsageError(
+                f"--model {values['model']!r} and --model-path {model_path!r} disagree; give one of them."
+            )
         values["model"] = model_path
     if context_length is not None:
         if values.get("max_tokens") not in (None, context_length):
-            raise click.UsageError("--max-tokens and --context-length (sglang's name for it) disagree; give one of them.")
+            raise click.UsageError(
+                "--max-tokens and --context-length (sglang's name for it) disagree; give one of them."
+            )
         values["max_tokens"] = context_length
     if tp is not None and tp != 1:
         raise click.UsageError(
@@ -127,7 +169,9 @@ def _sglang(values: dict[str, Any]) -> list[str]:
     if tp == 1:
         notes.append("--tp 1: accepted (one model per process)")
     if mem_fraction is not None:
-        notes.append(f"--mem-fraction-static {mem_fraction}: ignored (batches are sized by --max-batch-tokens)")
+        notes.append(
+            f"--mem-fraction-static {mem_fraction}: ignored (batches are sized by --max-batch-tokens)"
+        )
     if trust:
         notes.append("--trust-remote-code: accepted (qembed never runs code from a model folder)")
     return notes
@@ -145,7 +189,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise click.UsageError(f"cannot listen on {host}:{port} ({exc.strerror}); is another server running? Pick another --port.") from None
+            raise click.UsageError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); is another server running? Pick another --port."
+            ) from None
 
 
 def _with(options: list[Any]) -> Any:
@@ -157,7 +203,9 @@ def _with(options: list[Any]) -> Any:
     return decorate
 
 
-@click.command("serve", help="Serve one model over HTTP: OpenAI-compatible /v1/embeddings, /embed, /tokenize, /metrics.")
+@click.command(
+    "serve", help="Serve one model over HTTP: OpenAI-compatible /v1/embeddings, /embed, /tokenize, /metrics."
+)
 @settings_options(SERVE_FIELDS)
 @_with(SGLANG_FLAGS)
 def serve_cmd(**values: Any) -> None:

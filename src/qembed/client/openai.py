@@ -118,9 +118,13 @@ def parse_embeddings(content: bytes | str, expected: int) -> Encoded:
         usage = body.get("usage") or {}
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
-        raise ClientError(f"the answer is not an OpenAI embeddings response ({exc!r}).", status="invalid-body") from None
+        raise ClientError(
+            f"the answer is not an OpenAI embeddings response ({exc!r}).", status="invalid-body"
+        ) from None
     if vectors.ndim != 2 or vectors.shape[0] != expected or vectors.shape[1] == 0:
-        raise ClientError(f"asked for {expected} embeddings, got an array of shape {vectors.shape}.", status="invalid-body")
+        raise ClientError(
+            f"asked for {expected} embeddings, got an array of shape {vectors.shape}.", status="invalid-body"
+        )
     if not np.all(np.isfinite(vectors)):
         raise ClientError("the server returned NaN or infinite values.", status="invalid-body")
     return Encoded(vectors, int(tokens) if isinstance(tokens, int) else None)
@@ -195,7 +199,11 @@ class OpenAIClient:
         try:
             response = self.http.get(self.models_url)
         except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach {self.models_url} ({exc}); is the server up?", status="transport", url=self.models_url) from None
+            raise ClientError(
+                f"cannot reach {self.models_url} ({exc}); is the server up?",
+                status="transport",
+                url=self.models_url,
+            ) from None
         if response.status_code != 200:
             raise ClientError(f"{self.models_url} answered {response.status_code}: {error_message(response.content)}",
                               status=response.status_code, url=self.models_url)  # fmt: skip
@@ -209,7 +217,9 @@ class OpenAIClient:
         """The first model of ``GET /v1/models`` (``id``, ``owned_by``, ...); sets ``model``."""
         data = self.models()
         if not data or "id" not in data[0]:
-            raise ClientError(f"{self.models_url} lists no model.", status="invalid-body", url=self.models_url)
+            raise ClientError(
+                f"{self.models_url} lists no model.", status="invalid-body", url=self.models_url
+            )
         self.model = str(data[0]["id"])
         return data[0]
 
@@ -246,12 +256,18 @@ class OpenAIClient:
                 response = self.http.post(self.url, content=orjson.dumps(body))
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise ClientError(f"POST {self.url} failed: {exc}.", status="transport", url=self.url) from None
+                    raise ClientError(
+                        f"POST {self.url} failed: {exc}.", status="transport", url=self.url
+                    ) from None
                 time.sleep(min(2.0**attempt, 30.0))  # backoff: the server gives nothing to wait on
                 continue
             if response.status_code in RETRY_STATUS and attempt < self.retries:
                 retry_after = response.headers.get("retry-after", "")
-                time.sleep(float(retry_after) if retry_after.replace(".", "", 1).isdigit() else min(2.0**attempt, 30.0))
+                time.sleep(
+                    float(retry_after)
+                    if retry_after.replace(".", "", 1).isdigit()
+                    else min(2.0**attempt, 30.0)
+                )
                 continue
             if response.status_code != 200:
                 raise ClientError(f"POST {self.url} answered {response.status_code}: {error_message(response.content)}",
@@ -267,7 +283,9 @@ class OpenAIClient:
         now = time.perf_counter()
         latency = now - began
         if status != 200:
-            return Outcome(status, latency, False, n_inputs, error=error_message(content, 300), finished_at=now)
+            return Outcome(
+                status, latency, False, n_inputs, error=error_message(content, 300), finished_at=now
+            )
         try:
             encoded = parse_embeddings(content, n_inputs)
         except ClientError as exc:
@@ -278,7 +296,14 @@ class OpenAIClient:
     @staticmethod
     def _transport_failure(exc: Exception, n_inputs: int, began: float) -> Outcome:
         now = time.perf_counter()
-        return Outcome(f"transport:{type(exc).__name__}", now - began, False, n_inputs, error=str(exc)[:300], finished_at=now)
+        return Outcome(
+            f"transport:{type(exc).__name__}",
+            now - began,
+            False,
+            n_inputs,
+            error=str(exc)[:300],
+            finished_at=now,
+        )
 
     def attempt(self, texts: Sequence[str]) -> Outcome:
         content = orjson.dumps(self.body(texts))
@@ -291,7 +316,11 @@ class OpenAIClient:
 
     def async_http(self, concurrency: int | None = None) -> httpx.AsyncClient:
         """An async connection pool for ``attempt_async`` (``concurrency`` connections kept)."""
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency) if concurrency else httpx.Limits()
+        limits = (
+            httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+            if concurrency
+            else httpx.Limits()
+        )
         return httpx.AsyncClient(headers=self.headers, limits=limits, timeout=self.timeout)
 
     async def attempt_async(self, http: httpx.AsyncClient, texts: Sequence[str]) -> Outcome:
@@ -336,12 +365,16 @@ class HttpEncoder:
         batch_size = int(options.pop("batch_size", None) or self.batch_size)
         if role is not None:
             options["input_type"] = role
-        parts = [self.client.embed(texts[i : i + batch_size], **options) for i in range(0, len(texts), batch_size)]
+        parts = [
+            self.client.embed(texts[i : i + batch_size], **options) for i in range(0, len(texts), batch_size)
+        ]
         if not parts:
             return Encoded(np.zeros((0, self._dimension or 0), dtype=np.float32), 0)
         dims = {p.vectors.shape[1] for p in parts}
         if len(dims) != 1:
-            raise ClientError(f"the server returned vectors of different sizes {sorted(dims)}.", status="invalid-body")
+            raise ClientError(
+                f"the server returned vectors of different sizes {sorted(dims)}.", status="invalid-body"
+            )
         self._dimension = dims.pop()
         counted = [p.prompt_tokens for p in parts]
         tokens = None if any(t is None for t in counted) else sum(t for t in counted if t is not None)

@@ -45,7 +45,9 @@ class Bar:
     """One bar: ``update(n)`` after each unit of work, ``note(text)`` for what runs now,
     ``close()`` at the end (also on errors). ``enabled=False`` makes every call a no-op."""
 
-    def __init__(self, description: str, total: int, *, enabled: bool = True, console: Console | None = None) -> None:
+    def __init__(
+        self, description: str, total: int, *, enabled: bool = True, console: Console | None = None
+    ) -> None:
         self._progress: Any = None
         self._task: Any = None
         if enabled:

@@ -78,7 +78,9 @@ def write_tokenizer(out: Path, *, append_eos: bool = True) -> None:
 
     tok = AutoTokenizer.from_pretrained(str(out))
     tok.backend_tokenizer.post_processor = TemplateProcessing(
-        single="$A:0 <|endoftext|>:0", pair="$A:0 $B:1 <|endoftext|>:1", special_tokens=[("<|endoftext|>", EOS_ID)]
+        single="$A:0 <|endoftext|>:0",
+        pair="$A:0 $B:1 <|endoftext|>:1",
+        special_tokens=[("<|endoftext|>", EOS_ID)],
     )
     tok.backend_tokenizer.save(str(out / "tokenizer.json"))
 
@@ -116,7 +118,9 @@ def make_model(
     (out / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=4) + "\n")
 
     torch.manual_seed(seed)
-    model = Qwen3Model(Qwen3Config(**{k: v for k, v in config.items() if k not in ("architectures", "torch_dtype")}))
+    model = Qwen3Model(
+        Qwen3Config(**{k: v for k, v in config.items() if k not in ("architectures", "torch_dtype")})
+    )
     if outliers < 0:
         raise ValueError(f"outliers is a strength >= 0 (1 = the documented recipe), not {outliers}")
     if outliers:

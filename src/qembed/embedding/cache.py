@@ -61,7 +61,9 @@ class CacheEntry:
 class EmbeddingCache:
     """LRU in memory (``max_entries``, 0 = none) plus an optional SQLite file in ``directory``."""
 
-    def __init__(self, max_entries: int = 0, *, directory: str | Path | None = None, namespace: str = "") -> None:
+    def __init__(
+        self, max_entries: int = 0, *, directory: str | Path | None = None, namespace: str = ""
+    ) -> None:
         self.max_entries = int(max_entries)
         self.namespace = namespace
         self.hits = 0
@@ -76,7 +78,9 @@ class EmbeddingCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")  # readers in other processes do not block writers
-            self._db.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, tokens INTEGER NOT NULL, vector BLOB NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, tokens INTEGER NOT NULL, vector BLOB NOT NULL)"
+            )
             self._db.commit()
 
     @classmethod
@@ -120,7 +124,9 @@ class EmbeddingCache:
                 for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
                     part = wanted[start : start + 500]
                     marks = ",".join("?" * len(part))
-                    for key, tokens, blob in self._db.execute(f"SELECT key, tokens, vector FROM entries WHERE key IN ({marks})", part):
+                    for key, tokens, blob in self._db.execute(
+                        f"SELECT key, tokens, vector FROM entries WHERE key IN ({marks})", part
+                    ):
                         rows[key] = CacheEntry(_frozen(np.frombuffer(blob, dtype=np.float32)), int(tokens))
                 for i in todo:
                     entry = rows.get(keys[i])
@@ -142,7 +148,10 @@ class EmbeddingCache:
                 try:  # one transaction: all of these entries or (interrupted) none
                     self._db.executemany(
                         "INSERT OR REPLACE INTO entries (key, tokens, vector) VALUES (?, ?, ?)",
-                        [(k, e.tokens, np.ascontiguousarray(e.vector, dtype=np.float32).tobytes()) for k, e in zip(keys, entries, strict=True)],
+                        [
+                            (k, e.tokens, np.ascontiguousarray(e.vector, dtype=np.float32).tobytes())
+                            for k, e in zip(keys, entries, strict=True)
+                        ],
                     )
                     self._db.commit()
                 except BaseException:

@@ -101,19 +101,30 @@ def _quantization(backend: Any, threshold: float) -> dict[str, Any] | None:
 class Embedder:
     """Load a model once; turn texts into vectors the way the reference implementation does."""
 
-    def __init__(self, model: str | None = None, *, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, model: str | None = None, *, settings: Settings | None = None, **overrides: Any
+    ) -> None:
         base = settings or Settings()
         updates = dict(overrides)
         if model is not None:
             updates["model"] = model
-        self.settings = base.overlay(**updates)  # validated: a misspelt or bad setting fails before anything loads
+        self.settings = base.overlay(
+            **updates
+        )  # validated: a misspelt or bad setting fails before anything loads
         s = self.settings
         self.resolved: ResolvedModel = resolve_model(s.model, source=s.source, revision=s.revision)
         self.spec: PipelineSpec = load_pipeline(self.resolved.path, model_id=self.resolved.model_id)
         self.tokenizer = TextTokenizer(self.resolved.path, self.spec)
         self.backend = load_backend(
-            s.backend, self.resolved.path, self.spec, device=s.device, dtype=s.dtype, threads=s.threads,
-            quantize=s.quantize, export_dir=s.export_dir, int8=Int8Options.from_settings(s),
+            s.backend,
+            self.resolved.path,
+            self.spec,
+            device=s.device,
+            dtype=s.dtype,
+            threads=s.threads,
+            quantize=s.quantize,
+            export_dir=s.export_dir,
+            int8=Int8Options.from_settings(s),
         )
         self.max_tokens = s.max_tokens or self.spec.max_tokens
         if self.max_tokens <= self.tokenizer.special.count + 1:
@@ -139,7 +150,9 @@ class Embedder:
             quantization=_quantization(self.backend, s.int8_min_cosine),
         )
         self.defaults = EncodeDefaults(
-            model_id=self.resolved.model_id, long_text=s.long_text, truncation_side=s.truncation_side,
+            model_id=self.resolved.model_id,
+            long_text=s.long_text,
+            truncation_side=s.truncation_side,
             force_dimensions=s.force_dimensions,
         )
         # LRU embedding cache (cache_size / cache_dir; None when off): see qembed.embedding.cache.
@@ -147,8 +160,12 @@ class Embedder:
 
     def _cache_namespace(self) -> str:
         return namespace(
-            self.resolved.path, backend=self.backend.name, dtype=self.backend.dtype, quantize=self.settings.quantize,
-            max_tokens=self.max_tokens, chunk_overlap=self.chunk_overlap,
+            self.resolved.path,
+            backend=self.backend.name,
+            dtype=self.backend.dtype,
+            quantize=self.settings.quantize,
+            max_tokens=self.max_tokens,
+            chunk_overlap=self.chunk_overlap,
         )
 
     # -- facts --------------------------------------------------------------------------
@@ -165,7 +182,9 @@ class Embedder:
         return f"Embedder({i.model_id!r}, dim={i.dimension}, pooling={i.pooling}, max_tokens={i.max_tokens}, {i.device}/{i.dtype})"
 
     # -- stage 1: prepare -----------------------------------------------------------------
-    def resolve(self, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> ResolvedOptions:
+    def resolve(
+        self, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any
+    ) -> ResolvedOptions:
         """The options of one call (``EncodeOptions`` or its keyword arguments), checked
         against this model and the configured defaults; raises ``InputError``."""
         if isinstance(options, ResolvedOptions):
@@ -195,7 +214,9 @@ class Embedder:
                     )
         return dataclasses.replace(parsed, checked=True)
 
-    def begin(self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> tuple[ResolvedOptions, CachedCall]:
+    def begin(
+        self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any
+    ) -> tuple[ResolvedOptions, CachedCall]:
         """Options and inputs checked, and the cache asked: what is left for the model
         (``CachedCall.todo``). The Python API and the server both start a call here."""
         resolved = self.resolve(options, **kwargs)
@@ -227,7 +248,12 @@ class Embedder:
                     content[i] = prompt_ids + self.tokenizer.content_ids([texts[i]])[0]
                     lens.append(prefix)
                 else:
-                    lens.append(next((k for k, (a, b) in enumerate(zip(ids, prompt_ids, strict=False)) if a != b), min(len(ids), prefix)))
+                    lens.append(
+                        next(
+                            (k for k, (a, b) in enumerate(zip(ids, prompt_ids, strict=False)) if a != b),
+                            min(len(ids), prefix),
+                        )
+                    )
             return content, lens
         content, lens = [], []
         for item in inputs.token_ids:
@@ -239,7 +265,9 @@ class Embedder:
             lens.append(len(prompt_ids))
         return content, lens
 
-    def prepare(self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> Prepared:
+    def prepare(
+        self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any
+    ) -> Prepared:
         """Validate and tokenize; raises ``InputError`` with a message that says what to change."""
         resolved = self.resolve(options, **kwargs)
         parsed = self.parse(inputs)
@@ -250,11 +278,20 @@ class Embedder:
             if resolved.max_tokens is not None:
                 # a smaller window for this call, but never one without room for the special
                 # tokens, the prompt and one token of content (vLLM's truncate_prompt_tokens=1 is no error)
-                limit = min(self.max_tokens, max(resolved.max_tokens, self.tokenizer.special.count + plen + 1))
+                limit = min(
+                    self.max_tokens, max(resolved.max_tokens, self.tokenizer.special.count + plen + 1)
+                )
             windows.extend(
                 plan_windows(
-                    ids, plen, owner=i, special=self.tokenizer.special, limit=limit, policy=resolved.long_text,
-                    side=resolved.truncation_side, overlap=self.chunk_overlap, exclude_prompt=not self.spec.include_prompt,
+                    ids,
+                    plen,
+                    owner=i,
+                    special=self.tokenizer.special,
+                    limit=limit,
+                    policy=resolved.long_text,
+                    side=resolved.truncation_side,
+                    overlap=self.chunk_overlap,
+                    exclude_prompt=not self.spec.include_prompt,
                     label=parsed.label(i),
                 )
             )
@@ -268,11 +305,23 @@ class Embedder:
 
     # -- stage 3: finish -------------------------------------------------------------------
     def finish(self, prepared: Prepared, vectors: np.ndarray) -> np.ndarray:
-        return assemble(prepared.windows, vectors, n_inputs=prepared.n_inputs, normalize=prepared.normalize, dimensions=prepared.dimensions)
+        return assemble(
+            prepared.windows,
+            vectors,
+            n_inputs=prepared.n_inputs,
+            normalize=prepared.normalize,
+            dimensions=prepared.dimensions,
+        )
 
     # -- all three -----------------------------------------------------------------------
     def encode_with_usage(
-        self, inputs: RawInputs, *, batch_size: int = DEFAULT_BATCH_SIZE, max_batch_tokens: int | None = None, show_progress_bar: bool = False, **options: Any
+        self,
+        inputs: RawInputs,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batch_tokens: int | None = None,
+        show_progress_bar: bool = False,
+        **options: Any,
     ) -> EncodeResult:
         resolved, call = self.begin(inputs, **options)
         if call.todo is None:  # every input was in the cache
@@ -281,7 +330,9 @@ class Embedder:
         vectors = self._run_prepared(prepared, batch_size, max_batch_tokens, show_progress_bar)
         return EncodeResult(*call.finish(vectors, prepared.tokens_per_input()))
 
-    def _run_prepared(self, prepared: Prepared, batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool) -> np.ndarray:
+    def _run_prepared(
+        self, prepared: Prepared, batch_size: int, max_batch_tokens: int | None, show_progress_bar: bool
+    ) -> np.ndarray:
         """Length-sorted batches under the token budget through ``run``, then ``finish``."""
         windows = prepared.windows
         budget = max_batch_tokens or batch_size * self.max_tokens
@@ -303,9 +354,13 @@ class Embedder:
         batch_size, max_batch_tokens, show_progress_bar.
         """
         result = self.encode_with_usage(inputs, **kwargs).vectors
-        return result[0] if isinstance(inputs, str) or (isinstance(inputs, Inputs) and inputs.single) else result
+        return (
+            result[0] if isinstance(inputs, str) or (isinstance(inputs, Inputs) and inputs.single) else result
+        )
 
-    def tokenize(self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any) -> list[list[int]]:
+    def tokenize(
+        self, inputs: RawInputs, options: EncodeOptions | ResolvedOptions | None = None, **kwargs: Any
+    ) -> list[list[int]]:
         """The token ids of each input as the model reads it: special tokens + prompt + the
         whole content, *untruncated*, for counting. (An input longer than the window is cut
         into windows, truncated or refused only when it is embedded.) Takes and validates the

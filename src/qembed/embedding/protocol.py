@@ -81,7 +81,13 @@ class InProcessEncoder:
 
     def identity(self) -> dict[str, Any]:
         info = self.embedder.info
-        return {"kind": "in-process", "model_id": info.model_id, "path": info.path, "backend": info.backend, "dtype": info.dtype}
+        return {
+            "kind": "in-process",
+            "model_id": info.model_id,
+            "path": info.path,
+            "backend": info.backend,
+            "dtype": info.dtype,
+        }
 
     def encode(self, texts: Sequence[str], *, role: Role | None = None, **options: Any) -> Encoded:
         if role is not None:

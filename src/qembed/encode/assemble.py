@@ -18,7 +18,9 @@ from qembed.errors import ModelOutputError
 def _l2(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
     if not np.all(norms > 0):
-        raise ModelOutputError("The model produced a zero vector; refusing to return it (check the model weights).")
+        raise ModelOutputError(
+            "The model produced a zero vector; refusing to return it (check the model weights)."
+        )
     return matrix / norms
 
 

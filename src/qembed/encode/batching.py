@@ -33,7 +33,9 @@ def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_rows: int) -> l
     return batches
 
 
-def pad_windows(windows: Sequence[Window], *, pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pad_windows(
+    windows: Sequence[Window], *, pad_id: int, side: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """[batch, seq] ids and attention mask (left or right padded) and the per-row pooling skip."""
     width = max(len(w.ids) for w in windows)
     ids = np.full((len(windows), width), pad_id, dtype=np.int64)

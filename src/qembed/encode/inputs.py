@@ -48,7 +48,11 @@ class Inputs:
     def subset(self, indices: Sequence[int]) -> Inputs:
         """Some of the items (e.g. those the cache did not have), numbered as the caller numbered them."""
         return Inputs(
-            tuple(self.items[i] for i in indices), self.tokenized, False, tuple(self.positions[i] for i in indices), self.checked
+            tuple(self.items[i] for i in indices),
+            self.tokenized,
+            False,
+            tuple(self.positions[i] for i in indices),
+            self.checked,
         )
 
     @property
@@ -101,7 +105,9 @@ def parse_inputs(value: Any) -> Inputs:
         return value
     if isinstance(value, str):
         if not value:
-            raise InputError("input[0] is an empty string; every input needs at least one character.", param="input")
+            raise InputError(
+                "input[0] is an empty string; every input needs at least one character.", param="input"
+            )
         return Inputs((value,), tokenized=False, single=True)
     if not _is_list(value):
         raise InputError(f"input must be {SHAPES}; got {kind_of(value)}.", param="input")
@@ -118,21 +124,30 @@ def parse_inputs(value: Any) -> Inputs:
                     param="input",
                 )
             if not item:
-                raise InputError(f"input[{i}] is an empty string; every input needs at least one character.", param="input")
+                raise InputError(
+                    f"input[{i}] is an empty string; every input needs at least one character.", param="input"
+                )
         return Inputs(tuple(items), tokenized=False)
     if _is_int(first):
         for i, item in enumerate(items):
             if not _is_int(item):
-                raise InputError(f"input[{i}] is {kind_of(item)}; a list of token ids holds only integers.", param="input")
+                raise InputError(
+                    f"input[{i}] is {kind_of(item)}; a list of token ids holds only integers.", param="input"
+                )
         return Inputs((tuple(int(t) for t in items),), tokenized=True)
     if _is_list(first):
         out: list[Item] = []
         for i, item in enumerate(items):
             if not _is_list(item):
-                raise InputError(f"input[{i}] is {kind_of(item)}; a list of token lists holds only lists of integers.", param="input")
+                raise InputError(
+                    f"input[{i}] is {kind_of(item)}; a list of token lists holds only lists of integers.",
+                    param="input",
+                )
             for j, token in enumerate(item):
                 if not _is_int(token):
-                    raise InputError(f"input[{i}][{j}] is {kind_of(token)}; token ids are integers.", param="input")
+                    raise InputError(
+                        f"input[{i}][{j}] is {kind_of(token)}; token ids are integers.", param="input"
+                    )
             if not item:
                 raise InputError(f"input[{i}] is an empty token list.", param="input")
             out.append(tuple(int(t) for t in item))
@@ -147,4 +162,7 @@ def check_vocabulary(inputs: Inputs, vocab_size: int) -> None:
     for i, ids in enumerate(inputs.token_ids):
         bad = next((t for t in ids if not 0 <= t < vocab_size), None)
         if bad is not None:
-            raise InputError(f"{inputs.label(i)} has token id {bad}, outside the vocabulary [0, {vocab_size}).", param="input")
+            raise InputError(
+                f"{inputs.label(i)} has token id {bad}, outside the vocabulary [0, {vocab_size}).",
+                param="input",
+            )

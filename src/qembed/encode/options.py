@@ -32,24 +32,39 @@ class EncodeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    prompt_name: str | None = Field(None, description="A prompt of the model (e.g. 'query' for Qwen3-Embedding). See GET /info.")
-    prompt: str | None = Field(None, description="A literal text prefix put before every input (instead of a named prompt).")
-    instruction: str | None = Field(None, description="A free task instruction: the text becomes 'Instruct: {instruction}\\nQuery:{text}'.")
+    prompt_name: str | None = Field(
+        None, description="A prompt of the model (e.g. 'query' for Qwen3-Embedding). See GET /info."
+    )
+    prompt: str | None = Field(
+        None, description="A literal text prefix put before every input (instead of a named prompt)."
+    )
+    instruction: str | None = Field(
+        None,
+        description="A free task instruction: the text becomes 'Instruct: {instruction}\\nQuery:{text}'.",
+    )
     task: str | None = Field(
         None,
         description="A task preset (retrieval, code_retrieval, sts, pair_classification, bitext, classification, clustering).",
     )
-    input_type: InputType | None = Field(None, description="With `task`: documents of asymmetric tasks get no instruction.")
-    dimensions: int | None = Field(None, description="Matryoshka truncation: keep the first N dimensions (re-normalized).")
+    input_type: InputType | None = Field(
+        None, description="With `task`: documents of asymmetric tasks get no instruction."
+    )
+    dimensions: int | None = Field(
+        None, description="Matryoshka truncation: keep the first N dimensions (re-normalized)."
+    )
     normalize: bool | None = Field(None, description="L2-normalize the vectors (default: as the model does).")
     long_text: LongTextPolicy | None = Field(
         None,
         description="Inputs longer than the window: chunk (mean of windows), truncate, or error. Default: the server's --long-text.",
     )
-    truncation_side: TruncationSide | None = Field(None, description="Which end `truncate` cuts. Default: the server's --truncation-side.")
+    truncation_side: TruncationSide | None = Field(
+        None, description="Which end `truncate` cuts. Default: the server's --truncation-side."
+    )
     max_tokens: int | None = Field(
-        None, ge=1, description="A smaller window for this call (tokens, special tokens included; at least room for them, the prompt "
-        "and one content token); at most the server's --max-tokens."
+        None,
+        ge=1,
+        description="A smaller window for this call (tokens, special tokens included; at least room for them, the prompt "
+        "and one content token); at most the server's --max-tokens.",
     )
 
     @classmethod
@@ -64,7 +79,10 @@ class EncodeOptions(BaseModel):
             name = unknown[0]
             close = difflib.get_close_matches(name, EncodeOptions.model_fields, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise InputError(f"Unknown encode option {name!r}.{hint} Options: {', '.join(EncodeOptions.model_fields)}.", param=name)
+            raise InputError(
+                f"Unknown encode option {name!r}.{hint} Options: {', '.join(EncodeOptions.model_fields)}.",
+                param=name,
+            )
         try:
             return cls.model_validate(kwargs)
         except ValidationError as exc:
@@ -73,7 +91,11 @@ class EncodeOptions(BaseModel):
 
     def given(self) -> dict[str, Any]:
         """The options set (not None): what a client sends on to a server."""
-        return {name: getattr(self, name) for name in EncodeOptions.model_fields if getattr(self, name) is not None}
+        return {
+            name: getattr(self, name)
+            for name in EncodeOptions.model_fields
+            if getattr(self, name) is not None
+        }
 
     def resolve(self, spec: PipelineSpec, defaults: EncodeDefaults) -> ResolvedOptions:
         """Against the loaded model and the configured defaults; raises ``InputError``."""
@@ -118,7 +140,16 @@ class ResolvedOptions:
 
     def key(self) -> str:
         """Everything here changes a vector: the embedding cache keys on it."""
-        return json.dumps([self.prefix, self.dimensions, self.normalize, self.long_text, self.truncation_side, self.max_tokens])
+        return json.dumps(
+            [
+                self.prefix,
+                self.dimensions,
+                self.normalize,
+                self.long_text,
+                self.truncation_side,
+                self.max_tokens,
+            ]
+        )
 
 
 def check_dimensions(dimensions: int | None, spec: PipelineSpec, defaults: EncodeDefaults) -> int | None:
@@ -137,6 +168,7 @@ def check_dimensions(dimensions: int | None, spec: PipelineSpec, defaults: Encod
                 "--force-dimensions to truncate anyway)"
             )
         raise InputError(
-            f"dimensions must be between {low} and {hidden} for {defaults.model_id}, not {dimensions}{why}.", param="dimensions"
+            f"dimensions must be between {low} and {hidden} for {defaults.model_id}, not {dimensions}{why}.",
+            param="dimensions",
         )
     return None if dimensions == hidden else dimensions

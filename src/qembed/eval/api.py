@@ -74,7 +74,9 @@ def _target_scope(target: Target | TargetSpec | Any, spec: dict[str, Any]) -> It
             made.close()
 
 
-def _prompting(task: str, preset: str | None, instruction: str | None, instruction_mode: InstructionMode) -> Prompting:
+def _prompting(
+    task: str, preset: str | None, instruction: str | None, instruction_mode: InstructionMode
+) -> Prompting:
     return Prompting(preset or DEFAULT_PRESETS[task], instruction=instruction, mode=instruction_mode)
 
 
@@ -85,68 +87,203 @@ def _spec(target: Any, model: str | None, endpoint: str | None, **rest: Any) -> 
 
 
 def _pair_task(
-    evaluate: Any, kind: str, path: str | Path, target: Any, model: str | None, endpoint: str | None, api_key: str | None,
-    model_name: str | None, columns: Sequence[Column] | None, split: str | None, preset: str | None, instruction: str | None,
-    instruction_mode: InstructionMode, cache: CacheArg, batch_size: int, dimensions: int | None, show_progress: bool,
+    evaluate: Any,
+    kind: str,
+    path: str | Path,
+    target: Any,
+    model: str | None,
+    endpoint: str | None,
+    api_key: str | None,
+    model_name: str | None,
+    columns: Sequence[Column] | None,
+    split: str | None,
+    preset: str | None,
+    instruction: str | None,
+    instruction_mode: InstructionMode,
+    cache: CacheArg,
+    batch_size: int,
+    dimensions: int | None,
+    show_progress: bool,
 ) -> TaskResult:
     """The one body of ``sts``, ``pairs`` and ``code``: load pairs, open the target, evaluate."""
     data = load_pairs(path, columns=columns, split=split)
-    spec = _spec(target, model, endpoint, api_key=api_key, model_name=model_name, batch_size=batch_size, dimensions=dimensions)
+    spec = _spec(
+        target,
+        model,
+        endpoint,
+        api_key=api_key,
+        model_name=model_name,
+        batch_size=batch_size,
+        dimensions=dimensions,
+    )
     with _target_scope(target, spec) as t, _progress(show_progress) as bar:
-        return evaluate(t, data, prompting=_prompting(kind, preset, instruction, instruction_mode), cache=make_cache(cache), progress=bar)
+        return evaluate(
+            t,
+            data,
+            prompting=_prompting(kind, preset, instruction, instruction_mode),
+            cache=make_cache(cache),
+            progress=bar,
+        )
 
 
 def sts(
-    path: str | Path, *, target: Any = None, model: str | None = None, endpoint: str | None = None, api_key: str | None = None,
-    model_name: str | None = None, columns: Sequence[Column] | None = None, split: str | None = None, preset: str | None = None,
-    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = DEFAULT_BATCH_SIZE,
-    dimensions: int | None = None, show_progress: bool = False,
+    path: str | Path,
+    *,
+    target: Any = None,
+    model: str | None = None,
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    columns: Sequence[Column] | None = None,
+    split: str | None = None,
+    preset: str | None = None,
+    instruction: str | None = None,
+    instruction_mode: InstructionMode = "client",
+    cache: CacheArg = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dimensions: int | None = None,
+    show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval sts``: cosine Spearman/Pearson x100 against gold scores."""
     return _pair_task(
-        evaluate_sts, "sts", path, target, model, endpoint, api_key, model_name, columns, split, preset, instruction,
-        instruction_mode, cache, batch_size, dimensions, show_progress,
+        evaluate_sts,
+        "sts",
+        path,
+        target,
+        model,
+        endpoint,
+        api_key,
+        model_name,
+        columns,
+        split,
+        preset,
+        instruction,
+        instruction_mode,
+        cache,
+        batch_size,
+        dimensions,
+        show_progress,
     )
 
 
 def pairs(
-    path: str | Path, *, target: Any = None, model: str | None = None, endpoint: str | None = None, api_key: str | None = None,
-    model_name: str | None = None, columns: Sequence[Column] | None = None, split: str | None = None, preset: str | None = None,
-    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = DEFAULT_BATCH_SIZE,
-    dimensions: int | None = None, show_progress: bool = False,
+    path: str | Path,
+    *,
+    target: Any = None,
+    model: str | None = None,
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    columns: Sequence[Column] | None = None,
+    split: str | None = None,
+    preset: str | None = None,
+    instruction: str | None = None,
+    instruction_mode: InstructionMode = "client",
+    cache: CacheArg = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dimensions: int | None = None,
+    show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval pairs``: AP of cosine, best-threshold accuracy and F1 (x100)."""
     return _pair_task(
-        evaluate_pairs, "pairs", path, target, model, endpoint, api_key, model_name, columns, split, preset, instruction,
-        instruction_mode, cache, batch_size, dimensions, show_progress,
+        evaluate_pairs,
+        "pairs",
+        path,
+        target,
+        model,
+        endpoint,
+        api_key,
+        model_name,
+        columns,
+        split,
+        preset,
+        instruction,
+        instruction_mode,
+        cache,
+        batch_size,
+        dimensions,
+        show_progress,
     )
 
 
 def code(
-    path: str | Path, *, target: Any = None, model: str | None = None, endpoint: str | None = None, api_key: str | None = None,
-    model_name: str | None = None, columns: Sequence[Column] | None = None, split: str | None = None, preset: str | None = None,
-    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = DEFAULT_BATCH_SIZE,
-    dimensions: int | None = None, show_progress: bool = False,
+    path: str | Path,
+    *,
+    target: Any = None,
+    model: str | None = None,
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    columns: Sequence[Column] | None = None,
+    split: str | None = None,
+    preset: str | None = None,
+    instruction: str | None = None,
+    instruction_mode: InstructionMode = "client",
+    cache: CacheArg = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dimensions: int | None = None,
+    show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval code``: mean cosine of matches/non-matches, gap, ROC AUC x100."""
     return _pair_task(
-        evaluate_code, "code", path, target, model, endpoint, api_key, model_name, columns, split, preset, instruction,
-        instruction_mode, cache, batch_size, dimensions, show_progress,
+        evaluate_code,
+        "code",
+        path,
+        target,
+        model,
+        endpoint,
+        api_key,
+        model_name,
+        columns,
+        split,
+        preset,
+        instruction,
+        instruction_mode,
+        cache,
+        batch_size,
+        dimensions,
+        show_progress,
     )
 
 
 def retrieval(
-    folder: str | Path, *, target: Any = None, model: str | None = None, endpoint: str | None = None, api_key: str | None = None,
-    model_name: str | None = None, split: str | None = None, use_title: bool = True, preset: str | None = None,
-    instruction: str | None = None, instruction_mode: InstructionMode = "client", cache: CacheArg = True, batch_size: int = DEFAULT_BATCH_SIZE,
-    dimensions: int | None = None, search: SearchBackend = "auto", show_progress: bool = False,
+    folder: str | Path,
+    *,
+    target: Any = None,
+    model: str | None = None,
+    endpoint: str | None = None,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    split: str | None = None,
+    use_title: bool = True,
+    preset: str | None = None,
+    instruction: str | None = None,
+    instruction_mode: InstructionMode = "client",
+    cache: CacheArg = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dimensions: int | None = None,
+    search: SearchBackend = "auto",
+    show_progress: bool = False,
 ) -> TaskResult:
     """``qembed eval retrieval``: nDCG@10, MRR@10, P@1, Recall@10/100, MAP@100 (x100) on a BEIR folder."""
     data = load_beir(folder, split=split, use_title=use_title)
-    spec = _spec(target, model, endpoint, api_key=api_key, model_name=model_name, batch_size=batch_size, dimensions=dimensions)
+    spec = _spec(
+        target,
+        model,
+        endpoint,
+        api_key=api_key,
+        model_name=model_name,
+        batch_size=batch_size,
+        dimensions=dimensions,
+    )
     with _target_scope(target, spec) as t, _progress(show_progress) as bar:
         return evaluate_retrieval(
-            t, data, prompting=_prompting("retrieval", preset, instruction, instruction_mode), cache=make_cache(cache), progress=bar, search=search
+            t,
+            data,
+            prompting=_prompting("retrieval", preset, instruction, instruction_mode),
+            cache=make_cache(cache),
+            progress=bar,
+            search=search,
         )
 
 
@@ -164,7 +301,9 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in DEFAULT_PRESETS:
-            raise InputError(f"unknown task {self.kind!r}; known: {', '.join(DEFAULT_PRESETS)}.", param="task")
+            raise InputError(
+                f"unknown task {self.kind!r}; known: {', '.join(DEFAULT_PRESETS)}.", param="task"
+            )
 
 
 def compare(
@@ -178,4 +317,11 @@ def compare(
 ) -> Any:
     """``qembed eval compare``: every target on every task -> a ``Comparison``."""
     with _progress(show_progress) as bar:
-        return run_comparison(targets, tasks, instruction_mode=instruction_mode, cache=make_cache(cache), search=search, progress=bar)
+        return run_comparison(
+            targets,
+            tasks,
+            instruction_mode=instruction_mode,
+            cache=make_cache(cache),
+            search=search,
+            progress=bar,
+        )

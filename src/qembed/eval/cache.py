@@ -33,7 +33,9 @@ def default_cache_root() -> Path:
 
 
 def namespace_id(namespace: dict[str, Any]) -> str:
-    blob = json.dumps({"format": FORMAT_VERSION, **namespace}, sort_keys=True, ensure_ascii=False, default=str)
+    blob = json.dumps(
+        {"format": FORMAT_VERSION, **namespace}, sort_keys=True, ensure_ascii=False, default=str
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 

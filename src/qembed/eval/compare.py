@@ -100,19 +100,36 @@ class Comparison:
 
     def to_markdown(self) -> str:
         names = self.target_names()
-        lines = [f"# qembed eval compare ({self.created})", "", "Scores x100 except cosines and thresholds; `*` = the task's main metric.", ""]
+        lines = [
+            f"# qembed eval compare ({self.created})",
+            "",
+            "Scores x100 except cosines and thresholds; `*` = the task's main metric.",
+            "",
+        ]
         lines.append("| task | data | metric | " + " | ".join(names) + " |")
         lines.append("|---|---|---|" + "---:|" * len(names))
         for task, dataset, metric, is_main, values in self.rows():
             best = _best(metric, values)
             cells = [_cell(values.get(n), bold=(n == best)) for n in names]
-            lines.append(f"| {task} | {dataset} | {metric}{' *' if is_main else ''} | " + " | ".join(cells) + " |")
-        lines += ["", "| target | " + " | ".join(label for _, label in PERF_COLUMNS) + " |", "|---|" + "---:|" * len(PERF_COLUMNS)]
+            lines.append(
+                f"| {task} | {dataset} | {metric}{' *' if is_main else ''} | " + " | ".join(cells) + " |"
+            )
+        lines += [
+            "",
+            "| target | " + " | ".join(label for _, label in PERF_COLUMNS) + " |",
+            "|---|" + "---:|" * len(PERF_COLUMNS),
+        ]
         for t in self.targets:
-            lines.append(f"| {t.name} | " + " | ".join(_plain(t.stats.get(k)) for k, _ in PERF_COLUMNS) + " |")
+            lines.append(
+                f"| {t.name} | " + " | ".join(_plain(t.stats.get(k)) for k, _ in PERF_COLUMNS) + " |"
+            )
         prompts = [f"- {t.name}, {kind}: {text}" for t in self.targets for kind, text in t.prompts.items()]
         if prompts:
-            lines += ["", "Prompts each target's texts got (a model scored with a prompt it was not trained with reads lower):", *prompts]
+            lines += [
+                "",
+                "Prompts each target's texts got (a model scored with a prompt it was not trained with reads lower):",
+                *prompts,
+            ]
         errors = [f"- {t.name}: {e}" for t in self.targets for e in t.errors]
         if errors:
             lines += ["", "Errors:", *errors]
@@ -220,7 +237,11 @@ def run_comparison(
         report = TargetReport(target.name, identity=target.identity())
         try:
             for task, dataset in zip(tasks, data, strict=True):
-                prompting = Prompting(task.preset or DEFAULT_PRESETS[task.kind], instruction=task.instruction, mode=instruction_mode)
+                prompting = Prompting(
+                    task.preset or DEFAULT_PRESETS[task.kind],
+                    instruction=task.instruction,
+                    mode=instruction_mode,
+                )
                 report.prompts[task.kind] = "; ".join(
                     f"{role}: {target.prompt_description(prompting, role)}" for role in ("query", "document")
                 )
@@ -238,11 +259,21 @@ def run_comparison(
     return Comparison(results, reports)
 
 
-def _evaluate(kind: str, target: Any, dataset: Any, prompting: Prompting, cache: VectorCache | None, progress: Any, search: SearchBackend) -> TaskResult:
+def _evaluate(
+    kind: str,
+    target: Any,
+    dataset: Any,
+    prompting: Prompting,
+    cache: VectorCache | None,
+    progress: Any,
+    search: SearchBackend,
+) -> TaskResult:
     if kind == "sts":
         return evaluate_sts(target, dataset, prompting=prompting, cache=cache, progress=progress)
     if kind == "pairs":
         return evaluate_pairs(target, dataset, prompting=prompting, cache=cache, progress=progress)
     if kind == "code":
         return evaluate_code(target, dataset, prompting=prompting, cache=cache, progress=progress)
-    return evaluate_retrieval(target, dataset, prompting=prompting, cache=cache, progress=progress, search=search)
+    return evaluate_retrieval(
+        target, dataset, prompting=prompting, cache=cache, progress=progress, search=search
+    )

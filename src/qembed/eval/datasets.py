@@ -55,9 +55,13 @@ class PairData:
     def require_binary(self) -> None:
         bad = sorted({float(x) for x in self.scores if x not in (0.0, 1.0)})
         if bad:
-            raise InputError(f"{self.name}: labels must be 0 or 1, found {bad[:5]}; use `qembed eval sts` for graded scores.")
+            raise InputError(
+                f"{self.name}: labels must be 0 or 1, found {bad[:5]}; use `qembed eval sts` for graded scores."
+            )
         if self.scores.min() == self.scores.max():
-            raise InputError(f"{self.name}: every label is {int(self.scores[0])}; the metrics need both 0 and 1.")
+            raise InputError(
+                f"{self.name}: every label is {int(self.scores[0])}; the metrics need both 0 and 1."
+            )
 
 
 @dataclass
@@ -81,7 +85,15 @@ def detect_format(path: Path) -> Format:
     """From the suffix (under .gz), else from the first character/line."""
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     last = suffixes[-1] if suffixes else ""
-    by_suffix: dict[str, Format] = {".tsv": "tsv", ".data": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+    by_suffix: dict[str, Format] = {
+        ".tsv": "tsv",
+        ".data": "tsv",
+        ".txt": "tsv",
+        ".csv": "csv",
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+        ".json": "json",
+    }
     if last in by_suffix:
         return by_suffix[last]
     with _open_text(path) as handle:
@@ -103,7 +115,9 @@ def _find(names: Sequence[str], candidates: Sequence[str]) -> int | None:
     return None
 
 
-def _resolve_columns(header: list[str] | None, columns: Sequence[Column] | None, width: int, where: str) -> tuple[int, int, int]:
+def _resolve_columns(
+    header: list[str] | None, columns: Sequence[Column] | None, width: int, where: str
+) -> tuple[int, int, int]:
     """Positions of (left, right, score) in a delimited row."""
     if columns is not None:
         out = []
@@ -111,7 +125,10 @@ def _resolve_columns(header: list[str] | None, columns: Sequence[Column] | None,
             if isinstance(col, int) or (isinstance(col, str) and col.isdigit()):
                 index = int(col)
                 if index >= width:
-                    raise InputError(f"{where}: column {index} does not exist (rows have {width} columns).", param="columns")
+                    raise InputError(
+                        f"{where}: column {index} does not exist (rows have {width} columns).",
+                        param="columns",
+                    )
                 out.append(index)
             else:
                 if header is None or col not in header:
@@ -121,7 +138,9 @@ def _resolve_columns(header: list[str] | None, columns: Sequence[Column] | None,
     if header is not None:
         found = [_find(header, names) for names in (LEFT_NAMES, RIGHT_NAMES, SCORE_NAMES)]
         if None in found and len(header) == 3 and found[2] is not None:
-            texts = [i for i in range(3) if i != found[2]]  # three columns, one is the score: the others are texts
+            texts = [
+                i for i in range(3) if i != found[2]
+            ]  # three columns, one is the score: the others are texts
             found = [texts[0], texts[1], found[2]]
         if None in found:
             raise InputError(
@@ -173,7 +192,9 @@ def _records(path: Path, fmt: Format) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 data = json.load(handle)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: not valid JSON ({exc}); for one object per line name it .jsonl.") from None
+                raise InputError(
+                    f"{path}: not valid JSON ({exc}); for one object per line name it .jsonl."
+                ) from None
         if not isinstance(data, list):
             raise InputError(f"{path}: expected a JSON list of objects, got {type(data).__name__}.")
         yield from enumerate(data)
@@ -207,7 +228,9 @@ def load_pairs(
     if not path.is_file():
         raise InputError(f"{path}: no such file.")
     if columns is not None and len(columns) != 3:
-        raise InputError(f"columns needs three entries (left, right, score), got {len(columns)}.", param="columns")
+        raise InputError(
+            f"columns needs three entries (left, right, score), got {len(columns)}.", param="columns"
+        )
     kind = detect_format(path) if fmt == "auto" else fmt
     left: list[str] = []
     right: list[str] = []
@@ -219,8 +242,13 @@ def load_pairs(
             raise InputError(f"{path}: the file is empty.")
         _, first_row = first
         names = [c.strip() for c in first_row]
-        has_header = header if header is not None else (
-            any(n.lower() in KNOWN_NAMES for n in names) or any(isinstance(c, str) and not c.isdigit() for c in columns or ())
+        has_header = (
+            header
+            if header is not None
+            else (
+                any(n.lower() in KNOWN_NAMES for n in names)
+                or any(isinstance(c, str) and not c.isdigit() for c in columns or ())
+            )
         )
         head = names if has_header else None
         li, ri, si = _resolve_columns(head, columns, len(first_row), str(path))
@@ -228,13 +256,17 @@ def load_pairs(
         if split is not None:
             split_index = _find(head or [], ("split",))
             if split_index is None:
-                raise InputError(f"{path}: split={split!r} given but the file has no 'split' column.", param="split")
+                raise InputError(
+                    f"{path}: split={split!r} given but the file has no 'split' column.", param="split"
+                )
         body = rows if has_header else iter([first, *rows])
         need = max(li, ri, si, split_index or 0) + 1
         for lineno, row in body:
             where = f"{path}:{lineno}"
             if len(row) < need:
-                raise InputError(f"{where}: {len(row)} columns, expected at least {need} (a tab or quote inside a text?).")
+                raise InputError(
+                    f"{where}: {len(row)} columns, expected at least {need} (a tab or quote inside a text?)."
+                )
             if split_index is not None and row[split_index] != split:
                 continue
             left.append(_text(row[li], where, "the first text"))
@@ -313,17 +345,23 @@ def qrels_file(folder: Path, split: str | None) -> Path:
     qdir = folder / "qrels"
     files = sorted(qdir.glob("*.tsv")) if qdir.is_dir() else []
     if not files:
-        raise InputError(f"{folder}: no qrels/*.tsv; is this a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)?")
+        raise InputError(
+            f"{folder}: no qrels/*.tsv; is this a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)?"
+        )
     names = [f.stem for f in files]
     if split is not None:
         if split not in names:
-            raise InputError(f"{folder}: no qrels/{split}.tsv; splits here: {', '.join(names)}.", param="split")
+            raise InputError(
+                f"{folder}: no qrels/{split}.tsv; splits here: {', '.join(names)}.", param="split"
+            )
         return qdir / f"{split}.tsv"
     if "test" in names:
         return qdir / "test.tsv"
     if len(files) == 1:
         return files[0]
-    raise InputError(f"{folder}: several qrels files ({', '.join(names)}); choose one with --split.", param="split")
+    raise InputError(
+        f"{folder}: several qrels files ({', '.join(names)}); choose one with --split.", param="split"
+    )
 
 
 def load_beir(folder: str | Path, *, split: str | None = None, use_title: bool = True) -> RetrievalData:
@@ -336,7 +374,9 @@ def load_beir(folder: str | Path, *, split: str | None = None, use_title: bool =
     folder = Path(folder)
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (folder / name).is_file():
-            raise InputError(f"{folder}: no {name}; a BEIR folder has corpus.jsonl, queries.jsonl and qrels/*.tsv.")
+            raise InputError(
+                f"{folder}: no {name}; a BEIR folder has corpus.jsonl, queries.jsonl and qrels/*.tsv."
+            )
     qpath = qrels_file(folder, split)
     qrels = _read_qrels(qpath)
     notes: list[str] = []
@@ -364,9 +404,13 @@ def load_beir(folder: str | Path, *, split: str | None = None, use_title: bool =
         all_queries[str(record["_id"])] = _text(record.get("text"), where, "the query text")
     missing = [q for q in qrels if q not in all_queries]
     if missing:
-        raise InputError(f"{qpath}: {len(missing)} judged query id(s) not in queries.jsonl, e.g. {missing[:3]}.")
+        raise InputError(
+            f"{qpath}: {len(missing)} judged query id(s) not in queries.jsonl, e.g. {missing[:3]}."
+        )
     queries = {q: all_queries[q] for q in qrels}
     unknown_docs = {d for grades in qrels.values() for d in grades if d not in corpus}
     if unknown_docs:
-        notes.append(f"{len(unknown_docs)} judged document id(s) are not in the corpus (they count as never retrieved)")
+        notes.append(
+            f"{len(unknown_docs)} judged document id(s) are not in the corpus (they count as never retrieved)"
+        )
     return RetrievalData(f"{folder.name}:{qpath.stem}", corpus, queries, qrels, notes)

@@ -66,7 +66,11 @@ def encode_texts(
     missing = sorted((i for i, row in enumerate(rows) if row is None), key=lambda i: -len(unique[i]))
     counts.cached = len(unique) - len(missing)
     description = f"{target.name}: {label}"  # several targets share one progress display in `compare`
-    task = progress.add_task(description, total=len(unique), completed=counts.cached) if progress is not None else None
+    task = (
+        progress.add_task(description, total=len(unique), completed=counts.cached)
+        if progress is not None
+        else None
+    )
     for start in range(0, len(missing), target.chunk_size):
         chunk = missing[start : start + target.chunk_size]
         vectors = np.asarray(target.embed([unique[i] for i in chunk], prompting, role), dtype=np.float32)

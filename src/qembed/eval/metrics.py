@@ -38,7 +38,9 @@ def _vector(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     return array
 
 
-def _pair(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def _pair(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, names: tuple[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
     x, y = _vector(a, names[0]), _vector(b, names[1])
     if x.shape != y.shape:
         raise ValueError(f"{names[0]} and {names[1]} differ in length ({x.size} vs {y.size}).")
@@ -136,7 +138,9 @@ class ThresholdScore:
     recall: float = float("nan")
 
 
-def best_accuracy(scores: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray) -> ThresholdScore:
+def best_accuracy(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[float] | np.ndarray
+) -> ThresholdScore:
     """Best accuracy over thresholds that never split tied scores.
 
     Candidate cuts: predict 1 for everything scoring at or above each distinct value (or for

@@ -41,7 +41,10 @@ PROMPT_FAMILY_CHOICES: tuple[str, ...] = ("auto", *CLIENT_FAMILY_NAMES)
 def check_prompt_family(family: str | None) -> str | None:
     """``None``/``auto`` pass; anything else must be a family a client can apply itself."""
     if family is not None and family not in PROMPT_FAMILY_CHOICES:
-        raise InputError(f"prompt family must be one of {', '.join(PROMPT_FAMILY_CHOICES)}, not {family!r}.", param="prompt_family")
+        raise InputError(
+            f"prompt family must be one of {', '.join(PROMPT_FAMILY_CHOICES)}, not {family!r}.",
+            param="prompt_family",
+        )
     return family
 
 
@@ -55,9 +58,14 @@ class Prompting:
 
     def __post_init__(self) -> None:
         if self.preset not in TASKS:
-            raise InputError(f"Unknown task preset {self.preset!r}; known: {', '.join(TASKS)}.", param="preset")
+            raise InputError(
+                f"Unknown task preset {self.preset!r}; known: {', '.join(TASKS)}.", param="preset"
+            )
         if self.mode not in INSTRUCTION_MODES:
-            raise InputError(f"instruction mode must be one of {', '.join(INSTRUCTION_MODES)}, not {self.mode!r}.", param="instruction_mode")
+            raise InputError(
+                f"instruction mode must be one of {', '.join(INSTRUCTION_MODES)}, not {self.mode!r}.",
+                param="instruction_mode",
+            )
         if self.instruction is not None and not self.instruction.strip():
             raise InputError("instruction is empty; leave it out to use the preset's.", param="instruction")
 

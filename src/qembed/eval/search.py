@@ -31,7 +31,9 @@ def faiss_available() -> bool:
     return True
 
 
-def _numpy_topk(queries: np.ndarray, docs: np.ndarray, k: int, query_block: int, doc_block: int) -> tuple[np.ndarray, np.ndarray]:
+def _numpy_topk(
+    queries: np.ndarray, docs: np.ndarray, k: int, query_block: int, doc_block: int
+) -> tuple[np.ndarray, np.ndarray]:
     n_q, n_d = queries.shape[0], docs.shape[0]
     k = min(k, n_d)
     out_idx = np.empty((n_q, k), dtype=np.int64)
@@ -81,12 +83,16 @@ def top_k(
     queries = np.asarray(queries, dtype=np.float32)
     docs = np.asarray(docs, dtype=np.float32)
     if queries.ndim != 2 or docs.ndim != 2 or queries.shape[1] != docs.shape[1]:
-        raise ValueError(f"queries {queries.shape} and documents {docs.shape} must be 2-D with the same width.")
+        raise ValueError(
+            f"queries {queries.shape} and documents {docs.shape} must be 2-D with the same width."
+        )
     if k < 1 or docs.shape[0] == 0:
         raise ValueError("need k >= 1 and at least one document.")
     if backend == "faiss" and not faiss_available():
         raise ValueError("faiss is not installed: pip install faiss-cpu, or use the numpy search.")
-    use_faiss = backend == "faiss" or (backend == "auto" and queries.shape[0] * docs.shape[0] > FAISS_ABOVE and faiss_available())
+    use_faiss = backend == "faiss" or (
+        backend == "auto" and queries.shape[0] * docs.shape[0] > FAISS_ABOVE and faiss_available()
+    )
     if use_faiss:
         return _faiss_topk(queries, docs, k)
     return _numpy_topk(queries, docs, k, query_block, doc_block)

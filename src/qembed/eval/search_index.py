@@ -33,7 +33,9 @@ class IndexEvaluation:
         return f"{self.mode:>6}: nDCG@10 {100 * self.metrics['ndcg@10']:.2f}  recall@100 {100 * self.metrics.get('recall@100', float('nan')):.2f}  ({self.n_queries} queries, {self.seconds:.1f} s)"
 
 
-def rank_documents(index: Any, query: str, *, mode: str, depth: int, doc_key: Callable[[Chunk], str]) -> list[str]:
+def rank_documents(
+    index: Any, query: str, *, mode: str, depth: int, doc_key: Callable[[Chunk], str]
+) -> list[str]:
     """Documents in the order of their best chunk among the top ``depth`` chunks."""
     hits = index.search(query, k=depth, mode=mode)
     return list(dict.fromkeys(doc_key(h.chunk) for h in hits))
@@ -52,12 +54,18 @@ def evaluate_index(
     from qembed.eval.metrics import retrieval_metrics
 
     start = time.perf_counter()
-    run = {qid: rank_documents(index, text, mode=mode, depth=depth, doc_key=doc_key) for qid, text in queries.items() if qid in qrels}
+    run = {
+        qid: rank_documents(index, text, mode=mode, depth=depth, doc_key=doc_key)
+        for qid, text in queries.items()
+        if qid in qrels
+    }
     scores = retrieval_metrics(run, qrels)
     return IndexEvaluation(mode, scores.metrics, scores.n_scored, time.perf_counter() - start)
 
 
-def evaluate_beir(index: Any, folder: str | Path, *, modes: tuple[str, ...] = ("dense", "hybrid"), split: str | None = None) -> list[IndexEvaluation]:
+def evaluate_beir(
+    index: Any, folder: str | Path, *, modes: tuple[str, ...] = ("dense", "hybrid"), split: str | None = None
+) -> list[IndexEvaluation]:
     """Score an index built from ``folder/corpus.jsonl`` (with ``BEIR_FIELDS``) on its queries."""
     from qembed.eval.datasets import load_beir
 

@@ -35,14 +35,25 @@ class TargetSpec:
             raise InputError("give either a model (in process) or an endpoint, not both.", param="endpoint")
         if self.endpoint is not None:
             return HttpTarget(
-                self.endpoint, api_key=self.api_key, model_name=self.model_name, batch_size=self.batch_size,
-                concurrency=self.concurrency, dimensions=self.dimensions, name=self.name, prompt_family=self.prompt_family,
+                self.endpoint,
+                api_key=self.api_key,
+                model_name=self.model_name,
+                batch_size=self.batch_size,
+                concurrency=self.concurrency,
+                dimensions=self.dimensions,
+                name=self.name,
+                prompt_family=self.prompt_family,
             )
         settings = self.settings or Settings()
         if self.model is not None:
             settings = settings.overlay(model=self.model)
-        return InProcessTarget.load(settings, batch_size=self.batch_size, dimensions=self.dimensions, name=self.name,
-                                    prompt_family=self.prompt_family)
+        return InProcessTarget.load(
+            settings,
+            batch_size=self.batch_size,
+            dimensions=self.dimensions,
+            name=self.name,
+            prompt_family=self.prompt_family,
+        )
 
 
 def make_target(target: Target | TargetSpec | Any = None, **spec: Any) -> Target:
@@ -52,9 +63,13 @@ def make_target(target: Target | TargetSpec | Any = None, **spec: Any) -> Target
     if isinstance(target, TargetSpec):
         return target.build()
     if hasattr(target, "encode") and hasattr(target, "info"):  # an Embedder
-        return InProcessTarget(target, batch_size=spec.get("batch_size", DEFAULT_BATCH_SIZE), dimensions=spec.get("dimensions"))
+        return InProcessTarget(
+            target, batch_size=spec.get("batch_size", DEFAULT_BATCH_SIZE), dimensions=spec.get("dimensions")
+        )
     if hasattr(target, "embed") and hasattr(target, "identity"):
         return target
     if isinstance(target, TextEncoder):  # anything else that embeds texts (qembed.embedding.protocol)
-        return EncoderTarget(target, chunk_size=spec.get("batch_size", DEFAULT_BATCH_SIZE), dimensions=spec.get("dimensions"))
+        return EncoderTarget(
+            target, chunk_size=spec.get("batch_size", DEFAULT_BATCH_SIZE), dimensions=spec.get("dimensions")
+        )
     raise InputError(f"not a target: {target!r}")

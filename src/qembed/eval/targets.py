@@ -66,10 +66,14 @@ class TargetStats:
             "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
             "latency_ms_p95": round(float(np.percentile(lat, 95)), 1) if lat.size else None,
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 2),
-            "peak_rss_mib": round(self.memory.peak_rss_bytes() / mib, 1) if self.memory.method != "unstarted" else None,
+            "peak_rss_mib": round(self.memory.peak_rss_bytes() / mib, 1)
+            if self.memory.method != "unstarted"
+            else None,
             "peak_rss_method": self.memory.method,
             "peak_cuda_mib": None if cuda is None else round(cuda / mib, 1),
-            "server_rss_mib": None if self.remote_rss_bytes is None else round(self.remote_rss_bytes / mib, 1),
+            "server_rss_mib": None
+            if self.remote_rss_bytes is None
+            else round(self.remote_rss_bytes / mib, 1),
         }
 
 
@@ -98,8 +102,16 @@ class Target(Protocol):
 class InProcessTarget:
     """A qembed ``Embedder`` in this process."""
 
-    def __init__(self, embedder: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, dimensions: int | None = None, name: str | None = None,
-                 stats: TargetStats | None = None, prompt_family: str | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Any,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        dimensions: int | None = None,
+        name: str | None = None,
+        stats: TargetStats | None = None,
+        prompt_family: str | None = None,
+    ) -> None:
         if batch_size < 1:
             raise InputError("batch_size must be at least 1.", param="batch_size")
         self.embedder = embedder
@@ -117,8 +129,15 @@ class InProcessTarget:
             self.stats.memory.start()
 
     @classmethod
-    def load(cls, settings: Settings, *, batch_size: int = DEFAULT_BATCH_SIZE, dimensions: int | None = None, name: str | None = None,
-             prompt_family: str | None = None) -> InProcessTarget:
+    def load(
+        cls,
+        settings: Settings,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        dimensions: int | None = None,
+        name: str | None = None,
+        prompt_family: str | None = None,
+    ) -> InProcessTarget:
         """Load the model, counting its load time and memory towards this target."""
         from qembed.embedding.embedder import Embedder
 
@@ -127,7 +146,14 @@ class InProcessTarget:
         t0 = time.perf_counter()
         embedder = Embedder(settings=settings)
         stats.load_seconds = time.perf_counter() - t0
-        return cls(embedder, batch_size=batch_size, dimensions=dimensions, name=name, stats=stats, prompt_family=prompt_family)
+        return cls(
+            embedder,
+            batch_size=batch_size,
+            dimensions=dimensions,
+            name=name,
+            stats=stats,
+            prompt_family=prompt_family,
+        )
 
     def identity(self) -> dict[str, Any]:
         s = self.embedder.settings
@@ -154,12 +180,16 @@ class InProcessTarget:
         if self.prompt_family is None or prompting.mode == "none" or prompting.instruction is not None:
             return prompting.engine_options(role)
         spec = self.embedder.spec
-        own = spec.prompts if self.prompt_family == spec.prompt_family else {}  # another family's table: its texts only
+        own = (
+            spec.prompts if self.prompt_family == spec.prompt_family else {}
+        )  # another family's table: its texts only
         return {"prompt": prompting.client_prefix(role, self.prompt_family, own)}
 
     def embed(self, texts: Sequence[str], prompting: Prompting, role: Role) -> np.ndarray:
         t0 = time.perf_counter()
-        vectors = self.encoder.encode(texts, dimensions=self.dimensions, **self._options(prompting, role)).vectors
+        vectors = self.encoder.encode(
+            texts, dimensions=self.dimensions, **self._options(prompting, role)
+        ).vectors
         seconds = time.perf_counter() - t0
         self.stats.record(len(texts), seconds)
         self.stats.latencies.append(seconds)
@@ -282,13 +312,20 @@ class HttpTarget:
         self._metrics_url = None  # no such gauge: stop asking
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": "http", "base_url": self.base_url, "model": self.model_name, "dimensions": self.dimensions}
+        return {
+            "kind": "http",
+            "base_url": self.base_url,
+            "model": self.model_name,
+            "dimensions": self.dimensions,
+        }
 
     def _client_prefix(self, prompting: Prompting, role: Role) -> str:
         prompts = self.server_prompts if self.prompt_family == self.server_family else {}
         return prompting.client_prefix(role, self.prompt_family, prompts)
 
-    def _request(self, texts: Sequence[str], prompting: Prompting, role: Role) -> tuple[list[str], dict[str, Any]]:
+    def _request(
+        self, texts: Sequence[str], prompting: Prompting, role: Role
+    ) -> tuple[list[str], dict[str, Any]]:
         """The texts to send and the body fields besides them."""
         options: dict[str, Any] = {}
         if prompting.mode == "client" and self.self_prefixing:
@@ -365,7 +402,9 @@ class EncoderTarget:
     def identity(self) -> dict[str, Any]:
         return {**self.encoder.identity(), "dimensions": self.dimensions}
 
-    def _request(self, texts: Sequence[str], prompting: Prompting, role: Role) -> tuple[list[str], dict[str, Any]]:
+    def _request(
+        self, texts: Sequence[str], prompting: Prompting, role: Role
+    ) -> tuple[list[str], dict[str, Any]]:
         """Client mode: the prefix on the text; server mode: the engine's options (``input_type``, ``task``)."""
         options: dict[str, Any] = {} if self.dimensions is None else {"dimensions": self.dimensions}
         if prompting.mode == "client":
@@ -394,4 +433,3 @@ class EncoderTarget:
         close = getattr(self.encoder, "close", None)
         if callable(close):
             close()
-

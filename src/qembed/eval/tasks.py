@@ -25,9 +25,20 @@ from qembed.eval.prompts import Prompting
 from qembed.eval.search import SearchBackend, top_k
 from qembed.eval.targets import Target
 
-DEFAULT_PRESETS = {"sts": "sts", "pairs": "pair_classification", "retrieval": "retrieval", "code": "code_retrieval"}
+DEFAULT_PRESETS = {
+    "sts": "sts",
+    "pairs": "pair_classification",
+    "retrieval": "retrieval",
+    "code": "code_retrieval",
+}
 MAIN_METRIC = {"sts": "spearman", "pairs": "ap", "retrieval": "ndcg@10", "code": "roc_auc"}
-RETRIEVAL_CUTOFFS: dict[str, tuple[int, ...]] = {"ndcg": (10,), "mrr": (10,), "precision": (1,), "recall": (10, 100), "map_": (100,)}
+RETRIEVAL_CUTOFFS: dict[str, tuple[int, ...]] = {
+    "ndcg": (10,),
+    "mrr": (10,),
+    "precision": (1,),
+    "recall": (10, 100),
+    "map_": (100,),
+}
 
 
 @dataclass
@@ -60,35 +71,85 @@ def _x100(value: float) -> float:
 
 
 def _pair_cosines(
-    target: Target, data: PairData, prompting: Prompting, symmetric: bool, cache: VectorCache | None, progress: Any
+    target: Target,
+    data: PairData,
+    prompting: Prompting,
+    symmetric: bool,
+    cache: VectorCache | None,
+    progress: Any,
 ) -> tuple[np.ndarray, EncodeCounts, dict[str, str]]:
     """Cosine of each pair. Symmetric tasks embed the distinct sentences of both sides once,
     as queries (MTEB encodes both sides of STS the same way)."""
     if symmetric:
-        vectors, counts = encode_texts(target, data.left + data.right, prompting, "query", cache=cache, progress=progress, label="sentences")
+        vectors, counts = encode_texts(
+            target,
+            data.left + data.right,
+            prompting,
+            "query",
+            cache=cache,
+            progress=progress,
+            label="sentences",
+        )
         a, b = vectors[: len(data)], vectors[len(data) :]
         prompts = {"both sides": target.prompt_description(prompting, "query")}
     else:
-        a, counts = encode_texts(target, data.left, prompting, "query", cache=cache, progress=progress, label="queries")
-        b, doc_counts = encode_texts(target, data.right, prompting, "document", cache=cache, progress=progress, label="documents")
+        a, counts = encode_texts(
+            target, data.left, prompting, "query", cache=cache, progress=progress, label="queries"
+        )
+        b, doc_counts = encode_texts(
+            target, data.right, prompting, "document", cache=cache, progress=progress, label="documents"
+        )
         counts.add(doc_counts)
-        prompts = {"query": target.prompt_description(prompting, "query"), "document": target.prompt_description(prompting, "document")}
+        prompts = {
+            "query": target.prompt_description(prompting, "query"),
+            "document": target.prompt_description(prompting, "document"),
+        }
     return np.einsum("ij,ij->i", a, b).astype(np.float64), counts, prompts
 
 
-def evaluate_sts(target: Target, data: PairData, *, prompting: Prompting | None = None, cache: VectorCache | None = None, progress: Any = None) -> TaskResult:
+def evaluate_sts(
+    target: Target,
+    data: PairData,
+    *,
+    prompting: Prompting | None = None,
+    cache: VectorCache | None = None,
+    progress: Any = None,
+) -> TaskResult:
     """Cosine Spearman (main) and Pearson against graded gold scores."""
     t0 = time.perf_counter()
     prompting = prompting or Prompting(DEFAULT_PRESETS["sts"])
     cos, counts, prompts = _pair_cosines(target, data, prompting, prompting.symmetric, cache, progress)
-    scores = {"spearman": _x100(metrics.spearman(cos, data.scores)), "pearson": _x100(metrics.pearson(cos, data.scores))}
+    scores = {
+        "spearman": _x100(metrics.spearman(cos, data.scores)),
+        "pearson": _x100(metrics.pearson(cos, data.scores)),
+    }
     notes = []
     if set(np.unique(data.scores)) <= {0.0, 1.0}:
-        notes.append("gold scores are 0/1 labels: Spearman then measures label separation (C-MTEB scores ATEC/BQ/LCQMC this way)")
-    return TaskResult("sts", data.name, target.name, MAIN_METRIC["sts"], scores, len(data), time.perf_counter() - t0, counts, prompts, notes)
+        notes.append(
+            "gold scores are 0/1 labels: Spearman then measures label separation (C-MTEB scores ATEC/BQ/LCQMC this way)"
+        )
+    return TaskResult(
+        "sts",
+        data.name,
+        target.name,
+        MAIN_METRIC["sts"],
+        scores,
+        len(data),
+        time.perf_counter() - t0,
+        counts,
+        prompts,
+        notes,
+    )
 
 
-def evaluate_pairs(target: Target, data: PairData, *, prompting: Prompting | None = None, cache: VectorCache | None = None, progress: Any = None) -> TaskResult:
+def evaluate_pairs(
+    target: Target,
+    data: PairData,
+    *,
+    prompting: Prompting | None = None,
+    cache: VectorCache | None = None,
+    progress: Any = None,
+) -> TaskResult:
     """Average precision of cosine (MTEB's PairClassification main score), best accuracy and F1."""
     data.require_binary()
     t0 = time.perf_counter()
@@ -105,10 +166,27 @@ def evaluate_pairs(target: Target, data: PairData, *, prompting: Prompting | Non
         "f1_recall": _x100(f1.recall),
         "f1_threshold_cos": f1.threshold,
     }
-    return TaskResult("pairs", data.name, target.name, MAIN_METRIC["pairs"], scores, len(data), time.perf_counter() - t0, counts, prompts)
+    return TaskResult(
+        "pairs",
+        data.name,
+        target.name,
+        MAIN_METRIC["pairs"],
+        scores,
+        len(data),
+        time.perf_counter() - t0,
+        counts,
+        prompts,
+    )
 
 
-def evaluate_code(target: Target, data: PairData, *, prompting: Prompting | None = None, cache: VectorCache | None = None, progress: Any = None) -> TaskResult:
+def evaluate_code(
+    target: Target,
+    data: PairData,
+    *,
+    prompting: Prompting | None = None,
+    cache: VectorCache | None = None,
+    progress: Any = None,
+) -> TaskResult:
     """Query <-> code pairs with 0/1 labels: how well cosine separates matches (ROC AUC, main)."""
     data.require_binary()
     t0 = time.perf_counter()
@@ -122,7 +200,17 @@ def evaluate_code(target: Target, data: PairData, *, prompting: Prompting | None
         "mean_cos_nonmatch": mean_other,
         "cos_gap": mean_match - mean_other,
     }
-    return TaskResult("code", data.name, target.name, MAIN_METRIC["code"], scores, len(data), time.perf_counter() - t0, counts, prompts)
+    return TaskResult(
+        "code",
+        data.name,
+        target.name,
+        MAIN_METRIC["code"],
+        scores,
+        len(data),
+        time.perf_counter() - t0,
+        counts,
+        prompts,
+    )
 
 
 def evaluate_retrieval(
@@ -138,8 +226,24 @@ def evaluate_retrieval(
     t0 = time.perf_counter()
     prompting = prompting or Prompting(DEFAULT_PRESETS["retrieval"])
     query_ids, doc_ids = list(data.queries), list(data.corpus)
-    q, counts = encode_texts(target, [data.queries[i] for i in query_ids], prompting, "query", cache=cache, progress=progress, label="queries")
-    d, doc_counts = encode_texts(target, [data.corpus[i] for i in doc_ids], prompting, "document", cache=cache, progress=progress, label="corpus")
+    q, counts = encode_texts(
+        target,
+        [data.queries[i] for i in query_ids],
+        prompting,
+        "query",
+        cache=cache,
+        progress=progress,
+        label="queries",
+    )
+    d, doc_counts = encode_texts(
+        target,
+        [data.corpus[i] for i in doc_ids],
+        prompting,
+        "document",
+        cache=cache,
+        progress=progress,
+        label="corpus",
+    )
     counts.add(doc_counts)
     depth = max(max(v) for v in RETRIEVAL_CUTOFFS.values())
     idx, _ = top_k(q, d, depth, backend=search)
@@ -149,5 +253,19 @@ def evaluate_retrieval(
     notes = list(data.notes)
     if result.unscored:
         notes.append(f"{len(result.unscored)} query(ies) without a relevant document left out of the means")
-    prompts = {"query": target.prompt_description(prompting, "query"), "document": target.prompt_description(prompting, "document")}
-    return TaskResult("retrieval", data.name, target.name, MAIN_METRIC["retrieval"], scores, result.n_scored, time.perf_counter() - t0, counts, prompts, notes)
+    prompts = {
+        "query": target.prompt_description(prompting, "query"),
+        "document": target.prompt_description(prompting, "document"),
+    }
+    return TaskResult(
+        "retrieval",
+        data.name,
+        target.name,
+        MAIN_METRIC["retrieval"],
+        scores,
+        result.n_scored,
+        time.perf_counter() - t0,
+        counts,
+        prompts,
+        notes,
+    )

@@ -132,7 +132,9 @@ def _cut_pairs(data: PairData, rows: tuple[int, int | None]) -> PairData:
     return PairData(data.name, data.left[a:b], data.right[a:b], data.scores[a:b])
 
 
-def _cut_retrieval(data: RetrievalData, rows: tuple[int, int | None], group: dict[str, str] | None = None) -> RetrievalData:
+def _cut_retrieval(
+    data: RetrievalData, rows: tuple[int, int | None], group: dict[str, str] | None = None
+) -> RetrievalData:
     """Questions a..b; the corpus: their relevant documents plus 4 x questions others (whole
     groups: both language versions of a page stay together)."""
     if rows == (0, None):
@@ -140,7 +142,10 @@ def _cut_retrieval(data: RetrievalData, rows: tuple[int, int | None], group: dic
     a, b = rows
     qids = list(data.queries)[a:b]
     if not qids:
-        raise InputError(f"{data.name}: the slice {a}:{b} keeps no question (there are {len(data.queries)}).", param="slice")
+        raise InputError(
+            f"{data.name}: the slice {a}:{b} keeps no question (there are {len(data.queries)}).",
+            param="slice",
+        )
     group = group or {d: d for d in data.corpus}
     wanted_groups = {group[d] for q in qids for d in data.qrels.get(q, {}) if d in group}
     extra = DISTRACTORS_PER_QUERY * len(qids)
@@ -152,15 +157,22 @@ def _cut_retrieval(data: RetrievalData, rows: tuple[int, int | None], group: dic
             extra -= 1
     corpus = {d: t for d, t in data.corpus.items() if group[d] in wanted_groups}
     return RetrievalData(
-        data.name, corpus, {q: data.queries[q] for q in qids}, {q: data.qrels[q] for q in qids if q in data.qrels},
+        data.name,
+        corpus,
+        {q: data.queries[q] for q in qids},
+        {q: data.qrels[q] for q in qids if q in data.qrels},
         [*data.notes, f"sliced: questions {a}:{b}, {len(corpus)} of the corpus documents"],
     )
 
 
-def load_k8s(path: Path, doc_chars: int = DEFAULT_DOC_CHARS) -> tuple[RetrievalData, dict[str, str], dict[str, tuple[str, str]]]:
+def load_k8s(
+    path: Path, doc_chars: int = DEFAULT_DOC_CHARS
+) -> tuple[RetrievalData, dict[str, str], dict[str, tuple[str, str]]]:
     """The mixed zh/en Kubernetes retrieval set: both pages of every topic, 80 questions."""
     if not path.is_file():
-        raise InputError(f"{path} is missing: the Kubernetes docs pairs (k8s_docs_en_zh) are needed.", param="data")
+        raise InputError(
+            f"{path} is missing: the Kubernetes docs pairs (k8s_docs_en_zh) are needed.", param="data"
+        )
     if doc_chars < 1:
         raise InputError("doc_chars must be at least 1.", param="doc_chars")
     corpus: dict[str, str] = {}
@@ -187,7 +199,9 @@ def load_k8s(path: Path, doc_chars: int = DEFAULT_DOC_CHARS) -> tuple[RetrievalD
     for topic, zh, en, relevant in TOPICS:
         missing = [p for p in relevant if f"en:{p}" not in corpus or f"zh:{p}" not in corpus]
         if missing:
-            raise InputError(f"{path} lacks the page(s) {missing} that question {topic!r} needs.", param="data")
+            raise InputError(
+                f"{path} lacks the page(s) {missing} that question {topic!r} needs.", param="data"
+            )
         for lang, text in (("zh", zh), ("en", en)):
             qid = f"{topic}-{lang}"
             queries[qid] = text
@@ -196,12 +210,20 @@ def load_k8s(path: Path, doc_chars: int = DEFAULT_DOC_CHARS) -> tuple[RetrievalD
     return RetrievalData("k8s_docs_en_zh", corpus, queries, qrels), langs, pages
 
 
-def load_report_data(data_dir: str | Path, *, limit: int | None = None, slice_: str | None = None,
-                     doc_chars: int = DEFAULT_DOC_CHARS) -> ReportData:
+def load_report_data(
+    data_dir: str | Path,
+    *,
+    limit: int | None = None,
+    slice_: str | None = None,
+    doc_chars: int = DEFAULT_DOC_CHARS,
+) -> ReportData:
     """Read (and slice) the four data sets under ``data_dir`` (the layout of ../shared/data)."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise InputError(f"{root} is not a folder; give --data the folder that holds stsb_zh/, k8s_docs_en_zh/, cosqa/, cosqa_retrieval/.", param="data")
+        raise InputError(
+            f"{root} is not a folder; give --data the folder that holds stsb_zh/, k8s_docs_en_zh/, cosqa/, cosqa_retrieval/.",
+            param="data",
+        )
     rows = parse_slice(limit, slice_)
     k8s, langs, pages = load_k8s(root / K8S_FILE, doc_chars)
     k8s = _cut_retrieval(k8s, rows, {d: p for d, (p, _) in pages.items()})
@@ -218,7 +240,11 @@ def load_report_data(data_dir: str | Path, *, limit: int | None = None, slice_: 
 
 
 def k8s_metrics(
-    q: np.ndarray, d: np.ndarray, data: RetrievalData, query_lang: dict[str, str], doc_page: dict[str, tuple[str, str]]
+    q: np.ndarray,
+    d: np.ndarray,
+    data: RetrievalData,
+    query_lang: dict[str, str],
+    doc_page: dict[str, tuple[str, str]],
 ) -> dict[str, Any]:
     """Every K8s metric of the report from normalized query/document vectors (full ranking)."""
     query_ids, doc_ids = list(data.queries), list(data.corpus)
@@ -274,7 +300,10 @@ class TargetReport:
     error: str | None = None
 
     def row(self) -> dict[str, Any]:
-        return {**self.scores, **{k: self.performance.get(k) for k in ("ms_per_text", "single_query_p50_ms", "memory_mib")}}
+        return {
+            **self.scores,
+            **{k: self.performance.get(k) for k in ("ms_per_text", "single_query_p50_ms", "memory_mib")},
+        }
 
 
 def _latency_probe(target: Target, texts: Sequence[str], mode: InstructionMode = "client") -> dict[str, Any]:
@@ -288,8 +317,11 @@ def _latency_probe(target: Target, texts: Sequence[str], mode: InstructionMode =
         t0 = time.perf_counter()
         target.embed([text], prompting, "query")
         times.append((time.perf_counter() - t0) * 1000.0)
-    return {"single_query_p50_ms": float(np.percentile(times, 50)), "single_query_p95_ms": float(np.percentile(times, 95)),
-            "single_query_calls": len(times)}
+    return {
+        "single_query_p50_ms": float(np.percentile(times, 50)),
+        "single_query_p95_ms": float(np.percentile(times, 95)),
+        "single_query_calls": len(times),
+    }
 
 
 @dataclass
@@ -300,8 +332,15 @@ class ReportTarget:
     mode: InstructionMode = "client"
 
 
-def run_target(target: Target, data: ReportData, *, cache: VectorCache | None = None, progress: Any = None,
-               latency_queries: int = 20, mode: InstructionMode = "client") -> TargetReport:
+def run_target(
+    target: Target,
+    data: ReportData,
+    *,
+    cache: VectorCache | None = None,
+    progress: Any = None,
+    latency_queries: int = 20,
+    mode: InstructionMode = "client",
+) -> TargetReport:
     """The three experiments on one (open) target."""
     t0 = time.perf_counter()
     kind = "in-process" if target.identity().get("kind") == "in-process" else "http"
@@ -309,38 +348,82 @@ def run_target(target: Target, data: ReportData, *, cache: VectorCache | None = 
     report.identity["instruction_mode"] = mode
     if isinstance(getattr(target, "prompt_family", None), str) and kind == "http":
         report.identity["prompt_family"] = f"{target.prompt_family} ({getattr(target, 'family_source', '')})"  # type: ignore[attr-defined]
-    sts = evaluate_sts(target, data.sts, prompting=Prompting("sts", mode=mode), cache=cache, progress=progress)
+    sts = evaluate_sts(
+        target, data.sts, prompting=Prompting("sts", mode=mode), cache=cache, progress=progress
+    )
     report.scores["sts_spearman"] = sts.scores["spearman"] / 100.0
     report.prompts["sts"] = sts.prompts
 
     prompting = Prompting("retrieval", mode=mode)
     query_ids, doc_ids = list(data.k8s.queries), list(data.k8s.corpus)
-    q, _ = encode_texts(target, [data.k8s.queries[i] for i in query_ids], prompting, "query", cache=cache, progress=progress, label="k8s questions")
-    d, _ = encode_texts(target, [data.k8s.corpus[i] for i in doc_ids], prompting, "document", cache=cache, progress=progress, label="k8s pages")
+    q, _ = encode_texts(
+        target,
+        [data.k8s.queries[i] for i in query_ids],
+        prompting,
+        "query",
+        cache=cache,
+        progress=progress,
+        label="k8s questions",
+    )
+    d, _ = encode_texts(
+        target,
+        [data.k8s.corpus[i] for i in doc_ids],
+        prompting,
+        "document",
+        cache=cache,
+        progress=progress,
+        label="k8s pages",
+    )
     report.scores.update(k8s_metrics(q, d, data.k8s, data.k8s_query_lang, data.k8s_doc_page))
-    report.prompts["k8s"] = {"query": target.prompt_description(prompting, "query"), "document": target.prompt_description(prompting, "document")}
+    report.prompts["k8s"] = {
+        "query": target.prompt_description(prompting, "query"),
+        "document": target.prompt_description(prompting, "document"),
+    }
 
-    code = evaluate_code(target, data.code_pairs, prompting=Prompting("code_retrieval", mode=mode), cache=cache, progress=progress)
+    code = evaluate_code(
+        target,
+        data.code_pairs,
+        prompting=Prompting("code_retrieval", mode=mode),
+        cache=cache,
+        progress=progress,
+    )
     report.scores["code_separation"] = code.scores["cos_gap"]
     report.scores["code_mean_cos_match"] = code.scores["mean_cos_match"]
     report.scores["code_mean_cos_nonmatch"] = code.scores["mean_cos_nonmatch"]
     report.scores["code_roc_auc"] = code.scores["roc_auc"] / 100.0
     report.prompts["code"] = code.prompts
-    ret = evaluate_retrieval(target, data.code_retrieval, prompting=Prompting("code_retrieval", mode=mode), cache=cache, progress=progress)
+    ret = evaluate_retrieval(
+        target,
+        data.code_retrieval,
+        prompting=Prompting("code_retrieval", mode=mode),
+        cache=cache,
+        progress=progress,
+    )
     report.scores.update({f"cosqa_{k}": v / 100.0 for k, v in ret.scores.items()})
 
     stats = target.stats.summary()
     texts, seconds = stats["texts_embedded"], stats["embed_seconds"]
-    perf: dict[str, Any] = {"ms_per_text": 1000.0 * seconds / texts if texts else None, "texts_embedded": texts,
-                            "embed_seconds": seconds, "load_seconds": stats["load_seconds"]}
+    perf: dict[str, Any] = {
+        "ms_per_text": 1000.0 * seconds / texts if texts else None,
+        "texts_embedded": texts,
+        "embed_seconds": seconds,
+        "load_seconds": stats["load_seconds"],
+    }
     probe = [t for _, zh, en, _ in TOPICS for t in (zh, en)][:latency_queries]
-    perf.update(_latency_probe(target, [f"{t} ({i})" for i, t in enumerate(probe)], mode))  # fresh texts: no server cache hit
+    perf.update(
+        _latency_probe(target, [f"{t} ({i})" for i, t in enumerate(probe)], mode)
+    )  # fresh texts: no server cache hit
     stats = target.stats.summary()
     if kind == "in-process":
-        perf["memory_mib"], perf["memory_kind"] = stats["peak_rss_mib"], f"peak RSS of this process ({stats['peak_rss_method']})"
+        perf["memory_mib"], perf["memory_kind"] = (
+            stats["peak_rss_mib"],
+            f"peak RSS of this process ({stats['peak_rss_method']})",
+        )
     else:
         perf["memory_mib"] = stats["server_rss_mib"]
-        perf["memory_kind"] = "server RSS from /metrics" if stats["server_rss_mib"] is not None else "unknown (no /metrics RSS)"
+        perf["memory_kind"] = (
+            "server RSS from /metrics" if stats["server_rss_mib"] is not None else "unknown (no /metrics RSS)"
+        )
     perf["peak_cuda_mib"] = stats["peak_cuda_mib"]
     report.performance = perf
     report.seconds = time.perf_counter() - t0
@@ -362,7 +445,10 @@ class ZhReport:
             "data": self.data,
             "columns": [{"key": k, "header": h} for k, h, _ in COLUMNS],
             "targets": [t.__dict__ for t in self.targets],
-            "article_claims": {"note": "numbers the source article reports; NOT measured by qembed", "rows": list(self.claims)},
+            "article_claims": {
+                "note": "numbers the source article reports; NOT measured by qembed",
+                "rows": list(self.claims),
+            },
         }
 
     def to_json(self) -> str:
@@ -370,8 +456,13 @@ class ZhReport:
 
     def table_rows(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(label, source, values): our measurements first, then the article's claims."""
-        rows = [(t.name, "measured" if t.error is None else f"failed: {t.error}", t.row()) for t in self.targets]
-        rows += [(f"article's claim: {c['target']}", "the article's claim, not measured here", c) for c in self.claims]
+        rows = [
+            (t.name, "measured" if t.error is None else f"failed: {t.error}", t.row()) for t in self.targets
+        ]
+        rows += [
+            (f"article's claim: {c['target']}", "the article's claim, not measured here", c)
+            for c in self.claims
+        ]
         return rows
 
     def to_markdown(self) -> str:
@@ -389,7 +480,8 @@ class ZhReport:
             lines.append("| " + " | ".join(cells) + " |")
         m, d = self.meta, self.data
         notes = [
-            f"Command: `{m['command']}`", f"Machine: {m['machine']}; date {m['date']}.",
+            f"Command: `{m['command']}`",
+            f"Machine: {m['machine']}; date {m['date']}.",
             f"Data: {d['sts']} STS-B zh pairs; {d['k8s_questions']} Kubernetes questions (zh+en) over {d['k8s_documents']} pages "
             f"(title + first {d['doc_chars']} characters); {d['code_pairs']} CoSQA pairs; {d['cosqa_queries']} CoSQA retrieval "
             f"queries over {d['cosqa_documents']} snippets{'; SLICED: ' + d['slice'] if d['slice'] else ''}.",
@@ -400,18 +492,27 @@ class ZhReport:
             "non-matching CoSQA pairs.",
             "ms/text: embed wall time per text over the run; 1-query p50: median of single-text calls; memory: peak RSS "
             "(in process) or the server's RSS from /metrics.",
-            "Rows labelled \"article's claim\" are the numbers the source article reports for the real models, copied "
+            'Rows labelled "article\'s claim" are the numbers the source article reports for the real models, copied '
             "for comparison; qembed did not measure them.",
         ]
         for t in self.targets:
-            prompts = "; ".join(f"{task}: " + ", ".join(f"{side} {p}" for side, p in sides.items()) for task, sides in t.prompts.items())
-            notes.append(f"{t.name} ({t.kind}): {t.performance.get('memory_kind', '')}; prompts: {prompts or '-'}")
+            prompts = "; ".join(
+                f"{task}: " + ", ".join(f"{side} {p}" for side, p in sides.items())
+                for task, sides in t.prompts.items()
+            )
+            notes.append(
+                f"{t.name} ({t.kind}): {t.performance.get('memory_kind', '')}; prompts: {prompts or '-'}"
+            )
         return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
 PLOT_METRICS: tuple[tuple[str, str], ...] = (
-    ("sts_spearman", "STS-B zh Spearman"), ("k8s_p@1", "K8s P@1"), ("k8s_ndcg@10", "K8s nDCG@10"),
-    ("k8s_xl_recall@10_zh", "K8s zh->en+zh recall@10"), ("code_separation", "code separation"), ("cosqa_ndcg@10", "CoSQA nDCG@10"),
+    ("sts_spearman", "STS-B zh Spearman"),
+    ("k8s_p@1", "K8s P@1"),
+    ("k8s_ndcg@10", "K8s nDCG@10"),
+    ("k8s_xl_recall@10_zh", "K8s zh->en+zh recall@10"),
+    ("code_separation", "code separation"),
+    ("cosqa_ndcg@10", "CoSQA nDCG@10"),
 )
 
 
@@ -432,15 +533,24 @@ def write_plot(report: ZhReport, path: Path) -> Path | None:
             value = values.get(key)
             claim = source.startswith("the article")
             n_claims += claim
-            ax.bar(i, value if isinstance(value, int | float) else 0.0, color=("#dddddd", "#aaaaaa")[n_claims % 2] if claim else f"C{i}",
-                   hatch=("//", "\\\\")[n_claims % 2] if claim else None, edgecolor="black", label=label)
+            ax.bar(
+                i,
+                value if isinstance(value, int | float) else 0.0,
+                color=("#dddddd", "#aaaaaa")[n_claims % 2] if claim else f"C{i}",
+                hatch=("//", "\\\\")[n_claims % 2] if claim else None,
+                edgecolor="black",
+                label=label,
+            )
             if value is None:
                 ax.text(i, 0.01, "n/a", ha="center", fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(rows), 3), fontsize=8)
-    fig.suptitle(f"qembed eval zh-report ({report.meta['date']}); hatched = the article's claims, not measured", fontsize=10)
+    fig.suptitle(
+        f"qembed eval zh-report ({report.meta['date']}); hatched = the article's claims, not measured",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.14, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -448,15 +558,25 @@ def write_plot(report: ZhReport, path: Path) -> Path | None:
 
 
 def run_report(
-    targets: Sequence[Any], data: ReportData, *, cache: VectorCache | None = None, progress: Any = None,
-    latency_queries: int = 20, meta: dict[str, Any] | None = None,
+    targets: Sequence[Any],
+    data: ReportData,
+    *,
+    cache: VectorCache | None = None,
+    progress: Any = None,
+    latency_queries: int = 20,
+    meta: dict[str, Any] | None = None,
 ) -> ZhReport:
     """Every target in turn (built, run, closed: one model in memory at a time); a failing
     target is reported and the others still run."""
     reports = []
     for item in targets:
         spec, mode = (item.spec, item.mode) if isinstance(item, ReportTarget) else (item, "client")
-        name = getattr(spec, "name", None) or getattr(spec, "model", None) or getattr(spec, "endpoint", None) or repr(spec)
+        name = (
+            getattr(spec, "name", None)
+            or getattr(spec, "model", None)
+            or getattr(spec, "endpoint", None)
+            or repr(spec)
+        )
         built = spec is None or isinstance(spec, TargetSpec)
         try:
             target = make_target(spec)
@@ -464,17 +584,27 @@ def run_report(
             reports.append(TargetReport(str(name), "unknown", error=exc.message))
             continue
         try:
-            reports.append(run_target(target, data, cache=cache, progress=progress, latency_queries=latency_queries, mode=mode))
+            reports.append(
+                run_target(
+                    target, data, cache=cache, progress=progress, latency_queries=latency_queries, mode=mode
+                )
+            )
         except QembedError as exc:
             reports.append(TargetReport(target.name, "unknown", error=exc.message))
         finally:
             if built:
                 target.close()
     info = {
-        "sts": len(data.sts), "k8s_questions": len(data.k8s.queries), "k8s_documents": len(data.k8s.corpus),
-        "code_pairs": len(data.code_pairs), "cosqa_queries": len(data.code_retrieval.queries),
-        "cosqa_documents": len(data.code_retrieval.corpus), "doc_chars": data.doc_chars,
-        "slice": "" if data.slice == (0, None) else f"{data.slice[0]}:{'' if data.slice[1] is None else data.slice[1]}",
+        "sts": len(data.sts),
+        "k8s_questions": len(data.k8s.queries),
+        "k8s_documents": len(data.k8s.corpus),
+        "code_pairs": len(data.code_pairs),
+        "cosqa_queries": len(data.code_retrieval.queries),
+        "cosqa_documents": len(data.code_retrieval.corpus),
+        "doc_chars": data.doc_chars,
+        "slice": ""
+        if data.slice == (0, None)
+        else f"{data.slice[0]}:{'' if data.slice[1] is None else data.slice[1]}",
     }
     base_meta = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": "", "machine": ""}
     return ZhReport(reports, info, {**base_meta, **(meta or {})})

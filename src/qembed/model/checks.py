@@ -53,7 +53,11 @@ def missing_files(folder: Path) -> list[str]:
         try:
             for module in json.loads(modules.read_text()):
                 path = module.get("path") or ""
-                if path and "Pooling" in module.get("type", "") and not (folder / path / "config.json").is_file():
+                if (
+                    path
+                    and "Pooling" in module.get("type", "")
+                    and not (folder / path / "config.json").is_file()
+                ):
                     missing.append(f"{path}/config.json (pooling settings named in modules.json)")
         except (ValueError, TypeError, AttributeError) as exc:
             missing.append(f"modules.json (unreadable: {type(exc).__name__}: {exc})")

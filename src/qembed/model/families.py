@@ -51,10 +51,33 @@ class PromptFamily:
 
 
 FAMILIES: dict[str, PromptFamily] = {
-    "qwen3": PromptFamily("qwen3", True, symmetric_query=True, description="Qwen3-Embedding: per-task 'Instruct: ...\\nQuery:'"),
-    "e5": PromptFamily("e5", False, "query: ", "passage: ", True, "E5: 'query: ' / 'passage: ', symmetric tasks 'query: ' on both sides"),
-    "bge-zh": PromptFamily("bge-zh", False, BGE_ZH_QUERY, "", False, "BGE zh: retrieval queries get the zh instruction, nothing else"),
-    "bge-en": PromptFamily("bge-en", False, BGE_EN_QUERY, "", False, "BGE en v1.5: retrieval queries get the en instruction, nothing else"),
+    "qwen3": PromptFamily(
+        "qwen3", True, symmetric_query=True, description="Qwen3-Embedding: per-task 'Instruct: ...\\nQuery:'"
+    ),
+    "e5": PromptFamily(
+        "e5",
+        False,
+        "query: ",
+        "passage: ",
+        True,
+        "E5: 'query: ' / 'passage: ', symmetric tasks 'query: ' on both sides",
+    ),
+    "bge-zh": PromptFamily(
+        "bge-zh",
+        False,
+        BGE_ZH_QUERY,
+        "",
+        False,
+        "BGE zh: retrieval queries get the zh instruction, nothing else",
+    ),
+    "bge-en": PromptFamily(
+        "bge-en",
+        False,
+        BGE_EN_QUERY,
+        "",
+        False,
+        "BGE en v1.5: retrieval queries get the en instruction, nothing else",
+    ),
     "prompts": PromptFamily("prompts", False, "", "", True, "the model's own query/document prompts"),
     "none": PromptFamily("none", False, description="no prompts (models trained without them)"),
 }
@@ -110,7 +133,9 @@ def side_prompt(family: str, prompts: dict[str, str], side: Literal["query", "do
     return own if own is not None else row.document
 
 
-def fixed_prompt(family: str, prompts: dict[str, str], *, symmetric: bool, input_type: Literal["query", "document"]) -> str:
+def fixed_prompt(
+    family: str, prompts: dict[str, str], *, symmetric: bool, input_type: Literal["query", "document"]
+) -> str:
     """What a text of a non-instruct family gets for a task of this symmetry and side."""
     row = FAMILIES[family]
     if symmetric:

@@ -41,8 +41,12 @@ class TaskPreset:
 
 
 TASKS: dict[str, TaskPreset] = {
-    "retrieval": TaskPreset("Given a web search query, retrieve relevant passages that answer the query", False),
-    "code_retrieval": TaskPreset("Given a code search query, retrieve relevant code snippets that answer the query", False),
+    "retrieval": TaskPreset(
+        "Given a web search query, retrieve relevant passages that answer the query", False
+    ),
+    "code_retrieval": TaskPreset(
+        "Given a code search query, retrieve relevant code snippets that answer the query", False
+    ),
     "sts": TaskPreset("Retrieve semantically similar text", True),
     "pair_classification": TaskPreset("Retrieve semantically similar text", True),
     "bitext": TaskPreset("Retrieve parallel sentences", True),
@@ -67,7 +71,9 @@ def preset_prompt(family: str, prompts: dict[str, str], task: str, input_type: I
     if preset is None:
         raise InputError(f"Unknown task {task!r}; known tasks: {', '.join(TASKS)}.", param="task")
     if family not in FAMILIES:
-        raise InputError(f"Unknown prompt family {family!r}; known: {', '.join(FAMILIES)}.", param="prompt_family")
+        raise InputError(
+            f"Unknown prompt family {family!r}; known: {', '.join(FAMILIES)}.", param="prompt_family"
+        )
     if FAMILIES[family].instruct:
         if input_type == "document" and not preset.symmetric:
             return ""
@@ -85,9 +91,21 @@ def resolve_prompt(
     input_type: InputType = "query",
 ) -> str:
     """The text prefix for one encode call. At most one way of choosing it may be given."""
-    given = [n for n, v in (("prompt_name", prompt_name), ("prompt", prompt), ("instruction", instruction), ("task", task)) if v is not None]
+    given = [
+        n
+        for n, v in (
+            ("prompt_name", prompt_name),
+            ("prompt", prompt),
+            ("instruction", instruction),
+            ("task", task),
+        )
+        if v is not None
+    ]
     if len(given) > 1:
-        raise InputError(f"Give at most one of prompt_name, prompt, instruction, task (got {', '.join(given)}).", param=given[1])
+        raise InputError(
+            f"Give at most one of prompt_name, prompt, instruction, task (got {', '.join(given)}).",
+            param=given[1],
+        )
     if input_type not in ("query", "document"):
         raise InputError(f"input_type must be 'query' or 'document', not {input_type!r}.", param="input_type")
     if prompt is not None:
@@ -99,7 +117,9 @@ def resolve_prompt(
     if prompt_name is not None:
         if prompt_name not in spec.prompts:
             known = ", ".join(sorted(spec.prompts)) or "none"
-            raise InputError(f"Unknown prompt_name {prompt_name!r}; this model's prompts: {known}.", param="prompt_name")
+            raise InputError(
+                f"Unknown prompt_name {prompt_name!r}; this model's prompts: {known}.", param="prompt_name"
+            )
         return spec.prompts[prompt_name]
     if task is not None:
         return preset_prompt(family_of(spec), spec.prompts, task, input_type)

@@ -33,7 +33,11 @@ _POOLING_KEYS: dict[str, Pooling] = {
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
 }
-_UNSUPPORTED_POOLING_KEYS = ("pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens")
+_UNSUPPORTED_POOLING_KEYS = (
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ class PipelineSpec:
     @property
     def instruction_aware(self) -> bool:
         """Trained with 'Instruct: ...\\nQuery:' prompts (Qwen3-Embedding style)."""
-        return self.model_type in MRL_MODEL_TYPES or any(p.startswith("Instruct:") for p in self.prompts.values())
+        return self.model_type in MRL_MODEL_TYPES or any(
+            p.startswith("Instruct:") for p in self.prompts.values()
+        )
 
 
 def _read_json(path: Path) -> Any:
@@ -101,7 +107,9 @@ def load_pipeline(folder: Path, *, model_id: str | None = None) -> PipelineSpec:
     model_type = str(config.get("model_type", "")).lower()
     hidden = int(config.get("hidden_size") or config.get("d_model") or 0)
     if not hidden:
-        raise UnsupportedModel(f"{folder}/config.json has no hidden_size; is this a transformer model folder?")
+        raise UnsupportedModel(
+            f"{folder}/config.json has no hidden_size; is this a transformer model folder?"
+        )
 
     modules = _read_json(folder / "modules.json")
     pooling: Pooling | None = None
@@ -127,7 +135,12 @@ def load_pipeline(folder: Path, *, model_id: str | None = None) -> PipelineSpec:
             pooling, normalize = "lasttoken", True
         else:
             pooling = "mean"
-        log.info("no sentence-transformers pooling config in %s: using %s pooling for %s", folder, pooling, model_type)
+        log.info(
+            "no sentence-transformers pooling config in %s: using %s pooling for %s",
+            folder,
+            pooling,
+            model_type,
+        )
 
     st_config = _read_json(folder / "config_sentence_transformers.json") or {}
     prompts = {k: v for k, v in (st_config.get("prompts") or {}).items() if isinstance(v, str)}

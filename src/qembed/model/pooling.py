@@ -20,7 +20,9 @@ def _exclude_prefix(mask: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     return mask * keep.to(mask.dtype)
 
 
-def pool(states: torch.Tensor, mask: torch.Tensor, mode: Pooling, skip: torch.Tensor | None = None) -> torch.Tensor:
+def pool(
+    states: torch.Tensor, mask: torch.Tensor, mode: Pooling, skip: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pool ``states`` [batch, seq, hidden] under ``mask`` [batch, seq] into [batch, hidden] float32."""
     if mode == "lasttoken":
         # Last position whose mask is 1: flip, find the first 1, map back.

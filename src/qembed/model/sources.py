@@ -39,7 +39,21 @@ E5_SMALL_ALIASES = ("e5-small", "multilingual-e5-small")
 FALLBACK_NAMES = {MINILM_ID: "minilm", E5_SMALL_ID: "e5-small"}
 # Files a sentence-transformers/transformers embedding folder may need; the rest of a hub
 # repo (ONNX/OpenVINO exports, GGUF, TF/Flax weights) is skipped.
-IGNORE_PATTERNS = ["*.onnx", "*.onnx_data", "onnx/*", "openvino/*", "*.gguf", "*.h5", "*.msgpack", "*.ot", "*.tflite", "tf_model*", "flax_model*", "rust_model*", "coreml/*"]
+IGNORE_PATTERNS = [
+    "*.onnx",
+    "*.onnx_data",
+    "onnx/*",
+    "openvino/*",
+    "*.gguf",
+    "*.h5",
+    "*.msgpack",
+    "*.ot",
+    "*.tflite",
+    "tf_model*",
+    "flax_model*",
+    "rust_model*",
+    "coreml/*",
+]
 
 OFFLINE_CHOICES = (
     "Offline choices: a local folder (--model /path/to/folder, fetched on a connected machine with "
@@ -124,14 +138,19 @@ def _from_huggingface(repo_id: str, revision: str | None, local_dir: Path | None
         # A complete cached copy needs no network (and no HF_HUB_OFFLINE).
         try:
             cached = Path(
-                snapshot_download(repo_id, revision=revision, ignore_patterns=IGNORE_PATTERNS, local_files_only=True)
+                snapshot_download(
+                    repo_id, revision=revision, ignore_patterns=IGNORE_PATTERNS, local_files_only=True
+                )
             )
             check_model_folder(cached, model_id=repo_id)
             return cached
         except Exception:  # noqa: BLE001 - any cache miss means: go to the network
             pass
     path = snapshot_download(
-        repo_id, revision=revision, ignore_patterns=IGNORE_PATTERNS, local_dir=str(local_dir) if local_dir else None
+        repo_id,
+        revision=revision,
+        ignore_patterns=IGNORE_PATTERNS,
+        local_dir=str(local_dir) if local_dir else None,
     )
     return Path(path)
 
@@ -152,20 +171,26 @@ def hf_endpoint() -> str:
     """The hub endpoint huggingface_hub uses (``HF_ENDPOINT``, e.g. a mirror), for messages."""
     from huggingface_hub import constants
 
-    return str(getattr(constants, "ENDPOINT", None) or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return str(
+        getattr(constants, "ENDPOINT", None) or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    )
 
 
 def _network_error(exc: BaseException) -> bool:
     """True for 'could not reach the hub' (as opposed to 'the hub said no')."""
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
-    if isinstance(exc, LocalEntryNotFoundError | OfflineModeIsEnabled | ConnectionError | TimeoutError | OSError):
+    if isinstance(
+        exc, LocalEntryNotFoundError | OfflineModeIsEnabled | ConnectionError | TimeoutError | OSError
+    ):
         return True
     name = type(exc).__name__
     return name in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ConnectionError", "Timeout")
 
 
-def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, local_dir: Path | None = None) -> ResolvedModel:
+def fetch(
+    repo_id: str, *, source: str = "auto", revision: str | None = None, local_dir: Path | None = None
+) -> ResolvedModel:
     """Get a hub model folder (cache first), from Hugging Face or ModelScope."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -176,9 +201,13 @@ def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, lo
             check_model_folder(path, model_id=repo_id)
             return ResolvedModel(path=path, model_id=repo_id, source="huggingface")
         except GatedRepoError as exc:
-            raise ModelNotAvailable(f"{repo_id} is gated on the Hugging Face hub: log in (hf auth login) or set HF_TOKEN.") from exc
+            raise ModelNotAvailable(
+                f"{repo_id} is gated on the Hugging Face hub: log in (hf auth login) or set HF_TOKEN."
+            ) from exc
         except RevisionNotFoundError as exc:
-            raise ModelNotAvailable(f"{repo_id} has no revision {revision!r} on the Hugging Face hub.") from exc
+            raise ModelNotAvailable(
+                f"{repo_id} has no revision {revision!r} on the Hugging Face hub."
+            ) from exc
         except RepositoryNotFoundError as exc:
             raise ModelNotAvailable(
                 f"{repo_id} was not found on the Hugging Face hub (check the id, or pass a local folder). {OFFLINE_CHOICES}"
@@ -187,13 +216,20 @@ def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, lo
             if not _network_error(exc):
                 raise
             if _offline():
-                raise ModelNotAvailable(f"Cannot get {repo_id}: HF_HUB_OFFLINE is set and no complete cached copy exists. {OFFLINE_CHOICES}") from exc
+                raise ModelNotAvailable(
+                    f"Cannot get {repo_id}: HF_HUB_OFFLINE is set and no complete cached copy exists. {OFFLINE_CHOICES}"
+                ) from exc
             if source == "huggingface":
                 raise ModelNotAvailable(
                     f"Cannot reach the Hugging Face hub at {hf_endpoint()} to get {repo_id} ({exc}); set HF_ENDPOINT "
                     f"to use a mirror. {OFFLINE_CHOICES}"
                 ) from exc
-            log.warning("Hugging Face hub unreachable for %s at %s (%s); trying ModelScope.", repo_id, hf_endpoint(), type(exc).__name__)
+            log.warning(
+                "Hugging Face hub unreachable for %s at %s (%s); trying ModelScope.",
+                repo_id,
+                hf_endpoint(),
+                type(exc).__name__,
+            )
             hf_unreachable = (
                 f"the Hugging Face hub at {hf_endpoint()} could not be reached ({type(exc).__name__}; "
                 "set HF_ENDPOINT to use a mirror, e.g. HF_ENDPOINT=https://hf-mirror.com)"
@@ -209,7 +245,9 @@ def fetch(repo_id: str, *, source: str = "auto", revision: str | None = None, lo
         raise
     except Exception as exc:  # noqa: BLE001 - ModelScope raises plain exceptions for network errors
         where = f"{hf_unreachable}, and ModelScope failed too" if hf_unreachable else "ModelScope failed"
-        raise ModelNotAvailable(f"Cannot get {repo_id}: {where} ({type(exc).__name__}: {exc}). {OFFLINE_CHOICES}") from exc
+        raise ModelNotAvailable(
+            f"Cannot get {repo_id}: {where} ({type(exc).__name__}: {exc}). {OFFLINE_CHOICES}"
+        ) from exc
     check_model_folder(path, model_id=repo_id)
     return ResolvedModel(path=path, model_id=repo_id, source="modelscope")
 
@@ -241,11 +279,18 @@ def resolve_model(name: str | None, *, source: str = "auto", revision: str | Non
     return fetch(repo_id, source=source, revision=revision)
 
 
-def download(name: str, *, local_dir: Path | None = None, source: str = "auto", revision: str | None = None) -> ResolvedModel:
+def download(
+    name: str, *, local_dir: Path | None = None, source: str = "auto", revision: str | None = None
+) -> ResolvedModel:
     """``qembed download``: fetch a complete folder (into ``local_dir`` or the hub cache)."""
     repo_id = hub_id(name)
     if name.strip().lower() == "minilm":
         return _minilm()
     if name.strip().lower() in E5_SMALL_ALIASES:
         return _e5_small(local_dir)
-    return fetch(repo_id, source=source, revision=revision, local_dir=local_dir.expanduser().resolve() if local_dir else None)
+    return fetch(
+        repo_id,
+        source=source,
+        revision=revision,
+        local_dir=local_dir.expanduser().resolve() if local_dir else None,
+    )

@@ -93,8 +93,10 @@ class TextTokenizer:
 
     def is_wrapped(self, ids: list[int]) -> bool:
         head, tail = self.special.head, self.special.tail
-        return len(ids) >= len(head) + len(tail) and tuple(ids[: len(head)]) == head and (
-            not tail or tuple(ids[-len(tail) :]) == tail
+        return (
+            len(ids) >= len(head) + len(tail)
+            and tuple(ids[: len(head)]) == head
+            and (not tail or tuple(ids[-len(tail) :]) == tail)
         )
 
     def is_canonical(self, ids: Sequence[int]) -> bool:

@@ -63,9 +63,20 @@ class SearchIndex:
         uri = store_uri if store_uri is not None else settings.store_uri
         held = ExitStack()
         if rebuild:
-            model = model or settings.model or _clear_for_rebuild(held, name or settings.index, data_dir or settings.data_dir, uri, lock_timeout)
+            model = (
+                model
+                or settings.model
+                or _clear_for_rebuild(
+                    held, name or settings.index, data_dir or settings.data_dir, uri, lock_timeout
+                )
+            )
         try:
-            store = open_store(name or settings.index, data_dir=data_dir or settings.data_dir, store_uri=uri, create=create or rebuild)
+            store = open_store(
+                name or settings.index,
+                data_dir=data_dir or settings.data_dir,
+                store_uri=uri,
+                create=create or rebuild,
+            )
         except BaseException:
             held.close()
             raise
@@ -88,7 +99,9 @@ class SearchIndex:
             raise
 
     # -- indexing ---------------------------------------------------------------------------------------
-    def indexer(self, *, chunk_size: int | None = None, chunk_overlap: int | None = None, commit_every: int = 256) -> Indexer:
+    def indexer(
+        self, *, chunk_size: int | None = None, chunk_overlap: int | None = None, commit_every: int = 256
+    ) -> Indexer:
         config = None
         if chunk_size is not None or chunk_overlap is not None:
             meta = self.store.get_meta()
@@ -114,11 +127,19 @@ class SearchIndex:
     ) -> IndexReport:
         """Index files and folders incrementally (what ``qembed index`` does)."""
         fields = RecordFields(text_field, id_field, title_field, tuple(metadata_fields))
-        with self.store.writer(self.lock_timeout, "qembed index"):  # one writer: a second run waits, then names this one
-            indexer = self.indexer(chunk_size=chunk_size, chunk_overlap=chunk_overlap, commit_every=commit_every)
-            return indexer.index_paths([str(p) for p in paths], fields=fields, exclude=exclude, progress=progress)
+        with self.store.writer(
+            self.lock_timeout, "qembed index"
+        ):  # one writer: a second run waits, then names this one
+            indexer = self.indexer(
+                chunk_size=chunk_size, chunk_overlap=chunk_overlap, commit_every=commit_every
+            )
+            return indexer.index_paths(
+                [str(p) for p in paths], fields=fields, exclude=exclude, progress=progress
+            )
 
-    def add_documents(self, docs: Iterable[Document | Mapping[str, Any]], *, commit_every: int = 256) -> IndexReport:
+    def add_documents(
+        self, docs: Iterable[Document | Mapping[str, Any]], *, commit_every: int = 256
+    ) -> IndexReport:
         """Add or replace documents by id (what ``POST /v1/index`` does): dicts with id, text, metadata."""
         documents = [d if isinstance(d, Document) else _from_mapping(d, i) for i, d in enumerate(docs)]
         with self.store.writer(self.lock_timeout, "SearchIndex.add_documents"):
@@ -166,7 +187,9 @@ class SearchIndex:
         self.close()
 
 
-def _clear_for_rebuild(held: ExitStack, name: str | None, data_dir: str, store_uri: str | None, timeout: float) -> str | None:
+def _clear_for_rebuild(
+    held: ExitStack, name: str | None, data_dir: str, store_uri: str | None, timeout: float
+) -> str | None:
     """Take the index's writer lock (kept in ``held``), delete its data, and return the model
     the old index recorded (None when it is unreadable or absent)."""
     from qembed.search.store.base import check_name
@@ -174,7 +197,10 @@ def _clear_for_rebuild(held: ExitStack, name: str | None, data_dir: str, store_u
     from qembed.search.store.lock import WriterLock
 
     if store_uri:
-        raise InputError("--rebuild works on the embedded store; for Milvus, drop the index's collections and index again.", param="rebuild")
+        raise InputError(
+            "--rebuild works on the embedded store; for Milvus, drop the index's collections and index again.",
+            param="rebuild",
+        )
     name = check_name(name)
     folder = Path(data_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,7 +222,9 @@ def _clear_for_rebuild(held: ExitStack, name: str | None, data_dir: str, store_u
 
 def _from_mapping(d: Mapping[str, Any], i: int) -> Document:
     if not isinstance(d, Mapping):
-        raise InputError(f"documents[{i}] must be an object with id, text and metadata.", param=f"documents[{i}]")
+        raise InputError(
+            f"documents[{i}] must be an object with id, text and metadata.", param=f"documents[{i}]"
+        )
     if not isinstance(d.get("id"), str) or not d["id"]:
         raise InputError(f"documents[{i}].id must be a non-empty string.", param=f"documents[{i}].id")
     if not isinstance(d.get("text"), str):

@@ -65,7 +65,9 @@ def terms(text: str) -> list[str]:
             out.extend(t for t in _jieba().cut_for_search(han) if t.strip())
             continue
         # Fast path (most words): one lowercase or capitalised alphanumeric word is its own term.
-        if word.isalnum() and (word.islower() or word.isdigit() or (word[0].isupper() and word[1:].islower())):
+        if word.isalnum() and (
+            word.islower() or word.isdigit() or (word[0].isupper() and word[1:].islower())
+        ):
             term = word.lower()
             if term not in STOPWORDS and len(term) <= MAX_TERM_CHARS:
                 append(term)

@@ -44,7 +44,9 @@ class ChunkConfig:
 
     def __post_init__(self) -> None:
         if self.size < MIN_CHUNK_TOKENS:
-            raise InputError(f"chunk size must be at least {MIN_CHUNK_TOKENS} tokens, not {self.size}.", param="chunk_size")
+            raise InputError(
+                f"chunk size must be at least {MIN_CHUNK_TOKENS} tokens, not {self.size}.", param="chunk_size"
+            )
         if not 0 <= self.overlap <= self.size // 2:
             raise InputError(
                 f"chunk overlap must be between 0 and half the chunk size ({self.size // 2}), not {self.overlap}.",
@@ -167,7 +169,12 @@ def parse_markdown(lines: Sequence[Line]) -> tuple[list[_Draft], str | None]:
         if s and body and body[-1][1].strip() and i > 0 and lines[i - 1][0] == body[-1][0]:
             # Setext: the previous paragraph line is the heading; '---' after a blank is a rule.
             prev_no, prev_text = body.pop()
-            open_section(1 if s.group(1)[0] == "=" else 2, prev_text.strip(), prev_no, [(prev_no, prev_text), (no, text)])
+            open_section(
+                1 if s.group(1)[0] == "=" else 2,
+                prev_text.strip(),
+                prev_no,
+                [(prev_no, prev_text), (no, text)],
+            )
             continue
         body.append((no, text))
     close_body()
@@ -221,9 +228,19 @@ def parse_rst(lines: Sequence[Line]) -> tuple[list[_Draft], str | None]:
         no, text = lines[i]
         nxt = lines[i + 1][1] if i + 1 < n else ""
         over = False
-        if _RST_UNDERLINE.match(text) and i + 2 < n and _RST_UNDERLINE.match(lines[i + 2][1]) and lines[i + 1][1].strip():
+        if (
+            _RST_UNDERLINE.match(text)
+            and i + 2 < n
+            and _RST_UNDERLINE.match(lines[i + 2][1])
+            and lines[i + 1][1].strip()
+        ):
             over, heading, under, used = True, lines[i + 1][1].strip(), lines[i + 2][1], 3
-        elif text.strip() and not text[0].isspace() and _RST_UNDERLINE.match(nxt) and len(nxt.rstrip()) >= len(text.rstrip()):
+        elif (
+            text.strip()
+            and not text[0].isspace()
+            and _RST_UNDERLINE.match(nxt)
+            and len(nxt.rstrip()) >= len(text.rstrip())
+        ):
             heading, under, used = text.strip(), nxt, 2
         else:
             body.append((no, text))
@@ -240,7 +257,9 @@ def parse_rst(lines: Sequence[Line]) -> tuple[list[_Draft], str | None]:
         stack.append((level, heading))
         if title is None:
             title = heading
-        drafts.append(_Draft(tuple(t for _, t in stack), [list(lines[i : i + used])], heading_line=lines[i][0]))
+        drafts.append(
+            _Draft(tuple(t for _, t in stack), [list(lines[i : i + used])], heading_line=lines[i][0])
+        )
         i += used
     drafts[-1].blocks.extend(_paragraphs(body))
     return [d for d in drafts if d.blocks], title
@@ -295,7 +314,9 @@ def parse_python(lines: Sequence[Line], budget_hint: Callable[[int, int], bool])
         elif isinstance(node, ast.ClassDef):
             s, e = span(node)
             trail = (f"class {node.name}",)
-            methods = [m for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+            methods = [
+                m for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            ]
             if methods and not budget_hint(s, e):
                 head_end = span(methods[0])[0]
                 units.append((s, head_end, trail))
@@ -311,20 +332,40 @@ def parse_python(lines: Sequence[Line], budget_hint: Callable[[int, int], bool])
 # Top-level definitions per language, matched at column 0. Languages without an entry are cut by lines.
 _DEFS: dict[str, re.Pattern[str]] = {
     "go": re.compile(r"^(func|type)\b"),
-    "javascript": re.compile(r"^(export\s+)?(default\s+)?(async\s+)?(function\*?|class|const|let|var)\s+[\w$]+"),
-    "typescript": re.compile(r"^(export\s+)?(default\s+)?(declare\s+)?(abstract\s+)?(async\s+)?(function\*?|class|interface|type|enum|const|let|namespace)\s+[\w$]+"),
-    "rust": re.compile(r"^(pub(\([^)]*\))?\s+)?(async\s+)?(unsafe\s+)?(fn|struct|enum|trait|impl|mod|type|const|static|union|macro_rules!)\b"),
-    "java": re.compile(r"^(public|protected|private|abstract|final|sealed|static|\s)*(class|interface|enum|record|@interface)\s+\w+"),
-    "kotlin": re.compile(r"^(public|private|internal|open|abstract|data|sealed|inline|suspend|\s)*(fun|class|interface|object|enum class)\b"),
-    "scala": re.compile(r"^(case\s+|abstract\s+|sealed\s+|final\s+|implicit\s+)*(def|class|object|trait)\s+\w+"),
-    "csharp": re.compile(r"^(public|internal|private|protected|static|abstract|sealed|partial|\s)*(class|interface|struct|enum|record|namespace)\s+\w+"),
-    "c": re.compile(r"^(?!(if|for|while|switch|return|else)\b)[A-Za-z_][\w\s\*]*\b\w+\s*\([^;]*$|^(struct|enum|union|typedef)\b"),
-    "cpp": re.compile(r"^(?!(if|for|while|switch|return|else)\b)[A-Za-z_~][\w\s\*&:<>,~]*\b[\w~]+\s*\([^;]*$|^(struct|class|enum|union|namespace|template|typedef)\b"),
+    "javascript": re.compile(
+        r"^(export\s+)?(default\s+)?(async\s+)?(function\*?|class|const|let|var)\s+[\w$]+"
+    ),
+    "typescript": re.compile(
+        r"^(export\s+)?(default\s+)?(declare\s+)?(abstract\s+)?(async\s+)?(function\*?|class|interface|type|enum|const|let|namespace)\s+[\w$]+"
+    ),
+    "rust": re.compile(
+        r"^(pub(\([^)]*\))?\s+)?(async\s+)?(unsafe\s+)?(fn|struct|enum|trait|impl|mod|type|const|static|union|macro_rules!)\b"
+    ),
+    "java": re.compile(
+        r"^(public|protected|private|abstract|final|sealed|static|\s)*(class|interface|enum|record|@interface)\s+\w+"
+    ),
+    "kotlin": re.compile(
+        r"^(public|private|internal|open|abstract|data|sealed|inline|suspend|\s)*(fun|class|interface|object|enum class)\b"
+    ),
+    "scala": re.compile(
+        r"^(case\s+|abstract\s+|sealed\s+|final\s+|implicit\s+)*(def|class|object|trait)\s+\w+"
+    ),
+    "csharp": re.compile(
+        r"^(public|internal|private|protected|static|abstract|sealed|partial|\s)*(class|interface|struct|enum|record|namespace)\s+\w+"
+    ),
+    "c": re.compile(
+        r"^(?!(if|for|while|switch|return|else)\b)[A-Za-z_][\w\s\*]*\b\w+\s*\([^;]*$|^(struct|enum|union|typedef)\b"
+    ),
+    "cpp": re.compile(
+        r"^(?!(if|for|while|switch|return|else)\b)[A-Za-z_~][\w\s\*&:<>,~]*\b[\w~]+\s*\([^;]*$|^(struct|class|enum|union|namespace|template|typedef)\b"
+    ),
     "ruby": re.compile(r"^(def|class|module)\b"),
     "php": re.compile(r"^(abstract\s+|final\s+)?(function|class|interface|trait|enum)\b"),
     "bash": re.compile(r"^(function\s+[\w-]+|[\w-]+\s*\(\)\s*)"),
     "lua": re.compile(r"^(local\s+)?function\b"),
-    "swift": re.compile(r"^(public\s+|private\s+|internal\s+|open\s+|fileprivate\s+|final\s+)*(func|class|struct|enum|protocol|extension|actor)\b"),
+    "swift": re.compile(
+        r"^(public\s+|private\s+|internal\s+|open\s+|fileprivate\s+|final\s+)*(func|class|struct|enum|protocol|extension|actor)\b"
+    ),
 }
 _COMMENT_PREFIXES = ("//", "#", "/*", "*", "@", "--", "///", "#[")
 
@@ -414,7 +455,11 @@ class Chunker:
         """The chunks of one document, in order."""
         raw_lines = doc.text.splitlines()
         skip, fm_title = front_matter(raw_lines) if doc.language in ("markdown", "text") else (0, None)
-        numbers = doc.line_map if doc.line_map is not None and len(doc.line_map) == len(raw_lines) else range(1, len(raw_lines) + 1)
+        numbers = (
+            doc.line_map
+            if doc.line_map is not None and len(doc.line_map) == len(raw_lines)
+            else range(1, len(raw_lines) + 1)
+        )
         lines: list[Line] = list(zip(numbers, raw_lines, strict=True))[skip:]
         title = doc.title or fm_title
         size = self.config.size
@@ -440,7 +485,11 @@ class Chunker:
 
         header_cost = self.count_tokens([title])[0] + 2
         trails = {d.trail for d in drafts}
-        trail_cost = dict(zip(trails, self.count_tokens([" > ".join(t) for t in trails]), strict=True)) if trails else {}
+        trail_cost = (
+            dict(zip(trails, self.count_tokens([" > ".join(t) for t in trails]), strict=True))
+            if trails
+            else {}
+        )
         max_trail = max(trail_cost.values(), default=0)
         # The body budget leaves room for the context header (title + longest trail).
         budget = max(size // 2, size - header_cost - max_trail - 1)

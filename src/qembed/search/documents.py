@@ -48,7 +48,16 @@ class Document:
     def content_hash(self, chunking: str) -> str:
         """Changes when anything that ends up in a chunk changes (text, title, metadata, chunking)."""
         meta = json.dumps(self.metadata, sort_keys=True, ensure_ascii=False, default=str)
-        return sha256(CHUNKER_VERSION, chunking, self.path, self.language, self.file_type, self.title or "", meta, self.text)
+        return sha256(
+            CHUNKER_VERSION,
+            chunking,
+            self.path,
+            self.language,
+            self.file_type,
+            self.title or "",
+            meta,
+            self.text,
+        )
 
 
 @dataclass(frozen=True)

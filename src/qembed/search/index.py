@@ -64,10 +64,18 @@ class EmbedderEncoder:
         self.encoder = InProcessEncoder(embedder, batch_size=batch_size)
         info = embedder.info
         self.model_id = info.model_id
-        self.model = FALLBACK_NAMES.get(info.model_id, "minilm") if info.fallback_reason else (embedder.settings.model or info.model_id)
+        self.model = (
+            FALLBACK_NAMES.get(info.model_id, "minilm")
+            if info.fallback_reason
+            else (embedder.settings.model or info.model_id)
+        )
         self.dimension = info.dimension
         prompt = resolve_prompt(embedder.spec, task="retrieval", input_type="document")
-        self.window = embedder.max_tokens - embedder.tokenizer.special.count - len(embedder.tokenizer.prompt_ids(prompt))
+        self.window = (
+            embedder.max_tokens
+            - embedder.tokenizer.special.count
+            - len(embedder.tokenizer.prompt_ids(prompt))
+        )
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return self.encoder.count_tokens(texts)
@@ -126,7 +134,9 @@ class IndexRun:
 class PendingBatch:
     """Documents chunked and waiting for vectors: the step an async caller awaits in between."""
 
-    docs: list[tuple[Document, str, list[Chunk], bool]] = field(default_factory=list)  # doc, hash, chunks, is_new
+    docs: list[tuple[Document, str, list[Chunk], bool]] = field(
+        default_factory=list
+    )  # doc, hash, chunks, is_new
     reused: dict[str, np.ndarray] = field(default_factory=dict)
     to_embed: list[str] = field(default_factory=list)  # content hashes, each once
     texts: list[str] = field(default_factory=list)  # their embed texts
@@ -142,7 +152,9 @@ META_KEYS = ("model", "model_id", "dimension", "chunk_size", "chunk_overlap")
 class Indexer:
     """Writes documents into a store with one encoder and one chunking configuration."""
 
-    def __init__(self, store: Store, encoder: Encoder, config: ChunkConfig | None = None, *, commit_every: int = 256) -> None:
+    def __init__(
+        self, store: Store, encoder: Encoder, config: ChunkConfig | None = None, *, commit_every: int = 256
+    ) -> None:
         self.store = store
         self.encoder = encoder
         meta = store.get_meta()
@@ -150,7 +162,9 @@ class Indexer:
         if config is None:
             config = ChunkConfig(int(meta.get("chunk_size", 512)), int(meta.get("chunk_overlap", 64)))
         self.config = config
-        effective = ChunkConfig(min(config.size, encoder.window), min(config.overlap, min(config.size, encoder.window) // 2))
+        effective = ChunkConfig(
+            min(config.size, encoder.window), min(config.overlap, min(config.size, encoder.window) // 2)
+        )
         if effective.size < config.size:
             log.info("chunk size %d is over the model window; using %d tokens", config.size, effective.size)
         self.effective = effective
@@ -179,20 +193,30 @@ class Indexer:
         found = dict(batch.reused)
         if batch.texts:
             if vectors is None or len(vectors) != len(batch.texts):
-                raise InternalError(f"expected {len(batch.texts)} vectors, got {0 if vectors is None else len(vectors)}")
+                raise InternalError(
+                    f"expected {len(batch.texts)} vectors, got {0 if vectors is None else len(vectors)}"
+                )
             vectors = np.asarray(vectors, dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[1] != self.encoder.dimension:
-                raise InputError(f"the model returned vectors of shape {list(vectors.shape)}; the index has {self.encoder.dimension} dimensions.")
+                raise InputError(
+                    f"the model returned vectors of shape {list(vectors.shape)}; the index has {self.encoder.dimension} dimensions."
+                )
             found.update(zip(batch.to_embed, vectors, strict=True))
         updates = []
         dim = self.encoder.dimension
         for doc, doc_hash, chunks, _ in batch.docs:
-            rows = np.stack([found[c.content_hash] for c in chunks]) if chunks else np.zeros((0, dim), np.float32)
+            rows = (
+                np.stack([found[c.content_hash] for c in chunks])
+                if chunks
+                else np.zeros((0, dim), np.float32)
+            )
             updates.append(DocumentUpdate(doc.doc_id, doc_hash, doc.path, chunks, rows))
         self.store.write(updates)
         report.chunks_embedded += len(batch.texts)
         embedded = set(batch.to_embed)
-        report.chunks_reused += sum(1 for _, _, chunks, _ in batch.docs for c in chunks if c.content_hash not in embedded)
+        report.chunks_reused += sum(
+            1 for _, _, chunks, _ in batch.docs for c in chunks if c.content_hash not in embedded
+        )
         report.chunks_written += batch.n_chunks
         for _, _, _, is_new in batch.docs:
             if is_new:
@@ -290,7 +314,9 @@ class Indexer:
                 progress(Progress(total, state["done"] + p.done, p.committed, p.chunks_embedded))
 
         for source in sources:
-            _, ids = self.index_documents(documents(source, fields), known=known, total=total, progress=relay, report=report)
+            _, ids = self.index_documents(
+                documents(source, fields), known=known, total=total, progress=relay, report=report
+            )
             state["done"] += len(ids)
             seen |= ids
         gone = [d for d in known if d not in seen]
@@ -299,7 +325,11 @@ class Indexer:
         report.documents_removed = len(gone)
         report.seconds = time.perf_counter() - start
         if progress:
-            progress(Progress(total, total, report.documents_added + report.documents_updated, report.chunks_embedded))
+            progress(
+                Progress(
+                    total, total, report.documents_added + report.documents_updated, report.chunks_embedded
+                )
+            )
         return report
 
 

@@ -105,9 +105,14 @@ def plan(paths: Sequence[str | os.PathLike[str]], *, exclude: Sequence[str] = ()
         if path.is_file():
             if language_of(path.name) is None and path.suffix.lower() not in RECORD_EXTENSIONS:
                 known = ", ".join(sorted({*LANGUAGES, *RECORD_EXTENSIONS}))
-                raise InputError(f"{raw}: qembed does not read {path.suffix or 'extension-less'} files; it reads {known}.", param="paths")
+                raise InputError(
+                    f"{raw}: qembed does not read {path.suffix or 'extension-less'} files; it reads {known}.",
+                    param="paths",
+                )
             scope = f"{path}#" if path.suffix.lower() in RECORD_EXTENSIONS else str(path)
-            sources.append(Source(path, scope, exact=path.suffix.lower() not in RECORD_EXTENSIONS, files=[path]))
+            sources.append(
+                Source(path, scope, exact=path.suffix.lower() not in RECORD_EXTENSIONS, files=[path])
+            )
             continue
         source = Source(path, str(path).rstrip("/") + "/", exact=False)
         for dirpath, dirnames, filenames in os.walk(path):
@@ -174,14 +179,18 @@ def documents(source: Source, fields: RecordFields = RecordFields()) -> Iterator
         yield file_document(str(file), rel, text)
 
 
-def file_document(doc_id: str, path: str, text: str, *, title: str | None = None, metadata: dict[str, Any] | None = None) -> Document:
+def file_document(
+    doc_id: str, path: str, text: str, *, title: str | None = None, metadata: dict[str, Any] | None = None
+) -> Document:
     """A document from a file's text; HTML is reduced to its text with source line numbers."""
     lang, ftype = language_of(path) or ("text", os.path.splitext(path)[1].lstrip(".").lower())
     line_map: tuple[int, ...] | None = None
     if lang == "html":
         html = html_to_text(text)
         text, line_map, title = html.text, html.line_map, title or html.title
-    return Document(doc_id, path, text, lang, ftype, title=title, metadata=dict(metadata or {}), line_map=line_map)
+    return Document(
+        doc_id, path, text, lang, ftype, title=title, metadata=dict(metadata or {}), line_map=line_map
+    )
 
 
 def record_document(doc_id: str, text: str, metadata: dict[str, Any]) -> Document:
@@ -217,18 +226,29 @@ def read_records(file: Path, rel: str, fields: RecordFields) -> Iterator[Documen
                 raise InputError(f"{where}: each line must be a JSON object.", param="paths")
             if fields.text_field not in record:
                 have = ", ".join(sorted(record)[:12])
-                raise InputError(f"{where}: no field {fields.text_field!r} (fields: {have}); choose one with --text-field.", param="text_field")
+                raise InputError(
+                    f"{where}: no field {fields.text_field!r} (fields: {have}); choose one with --text-field.",
+                    param="text_field",
+                )
             text = record[fields.text_field]
             if text is None:
                 text = ""
             if not isinstance(text, str):
-                raise InputError(f"{where}: field {fields.text_field!r} must be a string.", param="text_field")
+                raise InputError(
+                    f"{where}: field {fields.text_field!r} must be a string.", param="text_field"
+                )
             id_field = fields.id_field or next((k for k in ("id", "_id") if k in record), None)
             if id_field is not None and id_field not in record:
-                raise InputError(f"{where}: no field {id_field!r} for the record id; choose one with --id-field.", param="id_field")
+                raise InputError(
+                    f"{where}: no field {id_field!r} for the record id; choose one with --id-field.",
+                    param="id_field",
+                )
             rid = str(record[id_field]) if id_field else str(lineno)
             if rid in seen:
-                raise InputError(f"{where}: record id {rid!r} appears twice; ids must be unique (--id-field).", param="id_field")
+                raise InputError(
+                    f"{where}: record id {rid!r} appears twice; ids must be unique (--id-field).",
+                    param="id_field",
+                )
             seen.add(rid)
             title = None
             if fields.title_field:

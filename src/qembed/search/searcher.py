@@ -87,11 +87,19 @@ class Searcher:
         if mode in ("dense", "hybrid") and vector is None:
             raise InputError(f"{mode} search needs the query embedding.", param="query")
         if mode == "dense":
-            hits = self.store.dense_search(cast(np.ndarray, vector), depth, filters)  # not None: checked above
-            results = [SearchResult(i + 1, h.score, h.chunk, dense_score=h.score, dense_rank=i + 1) for i, h in enumerate(hits)]
+            hits = self.store.dense_search(
+                cast(np.ndarray, vector), depth, filters
+            )  # not None: checked above
+            results = [
+                SearchResult(i + 1, h.score, h.chunk, dense_score=h.score, dense_rank=i + 1)
+                for i, h in enumerate(hits)
+            ]
         elif mode == "bm25":
             hits = self.store.text_search(query_terms(query), depth, filters)
-            results = [SearchResult(i + 1, h.score, h.chunk, bm25_score=h.score, bm25_rank=i + 1) for i, h in enumerate(hits)]
+            results = [
+                SearchResult(i + 1, h.score, h.chunk, bm25_score=h.score, bm25_rank=i + 1)
+                for i, h in enumerate(hits)
+            ]
         else:
             results = self._hybrid(query, vector, max(depth, self.candidates, 2 * k), filters)[:depth]
         if rerank is not None and results:
@@ -101,7 +109,9 @@ class Searcher:
             r.rank = i + 1
         return results
 
-    def _hybrid(self, query: str, vector: np.ndarray | None, depth: int, filters: Filters | None) -> list[SearchResult]:
+    def _hybrid(
+        self, query: str, vector: np.ndarray | None, depth: int, filters: Filters | None
+    ) -> list[SearchResult]:
         dense = self.store.dense_search(vector, depth, filters)  # type: ignore[arg-type]
         lexical = self.store.text_search(query_terms(query), depth, filters)
         by_id: dict[str, SearchResult] = {}
@@ -114,7 +124,9 @@ class Searcher:
             r.bm25_score, r.bm25_rank = h.score, i + 1
             r.score += 1.0 / (self.rrf_k + i + 1)
         # Ties (same fused score) go to the better dense rank, then the better BM25 rank.
-        return sorted(by_id.values(), key=lambda r: (-r.score, r.dense_rank or depth + 1, r.bm25_rank or depth + 1))
+        return sorted(
+            by_id.values(), key=lambda r: (-r.score, r.dense_rank or depth + 1, r.bm25_rank or depth + 1)
+        )
 
     @staticmethod
     def _rerank(query: str, results: list[SearchResult], rerank: Reranker) -> list[SearchResult]:

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "OpenAI-compatible text embeddings (Qwen3-Embedding and sentence-transformers models). "
-    "Every error has OpenAI's body: {\"error\": {\"message\", \"type\", \"param\", \"code\"}}."
+    'Every error has OpenAI\'s body: {"error": {"message", "type", "param", "code"}}.'
 )
 
 
@@ -52,7 +52,10 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     service = EmbeddingService(embedder, settings, on_batch=metrics.observe_batch)
     queue = service.queue
     metrics.watch_queue(
-        lambda: queue.queued_windows, lambda: queue.queued_tokens, lambda: queue.queued_requests, lambda: queue.tokens_per_second
+        lambda: queue.queued_windows,
+        lambda: queue.queued_tokens,
+        lambda: queue.queued_requests,
+        lambda: queue.tokens_per_second,
     )
     metrics.ready.set_function(lambda: 1.0 if service.ready else 0.0)
     metrics.cancelled_requests.set_function(lambda: queue.cancelled_requests)
@@ -78,12 +81,22 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
                 warmup.cancel()
 
     # redirect_slashes=False: RequestGate serves /v1/embeddings/ as /v1/embeddings (no 307).
-    app = FastAPI(title="qembed", version=qembed.__version__, description=DESCRIPTION, lifespan=lifespan, redirect_slashes=False, docs_url=None, redoc_url=None)  # /docs, /redoc: routes/playground.py, offline
+    app = FastAPI(
+        title="qembed",
+        version=qembed.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url=None,
+        redoc_url=None,
+    )  # /docs, /redoc: routes/playground.py, offline
     app.state.settings = settings
     app.state.embedder = embedder
     app.state.service = service
     app.state.metrics = metrics
-    app.state.served = ServedModel.from_embedder(embedder.info, served_model_name=settings.served_model_name, requested=settings.model)
+    app.state.served = ServedModel.from_embedder(
+        embedder.info, served_model_name=settings.served_model_name, requested=settings.model
+    )
     app.state.api_keys = [k.get_secret_value().encode() for k in settings.api_key]
     app.state.started = int(time.time())
     app.state.embed = service.embed
@@ -93,9 +106,15 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.include_router(models_router)
     app.include_router(open_router)
     app.include_router(playground_router)  # /, /docs, /redoc and their assets (no CDN)
-    app.include_router(compat.router)  # other servers' shapes: Ollama's /api/*, TEI's /decode, vLLM's /detokenize
+    app.include_router(
+        compat.router
+    )  # other servers' shapes: Ollama's /api/*, TEI's /decode, vLLM's /detokenize
     app.include_router(compat.open_router)  # /version, /api/version (open, as /info is)
-    keyed = [embeddings_router, models_router, compat.router]  # the routers behind require_api_key (RequestGate checks them first)
+    keyed = [
+        embeddings_router,
+        models_router,
+        compat.router,
+    ]  # the routers behind require_api_key (RequestGate checks them first)
     if settings.index:
         from qembed.server.routes.search import make_router  # only when an index is served
 
@@ -129,13 +148,20 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
             allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
         )
     # (the routers' own routes too: FastAPI >= 0.16x keeps included routers lazy in app.routes)
-    known: set[str] = {getattr(r, "path", "") for r in app.routes} | protected_paths([*keyed, open_router, compat.open_router])
+    known: set[str] = {getattr(r, "path", "") for r in app.routes} | protected_paths(
+        [*keyed, open_router, compat.open_router]
+    )
     app.add_middleware(Observe, metrics=metrics, known_paths=known)
     _log_start(settings, embedder, service)
     return app
 
 
-PROMPT_CHOICES = ("prompt_name", "prompt", "instruction", "task")  # at most one per request (model.instructions.resolve_prompt)
+PROMPT_CHOICES = (
+    "prompt_name",
+    "prompt",
+    "instruction",
+    "task",
+)  # at most one per request (model.instructions.resolve_prompt)
 
 
 def _option_facts(embedder: Embedder, settings: Settings) -> dict[str, dict[str, Any]]:
@@ -145,7 +171,10 @@ def _option_facts(embedder: Embedder, settings: Settings) -> dict[str, dict[str,
 
     info = embedder.info
     facts: dict[str, dict[str, Any]] = {
-        "dimensions": {"minimum": 1 if settings.force_dimensions else info.min_dimensions, "maximum": info.dimension},
+        "dimensions": {
+            "minimum": 1 if settings.force_dimensions else info.min_dimensions,
+            "maximum": info.dimension,
+        },
         "task": {"enum": sorted(TASKS)},
         "instruction": {"pattern": r"\S"},  # not only whitespace
         "max_tokens": {"minimum": embedder.tokenizer.special.count + 1},  # room for one token of text
@@ -179,6 +208,10 @@ def _log_start(settings: Settings, embedder: Embedder, service: EmbeddingService
     info = embedder.info
     log.info(
         "serving %s (dim %d, max_tokens %d, %s/%s)%s",
-        info.model_id, info.dimension, info.max_tokens, info.device, info.dtype,
+        info.model_id,
+        info.dimension,
+        info.max_tokens,
+        info.device,
+        info.dtype,
         f" -- FALLBACK: {info.fallback_reason}" if info.fallback_reason else "",
     )

@@ -43,7 +43,9 @@ def check_authorization(header: str | None, keys: list[bytes]) -> None:
     for key in keys:  # no early exit: every key is compared
         ok |= hmac.compare_digest(given, key)
     if not ok:
-        raise APIError(401, "Incorrect API key provided.", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        raise APIError(
+            401, "Incorrect API key provided.", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 def is_authenticated(request: Request) -> bool:
@@ -70,4 +72,9 @@ def protected_paths(routers: Iterable[Any]) -> set[str]:
     """The paths of the routes of ``routers`` (those mounted behind ``require_api_key``): the
     gate checks the key for them before reading the body. (Read from the routers themselves:
     FastAPI >= 0.16x no longer copies included routes into ``app.routes``.)"""
-    return {route.path for router in routers for route in router.routes if isinstance(getattr(route, "path", None), str)}
+    return {
+        route.path
+        for router in routers
+        for route in router.routes
+        if isinstance(getattr(route, "path", None), str)
+    }

@@ -47,4 +47,6 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-    raise ClientDisconnected("The client closed the connection before its vectors were ready; its queued work was dropped.")
+    raise ClientDisconnected(
+        "The client closed the connection before its vectors were ready; its queued work was dropped."
+    )

@@ -104,7 +104,9 @@ def from_qembed(exc: QembedError) -> APIError:
 
 def error_response(err: APIError) -> Response:
     body = {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
-    return Response(orjson.dumps(body), status_code=err.status, media_type="application/json", headers=err.headers)
+    return Response(
+        orjson.dumps(body), status_code=err.status, media_type="application/json", headers=err.headers
+    )
 
 
 def count(request: Request, err: APIError) -> None:
@@ -142,15 +144,28 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            message, code = f"No route {request.method} {request.url.path}; see /docs for the routes.", "not_found"
+            message, code = (
+                f"No route {request.method} {request.url.path}; see /docs for the routes.",
+                "not_found",
+            )
         elif exc.status_code == 405:
             message, code = f"{request.method} is not allowed on {request.url.path}.", "method_not_allowed"
         else:
             message, code = str(exc.detail), None
         kind = INVALID if exc.status_code < 500 else SERVER
-        return _respond(request, APIError(exc.status_code, message, type=kind, code=code, headers=dict(exc.headers or {})))
+        return _respond(
+            request, APIError(exc.status_code, message, type=kind, code=code, headers=dict(exc.headers or {}))
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _respond(request, APIError(500, f"Internal server error ({type(exc).__name__}); see the server log.", type=SERVER, code="internal_error"))
+        return _respond(
+            request,
+            APIError(
+                500,
+                f"Internal server error ({type(exc).__name__}); see the server log.",
+                type=SERVER,
+                code="internal_error",
+            ),
+        )

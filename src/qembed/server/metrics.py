@@ -25,31 +25,82 @@ class Metrics:
         self.registry = r = CollectorRegistry()
         # process_resident_memory_bytes & co: what load/soak benchmarks read for the server's RSS.
         ProcessCollector(registry=r)
-        self.requests = Counter("qembed_requests", "HTTP requests by route and status.", ["route", "status"], registry=r)
-        self.latency = Histogram("qembed_request_duration_seconds", "HTTP request latency by route.", ["route"], buckets=_LATENCY, registry=r)
+        self.requests = Counter(
+            "qembed_requests", "HTTP requests by route and status.", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "qembed_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            buckets=_LATENCY,
+            registry=r,
+        )
         self.in_flight = Gauge("qembed_requests_in_flight", "HTTP requests being served.", registry=r)
-        self.errors = Counter("qembed_errors", "Error responses by kind (the OpenAI error code).", ["kind"], registry=r)
-        self.inputs = Counter("qembed_inputs", "Inputs embedded (texts or token lists), by requests that succeeded.", registry=r)
-        self.prompt_tokens = Counter("qembed_prompt_tokens", "Tokens of the inputs embedded (usage.prompt_tokens).", registry=r)
-        self.batch_inputs = Histogram("qembed_batch_inputs", "Windows (inputs) per model batch.", buckets=_POW2, registry=r)
-        self.batch_tokens = Histogram("qembed_batch_tokens", "Real (unpadded) tokens per model batch.", buckets=_TOKENS, registry=r)
-        self.batch_padded_tokens = Histogram("qembed_batch_padded_tokens", "Padded tokens per model batch (what the model pays for).", buckets=_TOKENS, registry=r)
-        self.batch_seconds = Histogram("qembed_batch_duration_seconds", "Model time per batch.", buckets=_LATENCY, registry=r)
+        self.errors = Counter(
+            "qembed_errors", "Error responses by kind (the OpenAI error code).", ["kind"], registry=r
+        )
+        self.inputs = Counter(
+            "qembed_inputs", "Inputs embedded (texts or token lists), by requests that succeeded.", registry=r
+        )
+        self.prompt_tokens = Counter(
+            "qembed_prompt_tokens", "Tokens of the inputs embedded (usage.prompt_tokens).", registry=r
+        )
+        self.batch_inputs = Histogram(
+            "qembed_batch_inputs", "Windows (inputs) per model batch.", buckets=_POW2, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "qembed_batch_tokens", "Real (unpadded) tokens per model batch.", buckets=_TOKENS, registry=r
+        )
+        self.batch_padded_tokens = Histogram(
+            "qembed_batch_padded_tokens",
+            "Padded tokens per model batch (what the model pays for).",
+            buckets=_TOKENS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "qembed_batch_duration_seconds", "Model time per batch.", buckets=_LATENCY, registry=r
+        )
         self.batch_failures = Counter("qembed_batch_failures", "Model batches that raised.", registry=r)
         self.tokens = Counter("qembed_model_tokens", "Tokens run through the model.", registry=r)
-        self.tokens_per_second = Gauge("qembed_tokens_per_second", "Model throughput, moving average over recent batches.", registry=r)
-        self.cache_hits = Counter("qembed_cache_hits", "Inputs answered from the embedding cache.", registry=r)
-        self.cache_misses = Counter("qembed_cache_misses", "Inputs looked up in the embedding cache and not found.", registry=r)
+        self.tokens_per_second = Gauge(
+            "qembed_tokens_per_second", "Model throughput, moving average over recent batches.", registry=r
+        )
+        self.cache_hits = Counter(
+            "qembed_cache_hits", "Inputs answered from the embedding cache.", registry=r
+        )
+        self.cache_misses = Counter(
+            "qembed_cache_misses", "Inputs looked up in the embedding cache and not found.", registry=r
+        )
         self.queue_inputs = Gauge("qembed_queue_inputs", "Windows waiting for the model.", registry=r)
         self.queue_tokens = Gauge("qembed_queue_tokens", "Tokens waiting for the model.", registry=r)
-        self.queue_requests = Gauge("qembed_queue_requests", "Requests with windows waiting for the model.", registry=r)
+        self.queue_requests = Gauge(
+            "qembed_queue_requests", "Requests with windows waiting for the model.", registry=r
+        )
         self.ready = Gauge("qembed_ready", "1 once the warm-up pass is done.", registry=r)
         # Totals since start, read from the queue at scrape time.
-        self.cancelled_requests = Gauge("qembed_cancelled_requests", "Requests whose client went away before the answer (499), since start.", registry=r)
-        self.dropped_windows = Gauge("qembed_dropped_windows", "Windows never computed because their client went away, since start.", registry=r)
-        self.aborted_requests = Gauge("qembed_shutdown_aborted_requests", "Requests answered 503 because the shutdown deadline passed.", registry=r)
+        self.cancelled_requests = Gauge(
+            "qembed_cancelled_requests",
+            "Requests whose client went away before the answer (499), since start.",
+            registry=r,
+        )
+        self.dropped_windows = Gauge(
+            "qembed_dropped_windows",
+            "Windows never computed because their client went away, since start.",
+            registry=r,
+        )
+        self.aborted_requests = Gauge(
+            "qembed_shutdown_aborted_requests",
+            "Requests answered 503 because the shutdown deadline passed.",
+            registry=r,
+        )
 
-    def watch_queue(self, windows: Callable[[], float], tokens: Callable[[], float], requests: Callable[[], float], tps: Callable[[], float]) -> None:
+    def watch_queue(
+        self,
+        windows: Callable[[], float],
+        tokens: Callable[[], float],
+        requests: Callable[[], float],
+        tps: Callable[[], float],
+    ) -> None:
         self.queue_inputs.set_function(windows)
         self.queue_tokens.set_function(tokens)
         self.queue_requests.set_function(requests)

@@ -104,14 +104,26 @@ class RequestGate:
             scope["raw_path"] = scope["path"].encode("utf-8", "surrogateescape")
         if self.draining() and scope["path"] not in _QUIET:
             # After SIGTERM: requests that arrive now are refused; those already in go on.
-            await self._refuse(scope, send, APIError(503, "The server is shutting down; retry on another instance.", type="server_error", code="shutting_down"))
+            await self._refuse(
+                scope,
+                send,
+                APIError(
+                    503,
+                    "The server is shutting down; retry on another instance.",
+                    type="server_error",
+                    code="shutting_down",
+                ),
+            )
             return
         headers = dict(scope.get("headers") or [])
         if self.api_keys and scope["method"] != "OPTIONS" and scope["path"] in self.protected:
             # Before any receive(): an unauthenticated upload is refused unread (and the
             # connection closed, so the rest of it is never buffered).
             try:
-                check_authorization(headers[b"authorization"].decode("latin-1") if b"authorization" in headers else None, self.api_keys)
+                check_authorization(
+                    headers[b"authorization"].decode("latin-1") if b"authorization" in headers else None,
+                    self.api_keys,
+                )
             except APIError as err:
                 await self._refuse(scope, send, err)
                 return
@@ -123,7 +135,11 @@ class RequestGate:
             try:
                 length = int(declared)
             except ValueError:
-                await self._refuse(scope, send, APIError(400, "The Content-Length header is not a number.", code="invalid_request"))
+                await self._refuse(
+                    scope,
+                    send,
+                    APIError(400, "The Content-Length header is not a number.", code="invalid_request"),
+                )
                 return
             if length > self.limit:
                 await self._refuse(scope, send, self._too_large(str(length)))
@@ -218,6 +234,12 @@ class Observe:
                 log.log(
                     level,
                     "request id=%s method=%s path=%s status=%d inputs=%s tokens=%s latency_ms=%.1f%s",
-                    request_id, log_value(scope["method"]), log_value(scope["path"]), status,
-                    log_value(state.get("inputs", "-")), log_value(state.get("tokens", "-")), seconds * 1000, extra,
+                    request_id,
+                    log_value(scope["method"]),
+                    log_value(scope["path"]),
+                    status,
+                    log_value(state.get("inputs", "-")),
+                    log_value(state.get("tokens", "-")),
+                    seconds * 1000,
+                    extra,
                 )

@@ -81,8 +81,15 @@ def _errors_are_openai_bodies(schema: dict[str, Any]) -> None:
             responses = operation["responses"]
             responses.pop("422", None)
             if "requestBody" in operation:
-                for status, description in ((400, "Invalid request."), (401, "Missing or wrong API key."), (413, "Body over --payload-limit.")):
-                    responses.setdefault(str(status), {"description": description, "content": {"application/json": {"schema": ref}}})
+                for status, description in (
+                    (400, "Invalid request."),
+                    (401, "Missing or wrong API key."),
+                    (413, "Body over --payload-limit."),
+                ):
+                    responses.setdefault(
+                        str(status),
+                        {"description": description, "content": {"application/json": {"schema": ref}}},
+                    )
     schemas = schema.get("components", {}).get("schemas", {})
     schemas.setdefault("ErrorResponse", ErrorResponse.model_json_schema(ref_template=REF))
     used = orjson.dumps(schema.get("paths", {}))
@@ -91,7 +98,9 @@ def _errors_are_openai_bodies(schema: dict[str, Any]) -> None:
             schemas.pop(name, None)
 
 
-def _narrow_options(schemas: dict[str, Any], names: list[str], options: dict[str, dict[str, Any]], exclusive: tuple[str, ...]) -> None:
+def _narrow_options(
+    schemas: dict[str, Any], names: list[str], options: dict[str, dict[str, Any]], exclusive: tuple[str, ...]
+) -> None:
     """The served model's facts on the options of ``names``' schemas: e.g. ``dimensions``
     within [min_dimensions, dimension], ``prompt_name`` one of its prompts; and at most one
     of ``exclusive`` given (not null)."""
@@ -99,7 +108,9 @@ def _narrow_options(schemas: dict[str, Any], names: list[str], options: dict[str
     pairs = [(a, b) for i, a in enumerate(exclusive) for b in exclusive[i + 1 :]]
     for name in names:
         if pairs and name in schemas:
-            schemas[name]["not"] = {"anyOf": [{"required": [a, b], "properties": {a: given, b: given}} for a, b in pairs]}
+            schemas[name]["not"] = {
+                "anyOf": [{"required": [a, b], "properties": {a: given, b: given}} for a, b in pairs]
+            }
         properties = schemas.get(name, {}).get("properties", {})
         for option, facts in options.items():
             prop = properties.get(option)
@@ -128,12 +139,18 @@ def install(
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         _, defs = models_json_schema([(m, "validation") for m in body_models], ref_template=REF)
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(copy.deepcopy(defs.get("$defs", {})))
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(
+            copy.deepcopy(defs.get("$defs", {}))
+        )
         schema = copy.deepcopy(schema)  # (schema dicts from WithJsonSchema are shared by every app)
         _bound(schema, vocab_size, max_inputs)
-        _narrow_options(schema["components"]["schemas"], [m.__name__ for m in body_models], options or {}, exclusive)
+        _narrow_options(
+            schema["components"]["schemas"], [m.__name__ for m in body_models], options or {}, exclusive
+        )
         _errors_are_openai_bodies(schema)
         app.openapi_schema = schema
         return schema

@@ -55,7 +55,11 @@ class QembedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if self.max_connections is not None and len(self.connections) > self.max_connections:
-            self.logger.warning("refused a connection: %d open (--max-connections %d)", len(self.connections) - 1, self.max_connections)
+            self.logger.warning(
+                "refused a connection: %d open (--max-connections %d)",
+                len(self.connections) - 1,
+                self.max_connections,
+            )
             transport.write(BUSY_RESPONSE)
             transport.close()
             return
@@ -98,9 +102,16 @@ class QembedH11Protocol(H11Protocol):
         self._read_timer = None
         if self.transport.is_closing():
             return
-        if self.conn.their_state is h11.SEND_BODY and self.cycle is not None and not self.cycle.response_complete:
+        if (
+            self.conn.their_state is h11.SEND_BODY
+            and self.cycle is not None
+            and not self.cycle.response_complete
+        ):
             self.scope["state"]["read_timeout"] = True  # Observe logs it as 408
-            self.logger.info("closed a connection: the request body stalled for %.0f s (--request-read-timeout)", self.read_timeout)
+            self.logger.info(
+                "closed a connection: the request body stalled for %.0f s (--request-read-timeout)",
+                self.read_timeout,
+            )
         elif self.conn.their_state is not h11.IDLE:
             return  # a request read completely: no timeout while it is answered
         self.transport.close()
@@ -108,4 +119,8 @@ class QembedH11Protocol(H11Protocol):
 
 def protocol_class(*, read_timeout: float, max_connections: int | None) -> type[QembedH11Protocol]:
     """A protocol class for ``uvicorn.Config(http=...)`` with these limits."""
-    return type("QembedH11Protocol", (QembedH11Protocol,), {"read_timeout": read_timeout, "max_connections": max_connections})
+    return type(
+        "QembedH11Protocol",
+        (QembedH11Protocol,),
+        {"read_timeout": read_timeout, "max_connections": max_connections},
+    )

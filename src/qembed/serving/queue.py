@@ -174,7 +174,9 @@ class BatchQueue:
             with self._lock:
                 self._active_requests -= 1
 
-    async def submit(self, windows: Sequence[Window], *, admission: bool = True, bulk: bool = False) -> np.ndarray:
+    async def submit(
+        self, windows: Sequence[Window], *, admission: bool = True, bulk: bool = False
+    ) -> np.ndarray:
         """Queue one request's windows; return their pooled vectors ``[len(windows), dim]``.
 
         With ``admission``, refuse (``QueueFull``) when the waiting tokens would pass
@@ -329,7 +331,10 @@ class BatchQueue:
     def complete(self, batch: Batch, vectors: np.ndarray) -> None:
         """Hand each window's vector to its job; finished jobs resolve on their loop."""
         if len(vectors) != len(batch.windows):
-            self.fail(batch, ModelRunError(f"The model returned {len(vectors)} vectors for {len(batch.windows)} windows."))
+            self.fail(
+                batch,
+                ModelRunError(f"The model returned {len(vectors)} vectors for {len(batch.windows)} windows."),
+            )
             return
         for (job, index), vector in zip(batch.slots, vectors, strict=True):
             if job.dead:

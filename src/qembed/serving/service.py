@@ -64,7 +64,9 @@ class EmbeddingService:
         )
         self.worker = ModelWorker(embedder.run, self.queue, on_batch=on_batch)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, cores)), thread_name_prefix="qembed-tokenize")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, min(4, cores)), thread_name_prefix="qembed-tokenize"
+        )
         self.ready = False
         self.warmup_error: str | None = None
         self.draining = False
@@ -107,7 +109,9 @@ class EmbeddingService:
             await self.queue.submit(windows, admission=False)
         except Exception as exc:  # noqa: BLE001 - reported by /ready and the log
             self.warmup_error = f"warm-up failed: {exc}"
-            log.error("%s; /ready stays 503. Lower --max-batch-tokens if this is out of memory.", self.warmup_error)
+            log.error(
+                "%s; /ready stays 503. Lower --max-batch-tokens if this is out of memory.", self.warmup_error
+            )
             return
         log.info("warm-up: %d x %d tokens in %.2f s", len(windows), len(windows[0].ids), loop.time() - start)
         self.ready = True
@@ -167,7 +171,9 @@ class EmbeddingService:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- work -------------------------------------------------------------------------------
-    async def embed(self, inputs: Any, options: EncodeOptions | None = None, *, bulk: bool = False, **kwargs: Any) -> EncodeResult:
+    async def embed(
+        self, inputs: Any, options: EncodeOptions | None = None, *, bulk: bool = False, **kwargs: Any
+    ) -> EncodeResult:
         """Vectors for ``inputs`` (raw, or ``Inputs`` already parsed by a request body) under
         ``options`` (``EncodeOptions`` or its keyword arguments), batched with every other
         request in flight. The call's flow is ``Embedder.begin`` -> prepare ``todo`` -> the
@@ -175,7 +181,9 @@ class EmbeddingService:
         (InputError, QueueFull, ...)."""
         loop = asyncio.get_running_loop()
         with self.queue.admit():
-            resolved, call = await loop.run_in_executor(self._pool, partial(self.embedder.begin, inputs, options, **kwargs))
+            resolved, call = await loop.run_in_executor(
+                self._pool, partial(self.embedder.begin, inputs, options, **kwargs)
+            )
             if call.todo is None:  # --cache-size/--cache-dir: every input seen before
                 return EncodeResult(*call.finish(None, []))
             prepared = await loop.run_in_executor(self._pool, self.embedder.prepare, call.todo, resolved)
@@ -196,8 +204,12 @@ class EmbeddingService:
                 param="input",
             )
 
-    async def tokenize(self, inputs: Any, options: EncodeOptions | None = None, **kwargs: Any) -> list[list[int]]:
+    async def tokenize(
+        self, inputs: Any, options: EncodeOptions | None = None, **kwargs: Any
+    ) -> list[list[int]]:
         """Token ids per input as the model reads them (untruncated), off the event loop."""
         loop = asyncio.get_running_loop()
         with self.queue.admit():
-            return await loop.run_in_executor(self._pool, partial(self.embedder.tokenize, inputs, options, **kwargs))
+            return await loop.run_in_executor(
+                self._pool, partial(self.embedder.tokenize, inputs, options, **kwargs)
+            )

@@ -112,6 +112,8 @@ class ModelWorker:
             self.queue.tokens_per_second = self._ewma_tps
         if self._on_batch is not None:
             try:
-                self._on_batch(BatchStats(len(batch.windows), batch.tokens, batch.padded_tokens, seconds, failed))
+                self._on_batch(
+                    BatchStats(len(batch.windows), batch.tokens, batch.padded_tokens, seconds, failed)
+                )
             except Exception:  # noqa: BLE001 - metrics must never stop the model thread
                 log.exception("batch observer failed")

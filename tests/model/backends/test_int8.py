@@ -32,7 +32,13 @@ TEXTS = [
 
 
 # A deliberately lossy recipe: ONNX Runtime's per-tensor dynamic int8, no smoothing, no float layer.
-LOSSY_ONNX = {"backend": "onnx", "quantize": "int8", "int8_smoothquant": 0.0, "int8_activations": "per-tensor", "int8_keep": []}
+LOSSY_ONNX = {
+    "backend": "onnx",
+    "quantize": "int8",
+    "int8_smoothquant": 0.0,
+    "int8_activations": "per-tensor",
+    "int8_keep": [],
+}
 
 
 def _need(backend: str) -> None:
@@ -246,7 +252,9 @@ def test_info_over_http_carries_the_gate(outlier_dir: Path, export_dir: str) -> 
     from qembed import Settings
     from qembed.server.app import create_app
 
-    settings = Settings(model=str(outlier_dir), backend="torch", quantize="int8", export_dir=export_dir, warmup=False)
+    settings = Settings(
+        model=str(outlier_dir), backend="torch", quantize="int8", export_dir=export_dir, warmup=False
+    )
     with TestClient(create_app(settings)) as client:
         body = client.get("/info").json()
     assert body["dtype"] == "int8"
@@ -258,15 +266,19 @@ def test_info_over_http_carries_the_gate(outlier_dir: Path, export_dir: str) -> 
 def test_the_bench_report_prints_the_gate_with_its_digits() -> None:
     from qembed.bench.report import gate_lines
 
-    q = {"gate": {"min_cosine": 0.990558, "mean_cosine": 0.999203, "texts": 133, "threshold": 0.99},
-         "recipe": {"keep": ["layers.0."], "smoothquant": {"alpha": 0.5}}}
+    q = {
+        "gate": {"min_cosine": 0.990558, "mean_cosine": 0.999203, "texts": 133, "threshold": 0.99},
+        "recipe": {"keep": ["layers.0."], "smoothquant": {"alpha": 0.5}},
+    }
     lines = gate_lines([{"name": "torch-int8", "info": {"quantization": q}}, {"name": "st", "info": {}}])
     assert "| torch-int8 | 0.99056 | 0.99920 | 133 | 0.9900 | 0.50 | layers.0. |" in lines
     assert gate_lines([{"name": "st", "info": {}}]) == []
 
 
 @pytest.mark.integration
-def test_auto_int8_skips_a_backend_that_misses_the_gate(outlier_dir: Path, export_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_int8_skips_a_backend_that_misses_the_gate(
+    outlier_dir: Path, export_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A refused build does not stop ``--backend auto``: the next backend in the order is tried."""
     from qembed.model import backends
     from qembed.model.backends import onnx_backend
@@ -279,7 +291,10 @@ def test_auto_int8_skips_a_backend_that_misses_the_gate(outlier_dir: Path, expor
     monkeypatch.setitem(backends.AUTO_CPU, "int8", ("onnx", "torch"))
     monkeypatch.setattr(onnx_backend, "OnnxBackend", refused)
     embedder = _embedder(outlier_dir, export_dir, backend="auto", quantize="int8")
-    assert embedder.info.backend == "torch" and embedder.info.quantization["gate"]["min_cosine"] >= DEFAULT_MIN_COSINE
+    assert (
+        embedder.info.backend == "torch"
+        and embedder.info.quantization["gate"]["min_cosine"] >= DEFAULT_MIN_COSINE
+    )
     monkeypatch.setitem(backends.AUTO_CPU, "int8", ("onnx",))
     with pytest.raises(Int8QualityError, match="No int8 backend passes"):
         _embedder(outlier_dir, export_dir, backend="auto", quantize="int8")

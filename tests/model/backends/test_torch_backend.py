@@ -29,7 +29,9 @@ SETUPS = [
 
 @pytest.fixture(scope="module")
 def embedders(tiny_embedder: Embedder, tiny_model_dir):
-    cache: dict[tuple[str, str], Embedder] = {(tiny_embedder.info.device, tiny_embedder.info.dtype): tiny_embedder}
+    cache: dict[tuple[str, str], Embedder] = {
+        (tiny_embedder.info.device, tiny_embedder.info.dtype): tiny_embedder
+    }
 
     def get(device: str, dtype: str) -> Embedder:
         if (device, dtype) not in cache:
@@ -43,7 +45,9 @@ def _states(embedder: Embedder, ids: list[list[int]], mask: list[list[int]]) -> 
     model = embedder.backend.model
     device = embedder.backend.device
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device))
+        out = model(
+            input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device)
+        )
     return out.last_hidden_state.float().cpu()
 
 
@@ -65,7 +69,9 @@ def test_causal_mask_with_left_padding(embedders, device: str, dtype: str) -> No
     embedder = embedders(device, dtype)
     pad = embedder.tokenizer.pad_id
     tol = _tol(dtype) * 10
-    states = _states(embedder, [[pad, A, B, C], [pad, A, B, D], [A, B, C, D]], [[0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]])
+    states = _states(
+        embedder, [[pad, A, B, C], [pad, A, B, D], [A, B, C, D]], [[0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]]
+    )
     torch.testing.assert_close(states[0, 1:3], states[1, 1:3], atol=tol, rtol=tol)
     assert (states[0, 3] - states[1, 3]).abs().max() > 10 * _tol(dtype)
     # The padded row's real tokens equal the unpadded row's first three (no leak from the pad, no future).
@@ -77,7 +83,12 @@ def test_causal_mask_with_left_padding(embedders, device: str, dtype: str) -> No
 @pytest.mark.parametrize(("device", "dtype"), SETUPS)
 def test_batch_invariance_on_every_backend_setup(embedders, device: str, dtype: str) -> None:
     embedder = embedders(device, dtype)
-    texts = ["a", "Hello world", "北京是中华人民共和国的首都。", " ".join(["padding differs a lot here"] * 20)]
+    texts = [
+        "a",
+        "Hello world",
+        "北京是中华人民共和国的首都。",
+        " ".join(["padding differs a lot here"] * 20),
+    ]
     alone = np.stack([embedder.encode(t) for t in texts])
     together = embedder.encode(texts, batch_size=len(texts))
     cos = (alone * together).sum(1)
@@ -125,7 +136,9 @@ def test_thread_count_and_dtype_options(tiny_model_dir) -> None:
         torch.set_num_threads(before)
 
 
-def test_threads_default_to_the_cores_available_to_the_process(tiny_model_dir, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threads_default_to_the_cores_available_to_the_process(
+    tiny_model_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from qembed.model.backends.torch_backend import available_cores
 
     monkeypatch.delenv("QEMBED_THREADS", raising=False)
@@ -144,7 +157,9 @@ def test_load_is_quiet(tiny_model_dir, capfd, caplog) -> None:
         Embedder(str(tiny_model_dir))
     captured = capfd.readouterr()
     assert "Loading weights" not in captured.err and "Loading weights" not in captured.out
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [
+        r.getMessage() for r in caplog.records
+    ]
     # The silencing is scoped to the load: the user's transformers settings are restored.
     assert tlog.is_progress_bar_enabled() == bars_before and tlog.get_verbosity() == level_before
 

@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from qembed.embedding.embedder import EncodeResult
 from qembed.server.routes.search import make_router
 from qembed.settings import Settings
-
 from tests.search.conftest import TARGET
 
 TARGET_PATH = TARGET.removeprefix("docs/")
@@ -84,28 +83,48 @@ def test_http_index_adds_replaces_and_reports(tmp_path, minilm_embedder) -> None
     embed = _fake_embed(minilm_embedder)
     app = _app(Settings(index="api", data_dir=str(tmp_path), model="minilm"), embed, minilm_embedder)
     docs = [
-        {"id": "kb/1", "text": "# Reset password\n\nOpen settings and choose reset password.", "metadata": {"path": "kb/reset.md", "team": "it"}},
-        {"id": "kb/2", "text": "def rotate_keys():\n    return vault.rotate()\n", "metadata": {"path": "src/keys.py"}},
+        {
+            "id": "kb/1",
+            "text": "# Reset password\n\nOpen settings and choose reset password.",
+            "metadata": {"path": "kb/reset.md", "team": "it"},
+        },
+        {
+            "id": "kb/2",
+            "text": "def rotate_keys():\n    return vault.rotate()\n",
+            "metadata": {"path": "src/keys.py"},
+        },
     ]
     with TestClient(app) as client:
         r = client.post("/v1/index", json={"documents": docs})
         assert r.status_code == 200, r.text
         rep = r.json()
-        assert (rep["documents_added"], rep["chunks_embedded"], rep["documents"], rep["chunks"]) == (2, 2, 2, 2)
+        assert (rep["documents_added"], rep["chunks_embedded"], rep["documents"], rep["chunks"]) == (
+            2,
+            2,
+            2,
+            2,
+        )
         assert embed.calls[-1][1] == {"task": "retrieval", "input_type": "document"}
 
         again = client.post("/v1/index", json={"documents": docs}).json()
         assert (again["documents_unchanged"], again["chunks_embedded"]) == (2, 0)
 
-        hit = client.post("/v1/search", json={"query": "how do I reset my password", "k": 1}).json()["data"][0]
+        hit = client.post("/v1/search", json={"query": "how do I reset my password", "k": 1}).json()["data"][
+            0
+        ]
         assert hit["doc_id"] == "kb/1" and hit["path"] == "kb/reset.md" and hit["metadata"]["team"] == "it"
-        code = client.post("/v1/search", json={"query": "rotate_keys", "k": 5, "mode": "hybrid", "filters": {"language": "python"}}).json()["data"]
+        code = client.post(
+            "/v1/search",
+            json={"query": "rotate_keys", "k": 5, "mode": "hybrid", "filters": {"language": "python"}},
+        ).json()["data"]
         assert [h["doc_id"] for h in code] == ["kb/2"]
 
         docs[0]["text"] = "# Printer\n\nThe printer on floor 2 needs toner."
         replaced = client.post("/v1/index", json={"documents": docs[:1]}).json()
         assert (replaced["documents_updated"], replaced["chunks_embedded"], replaced["chunks"]) == (1, 1, 2)
-        hits = client.post("/v1/search", json={"query": "reset password", "k": 5, "mode": "bm25"}).json()["data"]
+        hits = client.post("/v1/search", json={"query": "reset password", "k": 5, "mode": "bm25"}).json()[
+            "data"
+        ]
         assert all("password" not in h["text"] for h in hits)
 
         stats = client.get("/v1/index").json()

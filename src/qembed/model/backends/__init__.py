@@ -64,13 +64,17 @@ def available_backends() -> list[str]:
 def resolve_backend(name: str, *, device: str, quantize: str = "none") -> str:
     """``auto`` -> a concrete backend name; other names are checked and returned."""
     if quantize not in QUANTIZE:
-        raise InputError(f"quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}.", param="quantize")
+        raise InputError(
+            f"quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}.", param="quantize"
+        )
     if name == "auto":
         if device.startswith("cuda") or (device == "auto" and _cuda()):
             return "torch"
         return next(b for b in AUTO_CPU[quantize] if not missing_packages(b))
     if name not in BACKENDS:
-        raise InputError(f"Unknown backend {name!r}; choose one of {', '.join(BACKENDS)} or auto.", param="backend")
+        raise InputError(
+            f"Unknown backend {name!r}; choose one of {', '.join(BACKENDS)} or auto.", param="backend"
+        )
     missing = missing_packages(name)
     if missing:
         raise InputError(
@@ -78,7 +82,9 @@ def resolve_backend(name: str, *, device: str, quantize: str = "none") -> str:
             param="backend",
         )
     if name != "torch" and device not in ("auto", "cpu"):
-        raise InputError(f"The {name} backend runs on the CPU; use --backend torch for {device}.", param="device")
+        raise InputError(
+            f"The {name} backend runs on the CPU; use --backend torch for {device}.", param="device"
+        )
     return name
 
 
@@ -108,12 +114,30 @@ def load_backend(
     (``qembed.model.backends.int8.gate``)."""
     chosen = resolve_backend(name, device=device, quantize=quantize)
     if name == "auto" and quantize == "int8" and chosen != "torch":
-        return _first_int8_that_passes(folder, spec, device=device, dtype=dtype, threads=threads, export_dir=export_dir,
-                                       progress=progress, int8=int8)
+        return _first_int8_that_passes(
+            folder,
+            spec,
+            device=device,
+            dtype=dtype,
+            threads=threads,
+            export_dir=export_dir,
+            progress=progress,
+            int8=int8,
+        )
     if name == "auto":
         log.info("backend auto -> %s (quantize %s)", chosen, quantize)
-    return _load(chosen, folder, spec, device=device, dtype=dtype, threads=threads, quantize=quantize,
-                 export_dir=export_dir, progress=progress, int8=int8)
+    return _load(
+        chosen,
+        folder,
+        spec,
+        device=device,
+        dtype=dtype,
+        threads=threads,
+        quantize=quantize,
+        export_dir=export_dir,
+        progress=progress,
+        int8=int8,
+    )
 
 
 def _first_int8_that_passes(folder: Path, spec: PipelineSpec, **kwargs) -> Backend:
@@ -127,12 +151,18 @@ def _first_int8_that_passes(folder: Path, spec: PipelineSpec, **kwargs) -> Backe
         try:
             backend = _load(candidate, folder, spec, quantize="int8", **kwargs)
         except Int8QualityError as exc:
-            log.warning("backend auto: the %s int8 build misses the gate; trying the next backend (%s)", candidate, exc.message)
+            log.warning(
+                "backend auto: the %s int8 build misses the gate; trying the next backend (%s)",
+                candidate,
+                exc.message,
+            )
             refused.append(f"{candidate}: {exc.message}")
             continue
         log.info("backend auto -> %s (quantize int8, passed the gate)", candidate)
         return backend
-    raise Int8QualityError("No int8 backend passes the quality gate on this model. " + " | ".join(refused), param="quantize")
+    raise Int8QualityError(
+        "No int8 backend passes the quality gate on this model. " + " | ".join(refused), param="quantize"
+    )
 
 
 def _load(
@@ -153,22 +183,55 @@ def _load(
             from qembed.model.backends.torch_int8 import TorchInt8Backend
 
             return TorchInt8Backend(
-                folder, spec, device=device, dtype=dtype, threads=threads, int8=int8, export_dir=export_dir, progress=progress
+                folder,
+                spec,
+                device=device,
+                dtype=dtype,
+                threads=threads,
+                int8=int8,
+                export_dir=export_dir,
+                progress=progress,
             )
         from qembed.model.backends.torch_backend import TorchBackend
 
         return TorchBackend(folder, spec, device=device, dtype=dtype, threads=threads)
     if chosen == "onnx":
         if dtype not in ("auto", "float32"):
-            raise InputError(f"The onnx backend computes in float32 (or int8 with --quantize int8), not {dtype}.", param="dtype")
+            raise InputError(
+                f"The onnx backend computes in float32 (or int8 with --quantize int8), not {dtype}.",
+                param="dtype",
+            )
         from qembed.model.backends.onnx_backend import OnnxBackend
 
-        return OnnxBackend(folder, spec, quantize=quantize, threads=threads, export_dir=export_dir, progress=progress, int8=int8)
+        return OnnxBackend(
+            folder,
+            spec,
+            quantize=quantize,
+            threads=threads,
+            export_dir=export_dir,
+            progress=progress,
+            int8=int8,
+        )
     from qembed.model.backends.openvino_backend import OpenVinoBackend
 
     return OpenVinoBackend(
-        folder, spec, quantize=quantize, dtype=dtype, threads=threads, export_dir=export_dir, progress=progress, int8=int8
+        folder,
+        spec,
+        quantize=quantize,
+        dtype=dtype,
+        threads=threads,
+        export_dir=export_dir,
+        progress=progress,
+        int8=int8,
     )
 
 
-__all__ = ["AUTO_CPU", "BACKENDS", "Backend", "available_backends", "load_backend", "missing_packages", "resolve_backend"]
+__all__ = [
+    "AUTO_CPU",
+    "BACKENDS",
+    "Backend",
+    "available_backends",
+    "load_backend",
+    "missing_packages",
+    "resolve_backend",
+]

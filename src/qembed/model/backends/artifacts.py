@@ -88,7 +88,12 @@ def export_root(folder: Path, export_dir: str | os.PathLike[str] | None = None) 
 def artifact_key(kind: str, folder: Path, recipe: Mapping[str, Any]) -> str:
     """The folder name of one export: kind plus a digest of model revision and recipe."""
     payload = json.dumps(
-        {"kind": kind, "model": model_fingerprint(folder), "recipe": dict(recipe), "recipe_version": RECIPE_VERSION},
+        {
+            "kind": kind,
+            "model": model_fingerprint(folder),
+            "recipe": dict(recipe),
+            "recipe_version": RECIPE_VERSION,
+        },
         sort_keys=True,
         default=str,
     )

@@ -63,7 +63,9 @@ def _load_float32(folder: Path) -> PreTrainedModel:
     return model.eval()
 
 
-def check_batch(vocab_size: int, padding_side: str, *, rows: int = 3, width: int = 11, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def check_batch(
+    vocab_size: int, padding_side: str, *, rows: int = 3, width: int = 11, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A padded batch of random ids (rows of different lengths) for export and checks."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(10, max(11, min(vocab_size, 30000)), size=(rows, width)).astype(np.int64)
@@ -104,7 +106,9 @@ def _wrapper(model, *, decoder: bool, full_mask: bool = False):
             kwargs: dict[str, Any] = {"use_cache": False} if decoder else {}
             batch, n = input_ids.shape
             if decoder:
-                kwargs["position_ids"] = torch.arange(n, device=input_ids.device).unsqueeze(0).expand(batch, -1)
+                kwargs["position_ids"] = (
+                    torch.arange(n, device=input_ids.device).unsqueeze(0).expand(batch, -1)
+                )
             mask = attention_mask
             if full_mask:
                 keep = attention_mask.bool()[:, None, None, :].expand(-1, 1, n, -1)
@@ -156,16 +160,29 @@ def _export_once(wrapper, args, out: Path, exporter: str, opset: int | None) -> 
     if exporter == "dynamo":
         batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
         torch.onnx.export(
-            wrapper, args, str(out), dynamo=True, external_data=True, verbose=False, optimize=True,
-            opset_version=opset, dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-            input_names=input_names, output_names=output_names,
+            wrapper,
+            args,
+            str(out),
+            dynamo=True,
+            external_data=True,
+            verbose=False,
+            optimize=True,
+            opset_version=opset,
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+            input_names=input_names,
+            output_names=output_names,
         )
     else:
         axes = {0: "batch", 1: "seq"}
         torch.onnx.export(
-            wrapper, args, str(out), dynamo=False, opset_version=opset,
+            wrapper,
+            args,
+            str(out),
+            dynamo=False,
+            opset_version=opset,
             dynamic_axes={name: axes for name in ("input_ids", "attention_mask", "last_hidden_state")},
-            input_names=input_names, output_names=output_names,
+            input_names=input_names,
+            output_names=output_names,
         )
 
 
@@ -213,7 +230,9 @@ def export_float32(folder: Path, out_dir: Path, *, spec: PipelineSpec, model=Non
             cosine = check_export(model, out, vocab, spec.padding_side)
         except Exception as exc:  # noqa: BLE001 - try the next recipe, report all when none works
             errors.append(f"{exporter} opset {opset or 'default'}: {type(exc).__name__}: {str(exc)[:300]}")
-            log.warning("ONNX export of %s with %s (opset %s) failed: %s", folder, exporter, opset or "default", exc)
+            log.warning(
+                "ONNX export of %s with %s (opset %s) failed: %s", folder, exporter, opset or "default", exc
+            )
             continue
         return {"exporter": exporter, "opset": opset, "check_min_cosine": cosine}
     raise ModelError(f"Could not export {folder} to ONNX: " + " | ".join(errors))
@@ -227,7 +246,9 @@ def check_export(model, onnx_path: Path, vocab_size: int, padding_side: str) -> 
 
     ids, mask = check_batch(vocab_size, padding_side, rows=3, width=11, seed=1)
     with torch.inference_mode():
-        want = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+        want = model(
+            input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+        ).last_hidden_state.numpy()
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -242,7 +263,9 @@ def check_export(model, onnx_path: Path, vocab_size: int, padding_side: str) -> 
     return cos
 
 
-def quantize_int8(src: Path, out_dir: Path, *, exclude: Sequence[str] = (), per_channel: bool = False) -> Path:
+def quantize_int8(
+    src: Path, out_dir: Path, *, exclude: Sequence[str] = (), per_channel: bool = False
+) -> Path:
     """Dynamic int8 quantization of ``src``'s constant-weight MatMuls into ``out_dir/model.onnx``.
 
     ``exclude``: module-path substrings (e.g. ``"mlp.down_proj"``) whose MatMuls stay float32.

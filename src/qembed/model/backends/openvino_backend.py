@@ -39,7 +39,13 @@ _PRECISION = {"auto": "f32", "float32": "f32", "bfloat16": "bf16"}
 
 
 def _convert(
-    folder: Path, spec: PipelineSpec, tmp: Path, stage: Stage, *, int8: bool, recipe: Int8Recipe | None = None,
+    folder: Path,
+    spec: PipelineSpec,
+    tmp: Path,
+    stage: Stage,
+    *,
+    int8: bool,
+    recipe: Int8Recipe | None = None,
     export_dir: str | None = None,
 ) -> dict[str, object] | None:
     import openvino as ov
@@ -48,8 +54,13 @@ def _convert(
     from qembed.model.backends.int8.prepare import smoothed_float32
     from qembed.model.backends.onnx_export import _load_float32, _wrapper, check_batch
 
-    with stage("load the torch model" + (f" and SmoothQuant (alpha {recipe.alpha})" if int8 and recipe and recipe.alpha else "")):
-        model, smoothing = smoothed_float32(folder, spec, recipe) if int8 and recipe else (_load_float32(folder), None)
+    with stage(
+        "load the torch model"
+        + (f" and SmoothQuant (alpha {recipe.alpha})" if int8 and recipe and recipe.alpha else "")
+    ):
+        model, smoothing = (
+            smoothed_float32(folder, spec, recipe) if int8 and recipe else (_load_float32(folder), None)
+        )
         wrapper = _wrapper(model, decoder=spec.model_type in LAST_TOKEN_MODEL_TYPES, full_mask=True)
         ids, mask = check_batch(int(model.config.vocab_size), spec.padding_side, rows=2, width=16)
     with stage("convert to OpenVINO"), torch.inference_mode(), warnings.catch_warnings():
@@ -69,9 +80,13 @@ def _convert(
             nncf_log.setLevel(logging.WARNING)
             ignored = {}
             if recipe and recipe.keep:
-                ignored["ignored_scope"] = nncf.IgnoredScope(patterns=[f".*{re.escape(k)}.*" for k in recipe.keep], validate=False)
+                ignored["ignored_scope"] = nncf.IgnoredScope(
+                    patterns=[f".*{re.escape(k)}.*" for k in recipe.keep], validate=False
+                )
             try:
-                converted = nncf.compress_weights(converted, mode=nncf.CompressWeightsMode.INT8_ASYM, **ignored)
+                converted = nncf.compress_weights(
+                    converted, mode=nncf.CompressWeightsMode.INT8_ASYM, **ignored
+                )
             finally:
                 nncf_log.setLevel(level)
     with stage("save and check against torch"):
@@ -83,7 +98,13 @@ def _convert(
         from qembed.model.backends.int8 import gate
 
         request = _compile(tmp / MODEL_XML, dtype="auto", threads=None, int8=True).create_infer_request()
-        quality = gate.measure(lambda ids, mask: _run(request, spec, ids, mask), folder, spec, export_dir=export_dir, progress=False)
+        quality = gate.measure(
+            lambda ids, mask: _run(request, spec, ids, mask),
+            folder,
+            spec,
+            export_dir=export_dir,
+            progress=False,
+        )
     return {"quality": quality, "smoothquant": smoothing}
 
 
@@ -101,7 +122,13 @@ def _compile(xml: Path, *, dtype: str, threads: int | None, int8: bool):
     return ov.Core().compile_model(str(xml), "CPU", config)
 
 
-def _run(request, spec: PipelineSpec, input_ids: np.ndarray, attention_mask: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+def _run(
+    request,
+    spec: PipelineSpec,
+    input_ids: np.ndarray,
+    attention_mask: np.ndarray,
+    skip: np.ndarray | None = None,
+) -> np.ndarray:
     ids = np.ascontiguousarray(input_ids, dtype=np.int64)
     mask = np.ascontiguousarray(attention_mask, dtype=np.int64)
     result = request.infer({"input_ids": ids, "attention_mask": mask})
@@ -118,8 +145,12 @@ def _check(model, xml: Path, spec: PipelineSpec, *, int8: bool) -> None:
 
     ids, mask = check_batch(int(model.config.vocab_size), spec.padding_side, rows=3, width=11, seed=1)
     with torch.inference_mode():
-        want = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+        want = model(
+            input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+        ).last_hidden_state.numpy()
+    compiled = ov.Core().compile_model(
+        str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    )
     got = compiled({"input_ids": ids, "attention_mask": mask})[0]
     if not np.isfinite(got).all():
         raise ModelError("The OpenVINO conversion produced non-finite values on a padded batch.")
@@ -131,7 +162,12 @@ def _check(model, xml: Path, spec: PipelineSpec, *, int8: bool) -> None:
 
 
 def openvino_model(
-    folder: Path, spec: PipelineSpec, *, int8: bool, recipe: Int8Recipe | None = None, export_dir: str | None = None,
+    folder: Path,
+    spec: PipelineSpec,
+    *,
+    int8: bool,
+    recipe: Int8Recipe | None = None,
+    export_dir: str | None = None,
     progress: bool = True,
 ) -> Path:
     """The cached OpenVINO IR of ``folder`` (built on first use); int8 builds are smoothed
@@ -150,7 +186,12 @@ def openvino_model(
     def build(tmp: Path, stage: Stage) -> dict[str, object] | None:
         return _convert(folder, spec, tmp, stage, int8=int8, recipe=recipe, export_dir=export_dir)
 
-    return cached_artifact(kind, folder, key, build, steps=5 if int8 else 3, export_dir=export_dir, progress=progress) / MODEL_XML
+    return (
+        cached_artifact(
+            kind, folder, key, build, steps=5 if int8 else 3, export_dir=export_dir, progress=progress
+        )
+        / MODEL_XML
+    )
 
 
 class OpenVinoBackend:
@@ -173,7 +214,9 @@ class OpenVinoBackend:
         from qembed.model.backends.int8.gate import enforce
 
         if dtype not in _PRECISION:
-            raise InputError(f"The openvino backend computes in float32 or bfloat16, not {dtype!r}.", param="dtype")
+            raise InputError(
+                f"The openvino backend computes in float32 or bfloat16, not {dtype!r}.", param="dtype"
+            )
         self.spec = spec
         self.device = "cpu"
         is_int8 = quantize == "int8"
@@ -181,7 +224,13 @@ class OpenVinoBackend:
         self.quality: dict[str, object] | None = None
         options = int8 or Int8Options()
         xml = openvino_model(
-            folder, spec, int8=is_int8, recipe=options.recipe("openvino", decoder=spec.model_type in LAST_TOKEN_MODEL_TYPES) if is_int8 else None, export_dir=export_dir,
+            folder,
+            spec,
+            int8=is_int8,
+            recipe=options.recipe("openvino", decoder=spec.model_type in LAST_TOKEN_MODEL_TYPES)
+            if is_int8
+            else None,
+            export_dir=export_dir,
             progress=progress,
         )
         if is_int8:
@@ -192,10 +241,14 @@ class OpenVinoBackend:
         try:
             self.compiled = _compile(xml, dtype=dtype, threads=threads, int8=is_int8)
         except Exception as exc:  # noqa: BLE001 - a damaged cache must say where it is
-            raise ModelError(f"OpenVINO cannot load {xml} ({exc}); delete {xml.parent} to convert again.") from exc
+            raise ModelError(
+                f"OpenVINO cannot load {xml} ({exc}); delete {xml.parent} to convert again."
+            ) from exc
         self.request = self.compiled.create_infer_request()
         self.path = xml
         log.info("loaded %s on openvino (%s, %d threads)", xml, self.dtype, intra_op_threads(threads))
 
-    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+    def embed(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, skip: np.ndarray | None = None
+    ) -> np.ndarray:
         return _run(self.request, self.spec, input_ids, attention_mask, skip)

@@ -25,7 +25,9 @@ def last_token_index(mask: np.ndarray) -> np.ndarray:
     return mask.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)
 
 
-def pool_numpy(states: np.ndarray, mask: np.ndarray, mode: Pooling, skip: np.ndarray | None = None) -> np.ndarray:
+def pool_numpy(
+    states: np.ndarray, mask: np.ndarray, mode: Pooling, skip: np.ndarray | None = None
+) -> np.ndarray:
     """Pool ``states`` [batch, seq, hidden] under ``mask`` [batch, seq] into [batch, hidden] float32."""
     rows = np.arange(states.shape[0])
     if mode == "lasttoken":

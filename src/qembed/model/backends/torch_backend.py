@@ -80,13 +80,18 @@ def _report_loading(folder: Path, loading: dict | None) -> None:
     if not loading:
         return
     missing = sorted(k for k in loading.get("missing_keys") or () if not k.startswith(_HARMLESS_MISSING))
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in loading.get("mismatched_keys") or ())
+    mismatched = sorted(
+        str(k[0] if isinstance(k, tuple) else k) for k in loading.get("mismatched_keys") or ()
+    )
     if missing or mismatched:
         shown = ", ".join((missing + mismatched)[:8]) + (" ..." if len(missing) + len(mismatched) > 8 else "")
         log.warning(
             "the weights in %s do not cover the model: %d missing, %d with the wrong shape (%s). Those parameters are "
             "randomly initialised and the vectors will be wrong; check that the folder is complete and matches config.json.",
-            folder, len(missing), len(mismatched), shown,
+            folder,
+            len(missing),
+            len(mismatched),
+            shown,
         )
     unexpected = loading.get("unexpected_keys") or ()
     if unexpected:
@@ -96,7 +101,15 @@ def _report_loading(folder: Path, loading: dict | None) -> None:
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, folder: Path, spec: PipelineSpec, *, device: str = "auto", dtype: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        spec: PipelineSpec,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        threads: int | None = None,
+    ) -> None:
         from transformers import AutoModel
 
         self.spec = spec
@@ -109,13 +122,17 @@ class TorchBackend:
             try:
                 model, loading = AutoModel.from_pretrained(str(folder), dtype=_DTYPES[self.dtype], **kwargs)
             except TypeError:  # transformers < 4.56 calls it torch_dtype
-                model, loading = AutoModel.from_pretrained(str(folder), torch_dtype=_DTYPES[self.dtype], **kwargs)
+                model, loading = AutoModel.from_pretrained(
+                    str(folder), torch_dtype=_DTYPES[self.dtype], **kwargs
+                )
         _report_loading(folder, loading)
         self.model = model.to(self.device).eval()
         log.info("loaded %s on %s (%s, %d threads)", folder, self.device, self.dtype, torch.get_num_threads())
 
     @torch.inference_mode()
-    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+    def embed(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, skip: np.ndarray | None = None
+    ) -> np.ndarray:
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
         states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state

@@ -9,7 +9,13 @@ from qembed.search.store.base import DocumentUpdate, Filters, Hit, Store, StoreS
 __all__ = ["DocumentUpdate", "Filters", "Hit", "Store", "StoreStats", "open_store"]
 
 
-def open_store(name: str | None, *, data_dir: str | Path = "qembed-data", store_uri: str | None = None, create: bool = True) -> Store:
+def open_store(
+    name: str | None,
+    *,
+    data_dir: str | Path = "qembed-data",
+    store_uri: str | None = None,
+    create: bool = True,
+) -> Store:
     """The store of index ``name``: ``data_dir/name`` on disk, or collections in Milvus when
     ``store_uri`` is given (an http(s) URI, or a local file path for Milvus Lite)."""
     name = check_name(name)

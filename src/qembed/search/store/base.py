@@ -188,5 +188,7 @@ def normalize_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
         raise InputError("vectors contain NaN or infinite values.", param="vectors")
     norms = np.linalg.norm(v, axis=1, keepdims=True)
     if np.any(norms == 0):
-        raise InputError("a vector is all zeros; it cannot be searched by cosine similarity.", param="vectors")
+        raise InputError(
+            "a vector is all zeros; it cannot be searched by cosine similarity.", param="vectors"
+        )
     return np.ascontiguousarray(v / norms, dtype=np.float32)

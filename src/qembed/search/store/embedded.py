@@ -81,14 +81,30 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(terms, tokenize = 'unicode61')
 COLUMNS = "id, chunk_id, doc_id, ordinal, path, title, heading, line_start, line_end, language, file_type, text, context, metadata"
 INTERNAL = "store."  # meta keys owned by the store, not shown by get_meta
 # SQLite result codes that mean the file is damaged, not busy: the index needs a rebuild.
-DAMAGE_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_FORMAT}
+DAMAGE_CODES = {
+    sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_FORMAT,
+}
 SQL_BATCH = 500
 
 
 def _row_to_chunk(row: Sequence[Any]) -> Chunk:
     return Chunk(
-        chunk_id=row[1], doc_id=row[2], ordinal=row[3], path=row[4], title=row[5], heading=tuple(json.loads(row[6])),
-        line_start=row[7], line_end=row[8], language=row[9], file_type=row[10], text=row[11], context=row[12],
+        chunk_id=row[1],
+        doc_id=row[2],
+        ordinal=row[3],
+        path=row[4],
+        title=row[5],
+        heading=tuple(json.loads(row[6])),
+        line_start=row[7],
+        line_end=row[8],
+        language=row[9],
+        file_type=row[10],
+        text=row[11],
+        context=row[12],
         metadata=json.loads(row[13]),
     )
 
@@ -120,8 +136,16 @@ class _Snapshot:
     the filterable fields of the live rows (so filters cost a numpy mask, not a SQL scan)."""
 
     def __init__(
-        self, folder: Path, file: str | None, n_rows: int, dim: int, live: list[tuple[Any, ...]], previous: _Snapshot | None,
-        *, name: str = "index", crc: int | None = None,
+        self,
+        folder: Path,
+        file: str | None,
+        n_rows: int,
+        dim: int,
+        live: list[tuple[Any, ...]],
+        previous: _Snapshot | None,
+        *,
+        name: str = "index",
+        crc: int | None = None,
     ) -> None:
         self.n_rows = n_rows
         self.dim = dim
@@ -138,7 +162,14 @@ class _Snapshot:
         self.live = int(self.rows.size)
         if any(not 0 <= r < n_rows for r in (self.rows[:1].tolist() + self.rows[-1:].tolist())):
             raise IndexDamaged(name, f"chunks point at vector rows outside the {n_rows} committed ones")
-        self.vectors: FlatVectors = FlatVectors(folder / file if file else None, n_rows, dim, previous.vectors if previous else None, name=name, crc=crc)
+        self.vectors: FlatVectors = FlatVectors(
+            folder / file if file else None,
+            n_rows,
+            dim,
+            previous.vectors if previous else None,
+            name=name,
+            crc=crc,
+        )
 
     def filtered_rows(self, filters: Filters) -> np.ndarray:
         mask = np.ones(self.live, dtype=bool)
@@ -155,16 +186,23 @@ class _Snapshot:
 class EmbeddedStore(Store):
     kind = "embedded"
 
-    def __init__(self, folder: str | os.PathLike[str], name: str | None = None, *, create: bool = True) -> None:
+    def __init__(
+        self, folder: str | os.PathLike[str], name: str | None = None, *, create: bool = True
+    ) -> None:
         self.folder = Path(folder)
         self.name = name or self.folder.name
         if not self.folder.is_dir():
             if not create:
-                raise NotFound(f"no index {self.name!r} in {self.folder.parent} (build it with `qembed index PATH --index {self.name}`).", param="index")
+                raise NotFound(
+                    f"no index {self.name!r} in {self.folder.parent} (build it with `qembed index PATH --index {self.name}`).",
+                    param="index",
+                )
             self.folder.mkdir(parents=True, exist_ok=True)
         marker = self.folder / STORE_MARKER
         if not marker.exists():
-            marker.write_text("qembed embedded search store: SQLite + float32 vector file. Do not edit by hand.\n")
+            marker.write_text(
+                "qembed embedded search store: SQLite + float32 vector file. Do not edit by hand.\n"
+            )
         elif any(self.folder.glob("vectors-*.f32")) and not _has_database(self.folder):
             # An emptied or deleted SQLite file would silently open as a new, empty index.
             raise IndexDamaged(self.name, "index.sqlite is missing or empty but vector files are there")
@@ -175,7 +213,9 @@ class EmbeddedStore(Store):
         self._snap: _Snapshot | None = None
         self._damage: tuple[Any, IndexDamaged] | None = None  # (state it was seen in, the error)
         try:
-            self.db = sqlite3.connect(self.folder / "index.sqlite", timeout=120, isolation_level=None, check_same_thread=False)
+            self.db = sqlite3.connect(
+                self.folder / "index.sqlite", timeout=120, isolation_level=None, check_same_thread=False
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA busy_timeout=120000")
@@ -189,7 +229,12 @@ class EmbeddedStore(Store):
     def _damaged(self, exc: sqlite3.DatabaseError) -> Exception:
         """A SQLite error as ``IndexDamaged`` when it means a damaged file; others as they are."""
         code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and (code & 0xFF) in DAMAGE_CODES or "malformed" in str(exc) or "not a database" in str(exc):
+        if (
+            code is not None
+            and (code & 0xFF) in DAMAGE_CODES
+            or "malformed" in str(exc)
+            or "not a database" in str(exc)
+        ):
             return IndexDamaged(self.name, f"index.sqlite: {exc}")
         return exc
 
@@ -237,7 +282,9 @@ class EmbeddedStore(Store):
             with self._read() as db:
                 internal = self._internal(db)
             if internal.get("vector_file") and int(internal.get("next_row", 0) or 0):
-                self._check_size(internal["vector_file"], int(internal["next_row"]), int(internal["dimension"]))
+                self._check_size(
+                    internal["vector_file"], int(internal["next_row"]), int(internal["dimension"])
+                )
             return
         snap = self._snapshot()
         snap.vectors.check()
@@ -247,7 +294,9 @@ class EmbeddedStore(Store):
             problems = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
             internal = self._internal(db)
         if problems != ["ok"]:
-            raise IndexDamaged(self.name, f"index.sqlite fails SQLite's quick_check ({'; '.join(problems[:3])})")
+            raise IndexDamaged(
+                self.name, f"index.sqlite fails SQLite's quick_check ({'; '.join(problems[:3])})"
+            )
         if internal.get("vector_crc32") and snap.vectors.path is not None and snap.n_rows:
             try:
                 crc = crc_of_file(snap.vectors.path, snap.n_rows * snap.dim * 4)
@@ -261,7 +310,10 @@ class EmbeddedStore(Store):
         return {k[len(INTERNAL) :]: v for k, v in rows}
 
     def _set_internal(self, db: sqlite3.Connection, values: dict[str, Any]) -> None:
-        db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [(INTERNAL + k, str(v)) for k, v in values.items()])
+        db.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [(INTERNAL + k, str(v)) for k, v in values.items()],
+        )
 
     # -- meta -----------------------------------------------------------------------------------
     def get_meta(self) -> dict[str, str]:
@@ -270,7 +322,10 @@ class EmbeddedStore(Store):
 
     def set_meta(self, values: dict[str, str]) -> None:
         with self._write() as db:
-            db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [(k, str(v)) for k, v in values.items() if not k.startswith(INTERNAL)])
+            db.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [(k, str(v)) for k, v in values.items() if not k.startswith(INTERNAL)],
+            )
 
     @property
     def dimension(self) -> int | None:
@@ -294,7 +349,16 @@ class EmbeddedStore(Store):
             dim = int(internal.get("dimension", 0) or 0)
             crc = int(internal["vector_crc32"]) if internal.get("vector_crc32") else None
             try:
-                self._snap = _Snapshot(self.folder, internal.get("vector_file"), n_rows, dim, live, self._snap, name=self.name, crc=crc)
+                self._snap = _Snapshot(
+                    self.folder,
+                    internal.get("vector_file"),
+                    n_rows,
+                    dim,
+                    live,
+                    self._snap,
+                    name=self.name,
+                    crc=crc,
+                )
             except IndexDamaged as exc:
                 self._damage, self._dirty = (state, exc), False
                 raise
@@ -326,7 +390,12 @@ class EmbeddedStore(Store):
         with self._read() as db:
             if not prefix:
                 return dict(db.execute("SELECT doc_id, doc_hash FROM docs").fetchall())
-            return dict(db.execute("SELECT doc_id, doc_hash FROM docs WHERE doc_id >= ? AND doc_id < ?", (prefix, prefix + "\U0010ffff")).fetchall())
+            return dict(
+                db.execute(
+                    "SELECT doc_id, doc_hash FROM docs WHERE doc_id >= ? AND doc_id < ?",
+                    (prefix, prefix + "\U0010ffff"),
+                ).fetchall()
+            )
 
     def vectors_for(self, content_hashes: Collection[str]) -> dict[str, np.ndarray]:
         hashes = list(dict.fromkeys(content_hashes))
@@ -337,7 +406,12 @@ class EmbeddedStore(Store):
             internal = self._internal(db)
             for part in _batches(hashes):
                 marks = ",".join("?" * len(part))
-                found.update(db.execute(f"SELECT content_hash, vec_row FROM chunks WHERE content_hash IN ({marks})", list(part)).fetchall())
+                found.update(
+                    db.execute(
+                        f"SELECT content_hash, vec_row FROM chunks WHERE content_hash IN ({marks})",
+                        list(part),
+                    ).fetchall()
+                )
             if not found:
                 return {}
             dim = int(internal["dimension"])
@@ -346,7 +420,9 @@ class EmbeddedStore(Store):
             try:
                 fd = os.open(self.folder / internal["vector_file"], os.O_RDONLY)
             except FileNotFoundError:
-                raise IndexDamaged(self.name, f"the vector file {internal['vector_file']} is missing") from None
+                raise IndexDamaged(
+                    self.name, f"the vector file {internal['vector_file']} is missing"
+                ) from None
             try:
                 for h, row in found.items():
                     data = os.pread(fd, rowbytes, row * rowbytes)
@@ -354,7 +430,9 @@ class EmbeddedStore(Store):
                         raise IndexDamaged(self.name, f"{internal['vector_file']} ends before row {row}")
                     vec = np.frombuffer(data, dtype=np.float32).copy()
                     if not np.isfinite(vec).all():
-                        raise IndexDamaged(self.name, f"row {row} of {internal['vector_file']} holds NaN or infinite values")
+                        raise IndexDamaged(
+                            self.name, f"row {row} of {internal['vector_file']} holds NaN or infinite values"
+                        )
                     out[h] = vec
             finally:
                 os.close(fd)
@@ -365,7 +443,9 @@ class EmbeddedStore(Store):
             return
         for u in updates:
             if len(u.chunks) != len(u.vectors):
-                raise InternalError(f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors")
+                raise InternalError(
+                    f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors"
+                )
             check_update_vectors(u)
         with self._write() as db:
             internal = self._internal(db)
@@ -373,17 +453,32 @@ class EmbeddedStore(Store):
             blocks = [u.vectors for u in updates if len(u.chunks)]
             if blocks and not dim:
                 dim = int(np.asarray(blocks[0]).shape[1])
-                self._set_internal(db, {"dimension": dim, "vector_file": "vectors-1.f32", "next_row": 0, "dead_rows": 0, "generation": 1})
+                self._set_internal(
+                    db,
+                    {
+                        "dimension": dim,
+                        "vector_file": "vectors-1.f32",
+                        "next_row": 0,
+                        "dead_rows": 0,
+                        "generation": 1,
+                    },
+                )
                 internal = self._internal(db)
-            vectors = normalize_rows(np.concatenate(blocks), dim) if blocks else np.zeros((0, dim), np.float32)
+            vectors = (
+                normalize_rows(np.concatenate(blocks), dim) if blocks else np.zeros((0, dim), np.float32)
+            )
             gone = [*dict.fromkeys([*(u.doc_id for u in updates), *deletes])]
             removed = 0
             for part in _batches(gone):
                 marks = ",".join("?" * len(part))
-                ids = [r[0] for r in db.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", list(part))]
+                ids = [
+                    r[0] for r in db.execute(f"SELECT id FROM chunks WHERE doc_id IN ({marks})", list(part))
+                ]
                 removed += len(ids)
                 for id_part in _batches(ids):
-                    db.execute(f"DELETE FROM fts WHERE rowid IN ({','.join('?' * len(id_part))})", list(id_part))
+                    db.execute(
+                        f"DELETE FROM fts WHERE rowid IN ({','.join('?' * len(id_part))})", list(id_part)
+                    )
                 db.execute(f"DELETE FROM chunks WHERE doc_id IN ({marks})", list(part))
                 db.execute(f"DELETE FROM docs WHERE doc_id IN ({marks})", list(part))
             next_row = int(internal.get("next_row", 0))
@@ -408,14 +503,20 @@ class EmbeddedStore(Store):
                     fts_rows.append((next_id, " ".join(bm25.terms(c.embed_text))))
                     next_id += 1
                     row += 1
-            db.executemany(f"INSERT INTO chunks({COLUMNS}, content_hash, vec_row) VALUES ({','.join('?' * 16)})", chunk_rows)
+            db.executemany(
+                f"INSERT INTO chunks({COLUMNS}, content_hash, vec_row) VALUES ({','.join('?' * 16)})",
+                chunk_rows,
+            )
             db.executemany("INSERT INTO fts(rowid, terms) VALUES (?, ?)", fts_rows)
             db.executemany(
                 "INSERT INTO docs(doc_id, doc_hash, path, n_chunks, updated) VALUES (?, ?, ?, ?, ?)",
                 [(u.doc_id, u.doc_hash, u.path, len(u.chunks), now) for u in updates],
             )
             if dim:
-                values: dict[str, Any] = {"next_row": row, "dead_rows": int(internal.get("dead_rows", 0)) + removed}
+                values: dict[str, Any] = {
+                    "next_row": row,
+                    "dead_rows": int(internal.get("dead_rows", 0)) + removed,
+                }
                 if crc is not None:
                     values["vector_crc32"] = crc
                 self._set_internal(db, values)
@@ -493,7 +594,13 @@ class EmbeddedStore(Store):
             n_rows = int(internal["next_row"])
             # The committed rows, read (not mapped: a file cut short must not SIGBUS the writer) and checked.
             crc = int(internal["vector_crc32"]) if internal.get("vector_crc32") else None
-            old = FlatVectors(self.folder / internal["vector_file"], n_rows, dim, name=self.name, crc=crc).matrix if n_rows else None
+            old = (
+                FlatVectors(
+                    self.folder / internal["vector_file"], n_rows, dim, name=self.name, crc=crc
+                ).matrix
+                if n_rows
+                else None
+            )
             path = self.folder / new_file
             new_crc = 0
             with path.open("wb") as f:
@@ -505,8 +612,19 @@ class EmbeddedStore(Store):
                 f.flush()
                 os.fsync(f.fileno())
             self._fsync_folder()
-            db.executemany("UPDATE chunks SET vec_row = ? WHERE id = ?", [(i, r[0]) for i, r in enumerate(rows)])
-            self._set_internal(db, {"vector_file": new_file, "next_row": len(rows), "dead_rows": 0, "generation": generation, "vector_crc32": new_crc})
+            db.executemany(
+                "UPDATE chunks SET vec_row = ? WHERE id = ?", [(i, r[0]) for i, r in enumerate(rows)]
+            )
+            self._set_internal(
+                db,
+                {
+                    "vector_file": new_file,
+                    "next_row": len(rows),
+                    "dead_rows": 0,
+                    "generation": generation,
+                    "vector_crc32": new_crc,
+                },
+            )
         # Keep the previous generation for readers that still map it; older ones go.
         for old_file in self.folder.glob("vectors-*.f32"):
             try:
@@ -523,7 +641,9 @@ class EmbeddedStore(Store):
             return []
         q = np.ascontiguousarray(np.asarray(vector, dtype=np.float32).reshape(-1))
         if q.shape[0] != snap.dim:
-            raise InputError(f"the query vector has {q.shape[0]} dimensions; this index has {snap.dim}.", param="query")
+            raise InputError(
+                f"the query vector has {q.shape[0]} dimensions; this index has {snap.dim}.", param="query"
+            )
         if not np.isfinite(q).all():
             raise InputError("the query vector holds NaN or infinite values.", param="query")
         rows = None
@@ -534,7 +654,10 @@ class EmbeddedStore(Store):
         vec_rows, scores = snap.vectors.top_k(q, k, rows=rows, dead=snap.dead)
         if len(vec_rows) < min(k, snap.live if rows is None else rows.size):
             # Live rows scored NaN: never a silently short (or empty) answer.
-            raise IndexDamaged(self.name, f"{len(vec_rows)} of {min(k, snap.live if rows is None else rows.size)} live vectors scored as numbers")
+            raise IndexDamaged(
+                self.name,
+                f"{len(vec_rows)} of {min(k, snap.live if rows is None else rows.size)} live vectors scored as numbers",
+            )
         ids = snap.row_to_id[vec_rows]
         chunks = self._fetch([int(i) for i in ids if i >= 0])
         return [Hit(chunks[int(i)], float(s)) for i, s in zip(ids, scores, strict=True) if int(i) in chunks]
@@ -556,12 +679,19 @@ class EmbeddedStore(Store):
 
     def chunks_of(self, doc_id: str) -> list[Chunk]:
         with self._read() as db:
-            return [_row_to_chunk(r) for r in db.execute(f"SELECT {COLUMNS} FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))]
+            return [
+                _row_to_chunk(r)
+                for r in db.execute(
+                    f"SELECT {COLUMNS} FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,)
+                )
+            ]
 
     def all_chunk_ids(self) -> list[tuple[str, str, int]]:
         """(chunk_id, doc_id, ordinal) of every chunk: for consistency checks."""
         with self._read() as db:
-            return db.execute("SELECT chunk_id, doc_id, ordinal FROM chunks ORDER BY doc_id, ordinal").fetchall()
+            return db.execute(
+                "SELECT chunk_id, doc_id, ordinal FROM chunks ORDER BY doc_id, ordinal"
+            ).fetchall()
 
     def stats(self) -> StoreStats:
         with self._read() as db:

@@ -80,15 +80,23 @@ class RowBuffer:
             crc = self.crc
             if new:
                 block = np.empty((new, self.dim), dtype=np.float32)
-                crc = _read_into(self.path, self.count * self.dim * 4, block, n_rows * self.dim * 4, name, crc)
+                crc = _read_into(
+                    self.path, self.count * self.dim * 4, block, n_rows * self.dim * 4, name, crc
+                )
                 if not np.isfinite(block).all():
                     bad = self.count + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
                     raise IndexDamaged(name, f"row {bad} of {self.path.name} holds NaN or infinite values")
             if expected_crc is not None and crc != expected_crc:
-                raise IndexDamaged(name, f"{self.path.name} fails its checksum (CRC-32 {crc:08x}, recorded {expected_crc:08x})")
+                raise IndexDamaged(
+                    name,
+                    f"{self.path.name} fails its checksum (CRC-32 {crc:08x}, recorded {expected_crc:08x})",
+                )
             if new:
                 if n_rows > len(self.data):
-                    grown = np.empty((max(n_rows, int(len(self.data) * 1.5)) if self.count else n_rows, self.dim), dtype=np.float32)
+                    grown = np.empty(
+                        (max(n_rows, int(len(self.data) * 1.5)) if self.count else n_rows, self.dim),
+                        dtype=np.float32,
+                    )
                     grown[: self.count] = self.data[: self.count]
                     self.data = grown
                 self.data[self.count : n_rows] = block
@@ -116,7 +124,9 @@ def _read_into(path: Path, offset: int, out: np.ndarray, need: int, name: str, c
             while got < len(view):
                 n = f.readinto(view[got : got + READ_STEP])
                 if not n:
-                    raise IndexDamaged(name, f"{path.name} was cut short while it was read ({offset + got} of {need} bytes)")
+                    raise IndexDamaged(
+                        name, f"{path.name} was cut short while it was read ({offset + got} of {need} bytes)"
+                    )
                 crc = zlib.crc32(view[got : got + n], crc)
                 got += n
     except FileNotFoundError:
@@ -130,7 +140,14 @@ class FlatVectors:
     """The rows of one vector file generation, read-only, as of one committed state."""
 
     def __init__(
-        self, path: Path | None, n_rows: int, dim: int, previous: FlatVectors | None = None, *, name: str = "index", crc: int | None = None
+        self,
+        path: Path | None,
+        n_rows: int,
+        dim: int,
+        previous: FlatVectors | None = None,
+        *,
+        name: str = "index",
+        crc: int | None = None,
     ) -> None:
         self.path = path
         self.n_rows = n_rows
@@ -143,12 +160,22 @@ class FlatVectors:
         self._previous = previous
         self.buffer: RowBuffer | None = None
         if previous is not None:
-            previous._previous = None  # keep one generation back (for its float16 copy), not a chain of every commit
+            previous._previous = (
+                None  # keep one generation back (for its float16 copy), not a chain of every commit
+            )
         if path is None or not n_rows or not dim:
             self.ready.set()
             return
         prev = previous.buffer if previous is not None else None
-        self.buffer = prev if prev is not None and prev.path == path and prev.dim == dim and prev.count <= n_rows and prev.ino == _inode(path) else RowBuffer(path, dim)
+        self.buffer = (
+            prev
+            if prev is not None
+            and prev.path == path
+            and prev.dim == dim
+            and prev.count <= n_rows
+            and prev.ino == _inode(path)
+            else RowBuffer(path, dim)
+        )
         self.matrix = self.buffer.extend_to(n_rows, name, crc)
         if n_rows * dim < HALF_FROM:
             self.ready.set()
@@ -164,7 +191,9 @@ class FlatVectors:
         except FileNotFoundError:
             raise IndexDamaged(self.name, f"the vector file {self.path.name} is missing") from None
         if size < need:
-            raise IndexDamaged(self.name, f"{self.path.name} has {size} bytes; the committed rows need {need}")
+            raise IndexDamaged(
+                self.name, f"{self.path.name} has {size} bytes; the committed rows need {need}"
+            )
 
     def _start_half(self) -> None:
         if self._started or self.ready.is_set():
@@ -178,16 +207,25 @@ class FlatVectors:
 
             assert self.matrix is not None
             prev = self._previous
-            reuse = prev is not None and prev.half is not None and prev.path == self.path and prev.n_rows <= self.n_rows
+            reuse = (
+                prev is not None
+                and prev.half is not None
+                and prev.path == self.path
+                and prev.n_rows <= self.n_rows
+            )
             parts = [prev.half] if prev is not None and reuse else []
             for i in range(prev.n_rows if prev is not None and reuse else 0, self.n_rows, STEP):
-                parts.append(torch.from_numpy(np.array(self.matrix[i : min(i + STEP, self.n_rows)])).to(torch.float16))
+                parts.append(
+                    torch.from_numpy(np.array(self.matrix[i : min(i + STEP, self.n_rows)])).to(torch.float16)
+                )
             self.half = parts[0] if len(parts) == 1 else torch.cat(parts)
         finally:
             self._previous = None
             self.ready.set()
 
-    def top_k(self, q: np.ndarray, k: int, *, rows: np.ndarray | None = None, dead: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def top_k(
+        self, q: np.ndarray, k: int, *, rows: np.ndarray | None = None, dead: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(vector rows, float32 scores) of the k best rows, best first.
 
         ``rows`` restricts the search to those rows (sorted); ``dead`` masks rows to skip.

@@ -80,7 +80,12 @@ class WriterLock:
                     self._lock.release()
 
     def _write_holder(self, what: str | None) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "what": what or _command(), "since": time.time()}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "what": what or _command(),
+            "since": time.time(),
+        }
         tmp = self.folder / f"{HOLDER_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(info), encoding="utf-8")
         os.replace(tmp, self.folder / HOLDER_FILE)

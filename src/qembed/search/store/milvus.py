@@ -55,7 +55,9 @@ def _import_pymilvus() -> Any:
     try:
         import pymilvus
     except ImportError:
-        raise InputError("--store-uri needs pymilvus: pip install 'qembed-server[milvus]'.", param="store_uri") from None
+        raise InputError(
+            "--store-uri needs pymilvus: pip install 'qembed-server[milvus]'.", param="store_uri"
+        ) from None
     return pymilvus
 
 
@@ -146,18 +148,27 @@ class MilvusStore(Store):
         try:
             self.client = pm.MilvusClient(uri=uri, token=token) if token else pm.MilvusClient(uri=uri)
         except Exception as exc:  # pymilvus raises its own classes and grpc errors
-            hint = " (Milvus Lite allows one process per file; is another qembed using it?)" if _is_lite(uri) else ""
+            hint = (
+                " (Milvus Lite allows one process per file; is another qembed using it?)"
+                if _is_lite(uri)
+                else ""
+            )
             raise InputError(f"cannot connect to Milvus at {uri}: {exc}{hint}", param="store_uri") from exc
         if _is_lite(uri):
             _lite_acquire(uri)
         exists = self.client.has_collection(self.meta)
         if not exists and not create:
             self.close()
-            raise NotFound(f"no index {name!r} in Milvus at {uri} (build it with `qembed index PATH --index {name} --store-uri {uri}`).", param="index")
+            raise NotFound(
+                f"no index {name!r} in Milvus at {uri} (build it with `qembed index PATH --index {name} --store-uri {uri}`).",
+                param="index",
+            )
         if not exists:
             self._create_small(self.meta, [("key", 512), ("value", MAX_VARCHAR)])
         if not self.client.has_collection(self.docs):
-            self._create_small(self.docs, [("doc_id", 4096), ("doc_hash", 128), ("path", 4096)], ints=("n_chunks",))
+            self._create_small(
+                self.docs, [("doc_id", 4096), ("doc_hash", 128), ("path", 4096)], ints=("n_chunks",)
+            )
         self._dim: int | None = None
         # Collections of an existing index are not loaded after a restart (Milvus Lite, or a
         # server that released them); loading a loaded collection is a no-op.
@@ -186,21 +197,44 @@ class MilvusStore(Store):
         DataType = pm.DataType
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-        for fname, length in (("doc_id", 4096), ("path", 4096), ("title", 4096), ("heading", 8192), ("language", 64), ("file_type", 64), ("content_hash", 128)):
+        for fname, length in (
+            ("doc_id", 4096),
+            ("path", 4096),
+            ("title", 4096),
+            ("heading", 8192),
+            ("language", 64),
+            ("file_type", 64),
+            ("content_hash", 128),
+        ):
             schema.add_field(fname, DataType.VARCHAR, max_length=length)
         for fname in ("ordinal", "line_start", "line_end"):
             schema.add_field(fname, DataType.INT64)
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_VARCHAR)
         schema.add_field("context", DataType.VARCHAR, max_length=8192)
         schema.add_field("metadata", DataType.JSON)
-        schema.add_field("terms", DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True, analyzer_params={"type": "standard"})
+        schema.add_field(
+            "terms",
+            DataType.VARCHAR,
+            max_length=MAX_VARCHAR,
+            enable_analyzer=True,
+            analyzer_params={"type": "standard"},
+        )
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        schema.add_function(pm.Function(name="bm25", function_type=pm.FunctionType.BM25, input_field_names=["terms"], output_field_names=["sparse"]))
+        schema.add_function(
+            pm.Function(
+                name="bm25",
+                function_type=pm.FunctionType.BM25,
+                input_field_names=["terms"],
+                output_field_names=["sparse"],
+            )
+        )
         index = self.client.prepare_index_params()
         index.add_index("vector", index_type="AUTOINDEX", metric_type="IP")
         index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        self.client.create_collection(self.chunks, schema=schema, index_params=index, consistency_level="Strong")
+        self.client.create_collection(
+            self.chunks, schema=schema, index_params=index, consistency_level="Strong"
+        )
         self._dim = dim
 
     def _has_chunks(self) -> bool:
@@ -209,7 +243,9 @@ class MilvusStore(Store):
     # -- meta ---------------------------------------------------------------------------------------
     def get_meta(self) -> dict[str, str]:
         with self.lock:
-            rows = self.client.query(self.meta, filter='key != ""', output_fields=["key", "value"], limit=16384)
+            rows = self.client.query(
+                self.meta, filter='key != ""', output_fields=["key", "value"], limit=16384
+            )
         return {r["key"]: r["value"] for r in rows if not r["key"].startswith("store.")}
 
     def set_meta(self, values: dict[str, str]) -> None:
@@ -223,7 +259,9 @@ class MilvusStore(Store):
         expr = f"doc_id like {like_prefix(prefix)}" if prefix else 'doc_id != ""'
         out: dict[str, str] = {}
         with self.lock:
-            it = self.client.query_iterator(self.docs, batch_size=1000, filter=expr, output_fields=["doc_id", "doc_hash"])
+            it = self.client.query_iterator(
+                self.docs, batch_size=1000, filter=expr, output_fields=["doc_id", "doc_hash"]
+            )
             try:
                 while batch := it.next():
                     out.update((r["doc_id"], r["doc_hash"]) for r in batch)
@@ -240,7 +278,9 @@ class MilvusStore(Store):
             for i in range(0, len(hashes), BATCH):
                 part = hashes[i : i + BATCH]
                 expr = "content_hash in [" + ",".join(quote(h) for h in part) + "]"
-                rows = self.client.query(self.chunks, filter=expr, output_fields=["content_hash", "vector"], limit=16384)
+                rows = self.client.query(
+                    self.chunks, filter=expr, output_fields=["content_hash", "vector"], limit=16384
+                )
                 for r in rows:
                     out[r["content_hash"]] = np.asarray(r["vector"], dtype=np.float32)
         return out
@@ -251,7 +291,9 @@ class MilvusStore(Store):
         with self.lock:
             for u in updates:
                 if len(u.chunks) != len(u.vectors):
-                    raise InternalError(f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors")
+                    raise InternalError(
+                        f"document {u.doc_id}: {len(u.chunks)} chunks but {len(u.vectors)} vectors"
+                    )
                 if not u.chunks:
                     continue
                 vectors = np.asarray(u.vectors, dtype=np.float32)
@@ -335,7 +377,9 @@ class MilvusStore(Store):
         if not self._has_chunks():
             return []
         with self.lock:
-            rows = self.client.query(self.chunks, filter=f"doc_id == {quote(doc_id)}", output_fields=CHUNK_FIELDS, limit=16384)
+            rows = self.client.query(
+                self.chunks, filter=f"doc_id == {quote(doc_id)}", output_fields=CHUNK_FIELDS, limit=16384
+            )
         return sorted((self._chunk(r) for r in rows), key=lambda c: c.ordinal)
 
     def all_chunk_ids(self) -> list[tuple[str, str, int]]:
@@ -343,7 +387,9 @@ class MilvusStore(Store):
             return []
         out: list[tuple[str, str, int]] = []
         with self.lock:
-            it = self.client.query_iterator(self.chunks, batch_size=1000, filter='id != ""', output_fields=["id", "doc_id", "ordinal"])
+            it = self.client.query_iterator(
+                self.chunks, batch_size=1000, filter='id != ""', output_fields=["id", "doc_id", "ordinal"]
+            )
             try:
                 while batch := it.next():
                     out.extend((r["id"], r["doc_id"], int(r["ordinal"])) for r in batch)

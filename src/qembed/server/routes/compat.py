@@ -67,15 +67,19 @@ class OllamaError(BaseModel):
 class _OllamaOptions(EmbedOptions):
     """Ollama's fields besides the input; qembed's encode options are accepted too."""
 
-    options: dict[str, Any] | None = Field(None, description="Ollama's model options (num_ctx, ...): accepted and ignored.")
-    keep_alive: int | float | str | None = Field(None, description="Accepted and ignored (the model stays loaded).")
+    options: dict[str, Any] | None = Field(
+        None, description="Ollama's model options (num_ctx, ...): accepted and ignored."
+    )
+    keep_alive: int | float | str | None = Field(
+        None, description="Accepted and ignored (the model stays loaded)."
+    )
 
 
 class OllamaEmbedRequest(_OllamaOptions):
     """POST /api/embed."""
 
     input: str | list[str] = Field(
-        description="A text or a list of texts. An empty one (\"\" or []) gives no embeddings, as Ollama's model-loading call does."
+        description='A text or a list of texts. An empty one ("" or []) gives no embeddings, as Ollama\'s model-loading call does.'
     )
     truncate: bool | None = Field(
         None,
@@ -122,7 +126,9 @@ class OllamaModel(BaseModel):
     model: str
     modified_at: str
     size: int = Field(description="Bytes of the model's files.")
-    digest: str = Field(description="sha256 of the model files' names, sizes and modification times (not of their bytes).")
+    digest: str = Field(
+        description="sha256 of the model files' names, sizes and modification times (not of their bytes)."
+    )
     details: OllamaModelDetails
 
 
@@ -143,7 +149,9 @@ class DecodeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     ids: list[int] | list[list[int]] = Field(description="One input's token ids, or a list of them.")
-    skip_special_tokens: bool = Field(True, description="Leave out the special tokens (<|endoftext|>, [CLS], ...).")
+    skip_special_tokens: bool = Field(
+        True, description="Leave out the special tokens (<|endoftext|>, [CLS], ...)."
+    )
 
 
 class DetokenizeRequest(BaseModel):
@@ -161,7 +169,9 @@ class DetokenizeResponse(BaseModel):
 
 class VersionInfo(BaseModel):
     version: str
-    model: str = Field(description="The served model's name (a local folder's name only, unless the request carries a valid key).")
+    model: str = Field(
+        description="The served model's name (a local folder's name only, unless the request carries a valid key)."
+    )
     backend: str
     device: str
     dtype: str
@@ -169,7 +179,12 @@ class VersionInfo(BaseModel):
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra``: the body's schema inline (these models have no shared definitions)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
 
 
 def _ollama_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -211,12 +226,18 @@ def check_tagged(served: ServedModel, name: str | None) -> None:
             raise exc from None  # the message names what was sent
 
 
-async def _ollama_embed(request: Request, name: str | None, texts: list[str], options: dict[str, Any], priority: Any = None) -> Any:
+async def _ollama_embed(
+    request: Request, name: str | None, texts: list[str], options: dict[str, Any], priority: Any = None
+) -> Any:
     """``texts`` under the encode ``options`` (their given fields), as /embed would embed them."""
     state = request.app.state
     check_tagged(state.served, name)
-    body = NativeEmbedRequest.model_construct(model=None, input=parse_inputs(texts), priority=priority, **options)
-    inputs, encode = validate_request(body, served=state.served, max_client_batch_size=state.settings.max_client_batch_size)
+    body = NativeEmbedRequest.model_construct(
+        model=None, input=parse_inputs(texts), priority=priority, **options
+    )
+    inputs, encode = validate_request(
+        body, served=state.served, max_client_batch_size=state.settings.max_client_batch_size
+    )
     return await embed_validated(request, body, inputs, encode)
 
 
@@ -229,8 +250,18 @@ async def ollama_embed(request: Request) -> Response:
     model = body.model or request.app.state.served.name
     if body.input in ("", []):  # Ollama: no input loads the model and answers no embeddings
         check_tagged(request.app.state.served, body.model)
-        return OrjsonResponse({"model": model, "embeddings": [], "total_duration": 0, "load_duration": 0, "prompt_eval_count": 0})
-    options = body.encode_options().given()  # TEI's `truncate` (the same meaning) may already be long_text here
+        return OrjsonResponse(
+            {
+                "model": model,
+                "embeddings": [],
+                "total_duration": 0,
+                "load_duration": 0,
+                "prompt_eval_count": 0,
+            }
+        )
+    options = (
+        body.encode_options().given()
+    )  # TEI's `truncate` (the same meaning) may already be long_text here
     if "long_text" not in options:  # Ollama's default is truncate=true, not the server's --long-text
         options["long_text"] = "error" if body.truncate is False else "truncate"
     result = await _ollama_embed(request, body.model, texts, options, body.priority)
@@ -336,7 +367,12 @@ async def decode(request: Request) -> Response:
     state = request.app.state
     body = parse_body(DecodeRequest, await request.body())
     if not body.ids:
-        raise APIError(400, "ids is an empty list; send token ids, or a list of lists of them.", param="ids", code="invalid_request")
+        raise APIError(
+            400,
+            "ids is an empty list; send token ids, or a list of lists of them.",
+            param="ids",
+            code="invalid_request",
+        )
     batch: list[list[int]] = [body.ids] if isinstance(body.ids[0], int) else body.ids  # type: ignore[list-item]
     limit = state.settings.max_client_batch_size
     if len(batch) > limit:
@@ -368,7 +404,13 @@ async def version(request: Request) -> Response:
     info = state.embedder.info
     show = (lambda name: name) if is_authenticated(request) else _folder_only
     return OrjsonResponse(
-        {"version": qembed.__version__, "model": show(state.served.name), "backend": info.backend, "device": info.device, "dtype": info.dtype}
+        {
+            "version": qembed.__version__,
+            "model": show(state.served.name),
+            "backend": info.backend,
+            "device": info.device,
+            "dtype": info.dtype,
+        }
     )
 
 
@@ -376,12 +418,52 @@ async def version(request: Request) -> Response:
 
 OLLAMA_EMBED_ERRORS = _ollama_errors(400, 401, 404, 413, 429, 500, 503)
 _ROUTES: list[tuple[str, Any, str, Any, Any, dict[int | str, dict[str, Any]], str]] = [
-    ("/api/embed", ollama_embed, "POST", OllamaEmbedRequest, OllamaEmbedResponse, OLLAMA_EMBED_ERRORS, "Embed (Ollama)"),
-    ("/api/embeddings", ollama_embeddings, "POST", OllamaEmbeddingsRequest, OllamaEmbeddingsResponse, OLLAMA_EMBED_ERRORS, "Embed one prompt (Ollama, legacy)"),
-    ("/api/tags", ollama_tags, "GET", None, OllamaTags, _ollama_errors(401), "The served model (Ollama's model list)"),
+    (
+        "/api/embed",
+        ollama_embed,
+        "POST",
+        OllamaEmbedRequest,
+        OllamaEmbedResponse,
+        OLLAMA_EMBED_ERRORS,
+        "Embed (Ollama)",
+    ),
+    (
+        "/api/embeddings",
+        ollama_embeddings,
+        "POST",
+        OllamaEmbeddingsRequest,
+        OllamaEmbeddingsResponse,
+        OLLAMA_EMBED_ERRORS,
+        "Embed one prompt (Ollama, legacy)",
+    ),
+    (
+        "/api/tags",
+        ollama_tags,
+        "GET",
+        None,
+        OllamaTags,
+        _ollama_errors(401),
+        "The served model (Ollama's model list)",
+    ),
     ("/decode", decode, "POST", DecodeRequest, list[str], errors(400, 401, 413), "Token ids to texts (TEI)"),
-    ("/detokenize", detokenize, "POST", DetokenizeRequest, DetokenizeResponse, errors(400, 401, 404), "Token ids to text (vLLM)"),
-    ("/v1/tokenize", tokenize, "POST", TokenizeRequest, TokenizeResponse, errors(400, 401, 404, 413, 429, 503), "Token ids the model reads (alias of /tokenize)"),
+    (
+        "/detokenize",
+        detokenize,
+        "POST",
+        DetokenizeRequest,
+        DetokenizeResponse,
+        errors(400, 401, 404),
+        "Token ids to text (vLLM)",
+    ),
+    (
+        "/v1/tokenize",
+        tokenize,
+        "POST",
+        TokenizeRequest,
+        TokenizeResponse,
+        errors(400, 401, 404, 413, 429, 503),
+        "Token ids the model reads (alias of /tokenize)",
+    ),
 ]
 for _path, _handler, _method, _request, _response, _errors, _summary in _ROUTES:
     router.add_api_route(
@@ -394,5 +476,19 @@ for _path, _handler, _method, _request, _response, _errors, _summary in _ROUTES:
         operation_id="compat_" + _path.strip("/").replace("/", "_"),
         summary=_summary,
     )
-open_router.add_api_route("/version", version, methods=["GET"], response_model=VersionInfo, operation_id="compat_version", summary="qembed's version and the served model")
-open_router.add_api_route("/api/version", ollama_version, methods=["GET"], response_model=OllamaVersion, operation_id="compat_api_version", summary="qembed's version (Ollama's shape)")
+open_router.add_api_route(
+    "/version",
+    version,
+    methods=["GET"],
+    response_model=VersionInfo,
+    operation_id="compat_version",
+    summary="qembed's version and the served model",
+)
+open_router.add_api_route(
+    "/api/version",
+    ollama_version,
+    methods=["GET"],
+    response_model=OllamaVersion,
+    operation_id="compat_api_version",
+    summary="qembed's version (Ollama's shape)",
+)

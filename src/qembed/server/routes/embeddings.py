@@ -37,7 +37,9 @@ def _b64(row: np.ndarray) -> str:
 async def _embed(request: Request, model: type) -> tuple[Any, Any]:
     state = request.app.state
     body = parse_body(model, await request.body())
-    inputs, options = validate_request(body, served=state.served, max_client_batch_size=state.settings.max_client_batch_size)
+    inputs, options = validate_request(
+        body, served=state.served, max_client_batch_size=state.settings.max_client_batch_size
+    )
     return body, await embed_validated(request, body, inputs, options)
 
 
@@ -65,7 +67,9 @@ async def create_embeddings(request: Request) -> Response:
     else:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
     usage = {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}
-    return OrjsonResponse({"object": "list", "data": data, "model": request.app.state.served.name, "usage": usage})
+    return OrjsonResponse(
+        {"object": "list", "data": data, "model": request.app.state.served.name, "usage": usage}
+    )
 
 
 async def native_embed(request: Request) -> Response:
@@ -78,12 +82,16 @@ async def tokenize(request: Request) -> Response:
     """Token ids per input as the model reads them: special tokens + prompt + the whole text."""
     state = request.app.state
     body = parse_body(TokenizeRequest, await request.body())
-    inputs, options = validate_request(body, served=state.served, max_client_batch_size=state.settings.max_client_batch_size)
+    inputs, options = validate_request(
+        body, served=state.served, max_client_batch_size=state.settings.max_client_batch_size
+    )
     request.state.inputs = len(inputs)
     ids = await state.service.tokenize(inputs, options)
     request.state.tokens = sum(len(x) for x in ids)
     data = [{"index": i, "tokens": t, "count": len(t)} for i, t in enumerate(ids)]
-    return OrjsonResponse({"object": "list", "model": state.served.name, "data": data, "max_tokens": state.embedder.max_tokens})
+    return OrjsonResponse(
+        {"object": "list", "model": state.served.name, "data": data, "max_tokens": state.embedder.max_tokens}
+    )
 
 
 for _path in ("/v1/embeddings", "/embeddings"):

@@ -25,27 +25,50 @@ async def list_models(request: Request) -> Response:
     """The one served model (OpenAI's list shape)."""
     state = request.app.state
     info = state.embedder.info
-    card = {"id": state.served.name, "object": "model", "created": state.started, "owned_by": "qembed", "source": info.source, "fallback_reason": info.fallback_reason}
+    card = {
+        "id": state.served.name,
+        "object": "model",
+        "created": state.started,
+        "owned_by": "qembed",
+        "source": info.source,
+        "fallback_reason": info.fallback_reason,
+    }
     return OrjsonResponse({"object": "list", "data": [card]})
 
 
 for _path in ("/v1/models", "/models"):
     models_router.add_api_route(
-        _path, list_models, methods=["GET"], response_model=ModelList, responses=errors(401),
+        _path,
+        list_models,
+        methods=["GET"],
+        response_model=ModelList,
+        responses=errors(401),
         operation_id="list_models" if _path == "/v1/models" else "list_models_no_prefix",
     )
 
 
-@open_router.get("/health", response_model=Status, responses=errors(503), summary="Alive: the process answers and its model worker runs")
+@open_router.get(
+    "/health",
+    response_model=Status,
+    responses=errors(503),
+    summary="Alive: the process answers and its model worker runs",
+)
 async def health(request: Request) -> Response:
     service = request.app.state.service
     if not service.worker.alive and not service.draining:
         # Nothing would ever answer an embedding request again: let the orchestrator restart us.
-        return error_response(APIError(503, "The model worker has stopped.", type=SERVER, code="worker_stopped"))
+        return error_response(
+            APIError(503, "The model worker has stopped.", type=SERVER, code="worker_stopped")
+        )
     return OrjsonResponse({"status": "ok"})
 
 
-@open_router.get("/ready", response_model=Status, responses=errors(503), summary="Ready: 503 until the warm-up pass is done, or while the served index is damaged")
+@open_router.get(
+    "/ready",
+    response_model=Status,
+    responses=errors(503),
+    summary="Ready: 503 until the warm-up pass is done, or while the served index is damaged",
+)
 async def ready(request: Request) -> Response:
     service = request.app.state.service
     if service.draining:
@@ -53,7 +76,9 @@ async def ready(request: Request) -> Response:
     if service.warmup_error:
         return error_response(APIError(503, service.warmup_error, type=SERVER, code="warmup_failed"))
     if not service.ready:
-        return error_response(APIError(503, "Warming up: the first model batch is running.", type=SERVER, code="not_ready"))
+        return error_response(
+            APIError(503, "Warming up: the first model batch is running.", type=SERVER, code="not_ready")
+        )
     check = getattr(request.app.state, "index_check", None)
     if check is not None:  # `serve --index`: a damaged index (IndexDamaged) is not ready
         try:

@@ -26,7 +26,12 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 )
-_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".png": "image/png", ".html": "text/html; charset=utf-8"}
+_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".html": "text/html; charset=utf-8",
+}
 PLAYGROUND_ASSETS = {"playground.js", "playground.css"}
 DOCS_ASSETS = {"swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png"}
 CACHE = "public, max-age=3600"
@@ -46,13 +51,21 @@ def _asset(folder: Path, name: str, allowed: set[str]) -> Response:
     if name not in allowed:  # a fixed list: no path from the URL ever reaches the file system
         return Response(status_code=404)
     path = folder / name
-    return FileResponse(path, media_type=_TYPES[path.suffix], headers={"Cache-Control": CACHE, "X-Content-Type-Options": "nosniff"})
+    return FileResponse(
+        path,
+        media_type=_TYPES[path.suffix],
+        headers={"Cache-Control": CACHE, "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.get("/", response_class=HTMLResponse)
 async def playground() -> Response:
     html = (STATIC / "playground.html").read_bytes()
-    return Response(html, media_type=_TYPES[".html"], headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"})
+    return Response(
+        html,
+        media_type=_TYPES[".html"],
+        headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.get("/static/{name}")

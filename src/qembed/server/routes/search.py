@@ -48,7 +48,9 @@ def _check_text(value: Any, where: str) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise PydanticCustomError(
-                "invalid_text", "{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape); send valid UTF-8 text.", {"where": where or "the body"}
+                "invalid_text",
+                "{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape); send valid UTF-8 text.",
+                {"where": where or "the body"},
             ) from None
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -76,23 +78,32 @@ class SearchFilters(BaseModel):
 
 class SearchRequest(_TextOnly):
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(..., min_length=1, pattern=r"\S", description="The text to search for (not only whitespace).")
+    query: str = Field(
+        ..., min_length=1, pattern=r"\S", description="The text to search for (not only whitespace)."
+    )
     k: int = Field(10, ge=1, le=MAX_K, description="How many chunks to return.")
     filters: SearchFilters | None = None
-    mode: Literal["dense", "hybrid", "bm25"] = Field("dense", description="dense, hybrid (dense + BM25 by reciprocal rank fusion) or bm25.")
+    mode: Literal["dense", "hybrid", "bm25"] = Field(
+        "dense", description="dense, hybrid (dense + BM25 by reciprocal rank fusion) or bm25."
+    )
 
 
 class IndexDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(..., min_length=1, description="Unique id; a document with the same id is replaced.")
     text: str
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Free fields; path, title and language have meaning.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Free fields; path, title and language have meaning."
+    )
 
 
 class IndexRequest(_TextOnly):
     model_config = ConfigDict(extra="forbid")
     documents: list[IndexDocument] = Field(
-        ..., min_length=1, description="At most --max-client-batch-size, each id once.", json_schema_extra={"x-inputs": True}
+        ...,
+        min_length=1,
+        description="At most --max-client-batch-size, each id once.",
+        json_schema_extra={"x-inputs": True},
     )
 
 
@@ -115,7 +126,13 @@ def _damaged_router(exc: IndexDamaged) -> APIRouter:
 
     router.add_api_route("/v1/search", damaged, methods=["POST"], summary="Search the served index")
     router.add_api_route("/v1/index", damaged, methods=["POST"], summary="Add or replace documents by id")
-    router.add_api_route("/v1/index", damaged, methods=["GET"], summary="What the served index holds", operation_id="index_stats_damaged")
+    router.add_api_route(
+        "/v1/index",
+        damaged,
+        methods=["GET"],
+        summary="What the served index holds",
+        operation_id="index_stats_damaged",
+    )
 
     def check_index() -> None:
         raise exc
@@ -124,14 +141,18 @@ def _damaged_router(exc: IndexDamaged) -> APIRouter:
     return router
 
 
-def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Store | None = None) -> APIRouter:
+def make_router(
+    *, settings: Settings, embed: EmbedFn, embedder: Any, store: Store | None = None
+) -> APIRouter:
     """The search routes for index ``settings.index`` (created empty if it does not exist).
 
     ``embed`` is the server's queue (vectors); ``embedder`` the loaded model, for the facts
     chunking needs (tokenizer, window): the same ``EmbedderEncoder`` the CLI indexes with."""
     if store is None:
         try:
-            store = open_store(settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=True)
+            store = open_store(
+                settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=True
+            )
         except IndexDamaged as exc:
             return _damaged_router(exc)
     indexer = Indexer(store, EmbedderEncoder(embedder))
@@ -148,7 +169,9 @@ def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Sto
         vector = None
         if body.mode != "bm25":
             vector = (await _vectors(embed, [body.query], "query"))[0]
-        results = await run_in_threadpool(searcher.search, body.query, vector, k=body.k, mode=body.mode, filters=filters)
+        results = await run_in_threadpool(
+            searcher.search, body.query, vector, k=body.k, mode=body.mode, filters=filters
+        )
         return {
             "object": "list", "index": store.name, "mode": body.mode, "model": indexer.encoder.model_id,
             "data": [r.to_dict() for r in results],
@@ -157,13 +180,19 @@ def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Sto
     @router.post("/v1/index", summary="Add or replace documents by id")
     async def index(body: IndexRequest) -> dict[str, Any]:
         if len(body.documents) > max_docs:
-            raise InputError(f"{len(body.documents)} documents in one request; send at most {max_docs}.", param="documents")
-        await run_in_threadpool(store.check, load=False)  # a cut-short index: 503 even when every document is unchanged
+            raise InputError(
+                f"{len(body.documents)} documents in one request; send at most {max_docs}.", param="documents"
+            )
+        await run_in_threadpool(
+            store.check, load=False
+        )  # a cut-short index: 503 even when every document is unchanged
         seen: set[str] = set()
         docs: list[Document] = []
         for i, d in enumerate(body.documents):
             if d.id in seen:
-                raise InputError(f"documents[{i}].id {d.id!r} appears twice in the request.", param=f"documents[{i}].id")
+                raise InputError(
+                    f"documents[{i}].id {d.id!r} appears twice in the request.", param=f"documents[{i}].id"
+                )
             seen.add(d.id)
             docs.append(record_document(d.id, d.text, dict(d.metadata)))
         run = IndexRun(IndexReport())
@@ -182,14 +211,27 @@ def make_router(*, settings: Settings, embed: EmbedFn, embedder: Any, store: Sto
         report = run.report
         report.seconds = round(time.perf_counter() - start, 4)
         stats = await run_in_threadpool(store.stats)
-        return {"object": "index.report", "index": store.name, **report.to_dict(), "documents": stats.documents, "chunks": stats.chunks}
+        return {
+            "object": "index.report",
+            "index": store.name,
+            **report.to_dict(),
+            "documents": stats.documents,
+            "chunks": stats.chunks,
+        }
 
     @router.get("/v1/index", summary="What the served index holds")
     async def index_stats() -> dict[str, Any]:
         stats = await run_in_threadpool(store.stats)
         meta = await run_in_threadpool(store.get_meta)
-        return {"object": "index", "index": store.name, "store": store.kind, "documents": stats.documents, "chunks": stats.chunks, "dimension": stats.dimension, "meta": meta}
+        return {
+            "object": "index",
+            "index": store.name,
+            "store": store.kind,
+            "documents": stats.documents,
+            "chunks": stats.chunks,
+            "dimension": stats.dimension,
+            "meta": meta,
+        }
 
     router.check_index = store.check  # type: ignore[attr-defined]  # /ready: IndexDamaged -> 503
     return router
-

@@ -68,7 +68,12 @@ class Int8Options:
         """The int8 gate threshold and recipe overrides of a ``Settings`` (int8_* fields)."""
         keep = tuple(settings.int8_keep) if settings.int8_keep is not None else None
         activations = None if settings.int8_activations == "auto" else settings.int8_activations
-        return cls(min_cosine=settings.int8_min_cosine, alpha=settings.int8_smoothquant, keep=keep, activations=activations)
+        return cls(
+            min_cosine=settings.int8_min_cosine,
+            alpha=settings.int8_smoothquant,
+            keep=keep,
+            activations=activations,
+        )
 
     def recipe(self, backend: str, *, decoder: bool = True) -> Int8Recipe:
         """The recipe for ``backend`` (``decoder``: a decoder LLM such as Qwen3, else an encoder)."""
@@ -84,4 +89,6 @@ class Int8Options:
             )
         if backend != "onnx":  # --int8-activations chooses for onnx; the others have one scheme each
             activations = base.activations
-        return Int8Recipe(alpha=alpha, keep=keep, activations=activations, smooth_encoders=base.smooth_encoders)
+        return Int8Recipe(
+            alpha=alpha, keep=keep, activations=activations, smooth_encoders=base.smooth_encoders
+        )
