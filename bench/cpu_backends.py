@@ -76,9 +76,18 @@ def _worker(name: str, model: str, threads: int | None, export_dir: str | None, 
             st = SentenceTransformer(model, device="cpu", model_kwargs={"dtype": torch.float32})
 
             def encode(texts: list[str], batch_size: int):
-                return st.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False, normalize_embeddings=True)
+                return st.encode(
+                    texts,
+                    batch_size=batch_size,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                    normalize_embeddings=True,
+                )
 
-            describe = {"backend": "sentence-transformers", "dtype": str(next(st.parameters()).dtype).removeprefix("torch.")}
+            describe = {
+                "backend": "sentence-transformers",
+                "dtype": str(next(st.parameters()).dtype).removeprefix("torch."),
+            }
         else:
             from qembed import Embedder
 
@@ -86,7 +95,9 @@ def _worker(name: str, model: str, threads: int | None, export_dir: str | None, 
 
             def encode(texts: list[str], batch_size: int):
                 # truncate like sentence-transformers does at the model's window (MiniLM: 256)
-                return embedder.encode(texts, batch_size=batch_size, input_type="document", normalize=True, long_text="truncate")
+                return embedder.encode(
+                    texts, batch_size=batch_size, input_type="document", normalize=True, long_text="truncate"
+                )
 
             describe = {"backend": embedder.info.backend, "dtype": embedder.info.dtype}
         encode(["warm up"], 1)
@@ -122,7 +133,9 @@ class Worker:
         ctx = multiprocessing.get_context("spawn")
         self.name = name
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker, args=(name, model, threads, export_dir, child), daemon=True)
+        self.process = ctx.Process(
+            target=_worker, args=(name, model, threads, export_dir, child), daemon=True
+        )
         self.process.start()
         child.close()
         reply = self.conn.recv()
@@ -159,7 +172,16 @@ def prepare_exports(model: str, engines: list[str], export_dir: str | None) -> d
         if name == "st" or cfg["backend"] == "torch":
             continue
         t0 = time.perf_counter()
-        backend = load_backend(cfg["backend"], folder, spec, device="cpu", dtype="auto", threads=1, quantize=cfg["quantize"], export_dir=export_dir)
+        backend = load_backend(
+            cfg["backend"],
+            folder,
+            spec,
+            device="cpu",
+            dtype="auto",
+            threads=1,
+            quantize=cfg["quantize"],
+            export_dir=export_dir,
+        )
         seconds[name] = round(time.perf_counter() - t0, 1)
         del backend
     return seconds
@@ -172,7 +194,9 @@ def read_stsb(path: Path) -> tuple[list[float], list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="model folder or alias (minilm)")
     parser.add_argument("--engines", default="st,torch,onnx,onnx-int8,openvino,openvino-int8")
     parser.add_argument("--rounds", type=int, default=3)
@@ -182,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--export-dir", default=None)
-    parser.add_argument("--quality", action="store_true", help="cosine to sentence-transformers float32 on the passages")
+    parser.add_argument(
+        "--quality", action="store_true", help="cosine to sentence-transformers float32 on the passages"
+    )
     parser.add_argument("--stsb", type=Path, default=None, help="STS-B test TSV: Spearman per engine")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -202,10 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     workloads = {}
     for key, tokens, count in (("passage", 128, args.passages), ("document", 512, args.documents)):
         if count:
-            workloads[key] = [builder.build(WorkloadSpec(key, tokens, count, key), variant=r).texts for r in range(args.rounds)]
+            workloads[key] = [
+                builder.build(WorkloadSpec(key, tokens, count, key), variant=r).texts
+                for r in range(args.rounds)
+            ]
     queries = builder.build(WorkloadSpec("query", 16, max(1, args.queries) * args.rounds, "query")).texts
 
-    print(f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores; load {os.getloadavg()}", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores; load {os.getloadavg()}",
+        flush=True,
+    )
     export_seconds = prepare_exports(model, engines, args.export_dir)
     print("exports ready:", export_seconds, flush=True)
 
@@ -217,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, dict[str, list[float]]] = {w: {name: [] for name in engines} for w in workloads}
     latencies: dict[str, list[float]] = {name: [] for name in engines}
     for r in range(args.rounds):
-        order = engines[r % len(engines):] + engines[: r % len(engines)]
+        order = engines[r % len(engines) :] + engines[: r % len(engines)]
         for key, variants in workloads.items():
             for name in order:
                 times[key][name].append(workers[name].call("encode", variants[r], args.batch_size))
@@ -233,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         vecs = {name: np.asarray(workers[name].call("vectors", texts)) for name in engines}
         ref_name = "st" if "st" in vecs else engines[0]
         for name in engines:
-            cos = (vecs[name] * vecs[ref_name]).sum(1) / (np.linalg.norm(vecs[name], axis=1) * np.linalg.norm(vecs[ref_name], axis=1))
+            cos = (vecs[name] * vecs[ref_name]).sum(1) / (
+                np.linalg.norm(vecs[name], axis=1) * np.linalg.norm(vecs[ref_name], axis=1)
+            )
             quality[name]["mean_cos_to_" + ref_name] = round(float(cos.mean()), 5)
             quality[name]["min_cos_to_" + ref_name] = round(float(cos.min()), 5)
         if args.stsb:
@@ -242,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             gold, a, b = read_stsb(args.stsb)
             sts_vecs = {}
             for name in engines:
-                va, vb = np.asarray(workers[name].call("vectors", a)), np.asarray(workers[name].call("vectors", b))
+                va, vb = (
+                    np.asarray(workers[name].call("vectors", a)),
+                    np.asarray(workers[name].call("vectors", b)),
+                )
                 sts_vecs[name] = np.concatenate([va, vb])
                 sims = (va * vb).sum(1) / (np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1))
                 quality[name]["stsb_spearman"] = round(float(spearmanr(gold, sims).statistic * 100), 2)
@@ -252,8 +289,14 @@ def main(argv: list[str] | None = None) -> int:
                 quality[name]["stsb_mean_cos_to_" + ref_name] = round(float(cos.mean()), 5)
 
     stats = {name: w.stop() for name, w in workers.items()}
-    result: dict[str, Any] = {"model": model, "engines": {}, "rounds": args.rounds, "batch_size": args.batch_size,
-                              "export_seconds_cold": export_seconds, "python": sys.version.split()[0]}
+    result: dict[str, Any] = {
+        "model": model,
+        "engines": {},
+        "rounds": args.rounds,
+        "batch_size": args.batch_size,
+        "export_seconds_cold": export_seconds,
+        "python": sys.version.split()[0],
+    }
     tokens = {"passage": 128 * args.passages, "document": 512 * args.documents}
     base = "st" if "st" in engines else engines[0]
     for name in engines:
@@ -262,20 +305,36 @@ def main(argv: list[str] | None = None) -> int:
             med = statistics.median(times[key][name])
             row[f"{key}_tok_s"] = round(tokens[key] / med, 1)
             row[f"{key}_ratio"] = round(statistics.median(times[key][base]) / med, 2)
-            row[f"{key}_round_ratios"] = [round(b / t, 2) for b, t in zip(times[key][base], times[key][name], strict=True)]
+            row[f"{key}_round_ratios"] = [
+                round(b / t, 2) for b, t in zip(times[key][base], times[key][name], strict=True)
+            ]
         if latencies[name]:
             p50 = statistics.median(latencies[name])
             row["query_p50_ms"] = round(1000 * p50, 1)
             row["query_p50_speedup"] = round(statistics.median(latencies[base]) / p50, 2)
         result["engines"][name] = row
 
-    cols = [c for c in ("passage_tok_s", "passage_ratio", "document_tok_s", "document_ratio", "query_p50_ms", "query_p50_speedup",
-                        "peak_rss_mb", "load_seconds") if any(c in r for r in result["engines"].values())]
+    cols = [
+        c
+        for c in (
+            "passage_tok_s",
+            "passage_ratio",
+            "document_tok_s",
+            "document_ratio",
+            "query_p50_ms",
+            "query_p50_speedup",
+            "peak_rss_mb",
+            "load_seconds",
+        )
+        if any(c in r for r in result["engines"].values())
+    ]
     qcols = sorted({k for r in result["engines"].values() for k in r if k.startswith(("mean_cos", "stsb"))})
     print("\n| engine | dtype | " + " | ".join(cols + qcols) + " |")
     print("|---" * (len(cols) + len(qcols) + 2) + "|")
     for name, row in result["engines"].items():
-        print(f"| {name} | {row.get('dtype')} | " + " | ".join(str(row.get(c, "")) for c in cols + qcols) + " |")
+        print(
+            f"| {name} | {row.get('dtype')} | " + " | ".join(str(row.get(c, "")) for c in cols + qcols) + " |"
+        )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

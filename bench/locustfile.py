@@ -43,7 +43,11 @@ _state: dict[str, object] = {}
 @events.init.add_listener
 def _build_texts(environment, **_kwargs) -> None:  # noqa: ANN001 - locust's signature
     """Build the request texts once per locust process, before any user starts."""
-    folder = Path(os.environ["QEMBED_LOCUST_TOKENIZER"]) if os.environ.get("QEMBED_LOCUST_TOKENIZER") else default_tokenizer_folder()
+    folder = (
+        Path(os.environ["QEMBED_LOCUST_TOKENIZER"])
+        if os.environ.get("QEMBED_LOCUST_TOKENIZER")
+        else default_tokenizer_folder()
+    )
     workload = WorkloadBuilder(folder).build(parse_workload(WORKLOAD, count=POOL))
     _state["texts"] = workload.texts
     _state["counter"] = itertools.count()
@@ -56,7 +60,9 @@ class EmbeddingsUser(HttpUser):
         self.headers = {"Authorization": f"Bearer {API_KEY}"} if API_KEY else {}
         self.model = os.environ.get("QEMBED_LOCUST_MODEL")
         if not self.model:
-            with self.client.get("/v1/models", headers=self.headers, name="/v1/models", catch_response=True) as response:
+            with self.client.get(
+                "/v1/models", headers=self.headers, name="/v1/models", catch_response=True
+            ) as response:
                 data = response.json().get("data") if response.status_code == 200 else None
                 self.model = data[0]["id"] if data else "default"
                 response.success()

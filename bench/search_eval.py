@@ -16,8 +16,9 @@ import json
 import time
 from pathlib import Path
 
-from qembed.search.api import SearchIndex
 from qembed.search.evaluate import BEIR_FIELDS, evaluate_index
+
+from qembed.search.api import SearchIndex
 
 
 def main() -> None:
@@ -43,14 +44,27 @@ def main() -> None:
         folder = data / "cranfield_beir"
         with SearchIndex.open("cranfield", embedder=embedder, data_dir=str(out / "data"), create=True) as idx:
             t = time.perf_counter()
-            report = idx.index([str(folder / "corpus.jsonl")], text_field=BEIR_FIELDS.text_field, id_field=BEIR_FIELDS.id_field, title_field=BEIR_FIELDS.title_field)
+            report = idx.index(
+                [str(folder / "corpus.jsonl")],
+                text_field=BEIR_FIELDS.text_field,
+                id_field=BEIR_FIELDS.id_field,
+                title_field=BEIR_FIELDS.title_field,
+            )
             build = time.perf_counter() - t
-            print(f"cranfield index: {report.summary()} (wall {build:.1f} s); {idx.stats().chunks} chunks", flush=True)
+            print(
+                f"cranfield index: {report.summary()} (wall {build:.1f} s); {idx.stats().chunks} chunks",
+                flush=True,
+            )
             beir = load_beir(folder)
             for mode in modes:
                 ev = evaluate_index(idx, beir.queries, beir.qrels, mode=mode)
                 print("cranfield", ev.line(), flush=True)
-                results[f"cranfield/{mode}"] = {**ev.metrics, "queries": ev.n_queries, "seconds": ev.seconds, "build_seconds": build}
+                results[f"cranfield/{mode}"] = {
+                    **ev.metrics,
+                    "queries": ev.n_queries,
+                    "seconds": ev.seconds,
+                    "build_seconds": build,
+                }
 
     if args.only in (None, "k8s"):
         src = data / "k8s_docs_en_zh" / "k8s_docs_tasks_concepts_en_zh.jsonl"
@@ -59,19 +73,31 @@ def main() -> None:
         jsonl = out / "k8s_en.jsonl"
         with jsonl.open("w", encoding="utf-8") as f:
             for r in pages:
-                f.write(json.dumps({"path": r["path"], "title": r["en_title"], "text": r["en_text"]}, ensure_ascii=False) + "\n")
+                f.write(
+                    json.dumps(
+                        {"path": r["path"], "title": r["en_title"], "text": r["en_text"]}, ensure_ascii=False
+                    )
+                    + "\n"
+                )
         with SearchIndex.open("k8s", embedder=embedder, data_dir=str(out / "data"), create=True) as idx:
             t = time.perf_counter()
             report = idx.index([str(jsonl)], id_field="path", title_field="title")
             build = time.perf_counter() - t
-            print(f"k8s index: {report.summary()} (wall {build:.1f} s); {idx.stats().chunks} chunks", flush=True)
+            print(
+                f"k8s index: {report.summary()} (wall {build:.1f} s); {idx.stats().chunks} chunks", flush=True
+            )
             qrels = {r["path"]: {r["path"]: 1} for r in pages}
             for lang in ("zh_title", "en_title"):
                 queries = {r["path"]: r[lang] for r in pages}
                 for mode in modes:
                     ev = evaluate_index(idx, queries, qrels, mode=mode)
                     print(f"k8s {lang}", ev.line(), flush=True)
-                    results[f"k8s-{lang}/{mode}"] = {**ev.metrics, "queries": ev.n_queries, "seconds": ev.seconds, "build_seconds": build}
+                    results[f"k8s-{lang}/{mode}"] = {
+                        **ev.metrics,
+                        "queries": ev.n_queries,
+                        "seconds": ev.seconds,
+                        "build_seconds": build,
+                    }
     (out / f"results-{'-'.join(modes)}.json").write_text(json.dumps(results, indent=2))
 
 

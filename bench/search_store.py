@@ -74,12 +74,17 @@ def main() -> None:
                       lang, "x", texts[start + i], f"Doc {d}", {"n": i})
                 for i in range(min(per_doc, n - start))
             ]  # fmt: skip
-            updates.append(DocumentUpdate(doc_id, f"h{d}", chunks[0].path, chunks, vectors[start : start + len(chunks)]))
+            updates.append(
+                DocumentUpdate(doc_id, f"h{d}", chunks[0].path, chunks, vectors[start : start + len(chunks)])
+            )
         t = time.perf_counter()
         store.write(updates)
         insert_seconds += time.perf_counter() - t
         done += n
-    print(f"insert: {args.n} chunks x {args.dim} dims in {insert_seconds:.1f} s = {args.n / insert_seconds:,.0f} chunks/s (commits of {args.commit})", flush=True)
+    print(
+        f"insert: {args.n} chunks x {args.dim} dims in {insert_seconds:.1f} s = {args.n / insert_seconds:,.0f} chunks/s (commits of {args.commit})",
+        flush=True,
+    )
     store.close()
 
     t = time.perf_counter()
@@ -104,8 +109,15 @@ def main() -> None:
             hits = fn(i)
             times.append(time.perf_counter() - t)
             assert len(hits), name
-        results[name] = {"p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95), "mean_ms": statistics.mean(times) * 1000}
-        print(f"{name:<28} p50 {results[name]['p50_ms']:7.1f} ms   p95 {results[name]['p95_ms']:7.1f} ms", flush=True)
+        results[name] = {
+            "p50_ms": _pct(times, 50),
+            "p95_ms": _pct(times, 95),
+            "mean_ms": statistics.mean(times) * 1000,
+        }
+        print(
+            f"{name:<28} p50 {results[name]['p50_ms']:7.1f} ms   p95 {results[name]['p95_ms']:7.1f} ms",
+            flush=True,
+        )
 
     searcher = Searcher(store)
     # Query words: mid-frequency vocabulary (ranks 50-2000), as real queries rarely consist of the
@@ -115,9 +127,14 @@ def main() -> None:
     exact = store._snapshot().vectors.matrix
     timed("float32 single pass, no meta", lambda i: np.argpartition(-(exact @ queries[i]), 10)[:10])
     timed("dense, filter language", lambda i: store.dense_search(queries[i], 10, Filters(language="python")))
-    timed("dense, filter path prefix", lambda i: store.dense_search(queries[i], 10, Filters(path_prefix="go/0001")))
+    timed(
+        "dense, filter path prefix",
+        lambda i: store.dense_search(queries[i], 10, Filters(path_prefix="go/0001")),
+    )
     timed("bm25 top-10 (6 terms)", lambda i: searcher.search(qtexts[i], None, k=10, mode="bm25"))
-    timed("hybrid top-10 (50 + 50, RRF)", lambda i: searcher.search(qtexts[i], queries[i], k=10, mode="hybrid"))
+    timed(
+        "hybrid top-10 (50 + 50, RRF)", lambda i: searcher.search(qtexts[i], queries[i], k=10, mode="hybrid")
+    )
 
     # Correctness at scale: the top hit of a stored vector is itself.
     probe = store.vectors_for([h.chunk.content_hash for h in first[:1]])
@@ -137,11 +154,26 @@ def main() -> None:
             index.search(queries[i : i + 1], 10)
             times.append(time.perf_counter() - t)
         results["faiss IndexFlatIP (vectors only)"] = {"p50_ms": _pct(times, 50), "p95_ms": _pct(times, 95)}
-        print(f"{'faiss IndexFlatIP, no meta':<28} p50 {_pct(times, 50):7.1f} ms   p95 {_pct(times, 95):7.1f} ms", flush=True)
+        print(
+            f"{'faiss IndexFlatIP, no meta':<28} p50 {_pct(times, 50):7.1f} ms   p95 {_pct(times, 95):7.1f} ms",
+            flush=True,
+        )
 
     sizes = {p.name: p.stat().st_size for p in (out / "bench").iterdir()}
     print(f"files: {json.dumps(sizes)}")
-    (out / "results.json").write_text(json.dumps({"n": args.n, "dim": args.dim, "insert_chunks_per_s": args.n / insert_seconds, "open_ms": open_seconds * 1000, "queries": results, "files": sizes}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "n": args.n,
+                "dim": args.dim,
+                "insert_chunks_per_s": args.n / insert_seconds,
+                "open_ms": open_seconds * 1000,
+                "queries": results,
+                "files": sizes,
+            },
+            indent=2,
+        )
+    )
     store.close()
 
 

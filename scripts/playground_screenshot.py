@@ -33,9 +33,21 @@ TEXTS = [
     "Newton described gravitation in the Principia.",
 ]
 DOCUMENTS = [
-    {"id": "beijing", "text": "Beijing is the capital of the People's Republic of China.", "metadata": {"path": "geo/beijing.md"}},
-    {"id": "paris", "text": "Paris is the capital and largest city of France.", "metadata": {"path": "geo/paris.md"}},
-    {"id": "gravity", "text": "Gravity is the attraction between masses; it makes apples fall.", "metadata": {"path": "physics/gravity.md"}},
+    {
+        "id": "beijing",
+        "text": "Beijing is the capital of the People's Republic of China.",
+        "metadata": {"path": "geo/beijing.md"},
+    },
+    {
+        "id": "paris",
+        "text": "Paris is the capital and largest city of France.",
+        "metadata": {"path": "geo/paris.md"},
+    },
+    {
+        "id": "gravity",
+        "text": "Gravity is the attraction between masses; it makes apples fall.",
+        "metadata": {"path": "physics/gravity.md"},
+    },
 ]
 
 
@@ -61,7 +73,15 @@ def main(out: Path) -> None:
                     pass
                 time.sleep(0.1)
             httpx.post(url + "/v1/index", json={"documents": DOCUMENTS}, timeout=60).raise_for_status()
-            query = urlencode([*(("text", t) for t in TEXTS), ("task", "sts"), ("run", "1"), ("q", "capital city"), ("k", "3")])
+            query = urlencode(
+                [
+                    *(("text", t) for t in TEXTS),
+                    ("task", "sts"),
+                    ("run", "1"),
+                    ("q", "capital city"),
+                    ("k", "3"),
+                ]
+            )
             out.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(
                 [
