@@ -4,8 +4,6 @@ accepted and logged; a port in use is found before the model loads."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -65,30 +63,21 @@ def test_a_port_in_use_is_refused_before_the_model_loads(monkeypatch: pytest.Mon
 @pytest.mark.e2e
 def test_the_articles_sglang_command_starts_a_server(tmp_path: Path, tiny_model_dir: Path) -> None:
     """`python -m sglang.launch_server --model-path ... --is-embedding --host ... --port ...`, with qembed."""
-    from tests.server.conftest import wait_for
-    from tests.server.test_serve_process import free_port
+    from tests.server.conftest import serve_process
 
-    port = free_port()
-    log = (tmp_path / "serve.log").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qembed.cli.main", "serve", "--model-path", str(tiny_model_dir), "--is-embedding",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, timeout=120, what="/ready")
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "hello"}, timeout=30)
+    log_path = tmp_path / "serve.log"
+    args = [
+        "--model-path",
+        str(tiny_model_dir),
+        "--is-embedding",
+        "--host",
+        "127.0.0.1",
+        "--log-level",
+        "info",
+    ]
+    with serve_process(log_path, *args) as (proc, url):
+        r = httpx.post(url + "/v1/embeddings", json={"input": "hello"}, timeout=30)
         assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 64
-    finally:
         proc.terminate()
         proc.wait(60)
-        log.close()
-    assert "--is-embedding: accepted" in (tmp_path / "serve.log").read_text()
+    assert "--is-embedding: accepted" in log_path.read_text()

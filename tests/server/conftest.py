@@ -6,10 +6,14 @@ Waiting is always on a condition with a deadline (``wait_for``), never a fixed s
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,44 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = DEADLINE, what: s
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_process(
+    log_path: Path, *args: str, ready_timeout: float = 120.0
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``qembed serve ARGS --port P`` as a subprocess, ready (``/ready`` 200) when entered;
+    killed if still running on exit. Yields the process and its base URL; output goes to ``log_path``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qembed.cli.main", "serve", *args, "--port", str(port)],
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def ready() -> bool:
+                assert proc.poll() is None, f"qembed serve exited early:\n{log_path.read_text()}"
+                try:
+                    return httpx.get(url + "/ready", timeout=5).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_for(ready, timeout=ready_timeout, what=f"{url}/ready")
+            yield proc, url
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

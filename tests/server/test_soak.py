@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,8 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.server.conftest import metric_samples, wait_for
-from tests.server.test_serve_process import free_port
+from tests.server.conftest import metric_samples, serve_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -35,27 +32,12 @@ def _rss(url: str) -> float:
 
 @pytest.mark.timeout(SECONDS + 1200)
 def test_soak_mixed_load(tmp_path: Path, tiny_model_dir: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (tmp_path / "serve.log").open("w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qembed.cli.main", "serve", "--model", str(tiny_model_dir), "--port", str(port), "--log-level", "warning"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
     small_latency: list[float] = []
     big_latency: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                return httpx.get(url + "/ready", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(ready, timeout=120, what="/ready")
+    log_path = tmp_path / "serve.log"
+    with serve_process(log_path, "--model", str(tiny_model_dir), "--log-level", "warning") as (proc, url):
         rng = random.Random(0)
         big_text = " ".join(f"w{rng.randrange(10_000)}x{i % 7}" for i in range(BIG_WORDS))
         big_tokens = len(
@@ -98,10 +80,8 @@ def test_soak_mixed_load(tmp_path: Path, tiny_model_dir: Path) -> None:
         for t in threads:
             t.join(SECONDS + 900)
         final = _rss(url)
-    finally:
         proc.terminate()
         proc.wait(60)
-        log.close()
     small = np.array(small_latency) * 1000
     report = {
         "seconds": SECONDS, "big_request_tokens": big_tokens, "small_requests": len(small_latency), "big_requests": len(big_latency),
