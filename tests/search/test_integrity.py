@@ -359,3 +359,28 @@ def test_cli_on_a_damaged_index_prints_one_error_and_exits_2_and_rebuild_fixes_i
     assert _cli(*check).exit_code == 0
     found = _cli("search", "alpha", "--json", *common)
     assert found.exit_code == 0 and json.loads(found.output.strip().splitlines()[-1]), found.output
+
+
+def test_two_openers_of_a_new_index_at_once_both_succeed(tmp_path: Path) -> None:
+    """SQLite skips its busy handler for the WAL switch: without the open lock about a third
+    of these races failed at once with 'database is locked' (CI saw it through SearchIndex)."""
+    from qembed.search.store.embedded import EmbeddedStore
+
+    errors: list[BaseException] = []
+    for trial in range(30):
+        folder = tmp_path / f"idx{trial}"
+
+        def open_and_write(folder: Path = folder) -> None:
+            try:
+                store = EmbeddedStore(folder, "notes")
+                store.set_meta({"opened": "yes"})
+                store.close()
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_write) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors

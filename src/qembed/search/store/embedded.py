@@ -56,7 +56,14 @@ from qembed.search.store.base import (
     normalize_rows,
 )
 from qembed.search.store.flat import FlatVectors, crc_of_file
-from qembed.search.store.lock import DEFAULT_TIMEOUT, HOLDER_FILE, LOCK_FILE, WriterLock
+from qembed.search.store.lock import (
+    DEFAULT_TIMEOUT,
+    HOLDER_FILE,
+    LOCK_FILE,
+    OPEN_LOCK_FILE,
+    WriterLock,
+    opening,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -212,19 +219,20 @@ class EmbeddedStore(Store):
         self._dirty = True
         self._snap: _Snapshot | None = None
         self._damage: tuple[Any, IndexDamaged] | None = None  # (state it was seen in, the error)
-        try:
-            self.db = sqlite3.connect(
-                self.folder / "index.sqlite", timeout=120, isolation_level=None, check_same_thread=False
-            )
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA busy_timeout=120000")
-        except sqlite3.DatabaseError as exc:
-            raise self._damaged(exc) from None
-        with self._write():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
+        with opening(self.folder, self.name):
+            try:
+                self.db = sqlite3.connect(
+                    self.folder / "index.sqlite", timeout=120, isolation_level=None, check_same_thread=False
+                )
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.execute("PRAGMA busy_timeout=120000")
+            except sqlite3.DatabaseError as exc:
+                raise self._damaged(exc) from None
+            with self._write():
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
 
     def _damaged(self, exc: sqlite3.DatabaseError) -> Exception:
         """A SQLite error as ``IndexDamaged`` when it means a damaged file; others as they are."""
@@ -727,7 +735,7 @@ def clear_folder(folder: Path) -> None:
     lock, which the caller holds. The folder is left empty of index data; opening it again
     creates a new index."""
     for f in folder.iterdir():
-        if f.name in (LOCK_FILE, HOLDER_FILE):
+        if f.name in (LOCK_FILE, HOLDER_FILE, OPEN_LOCK_FILE):
             continue
         if f.is_dir() and not f.is_symlink():
             shutil.rmtree(f)
