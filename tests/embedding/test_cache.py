@@ -170,3 +170,28 @@ def test_disk_cache_through_embedder(tmp_path: Path, tiny_model_dir: Path, tiny_
     assert reader.cache.hits == 3 and reader.cache.misses == 0
     assert np.array_equal(got, want) and np.array_equal(got, tiny_embedder.encode(TEXTS))
     reader.cache.close()
+
+
+def test_two_processes_worth_of_openers_share_one_new_cache_dir(tmp_path: Path) -> None:
+    """Two servers started together on one --cache-dir: both open it (SQLite skips its busy
+    handler for the WAL switch, which made one fail with 'database is locked')."""
+    import threading
+
+    from qembed.embedding.cache import EmbeddingCache
+
+    errors: list[BaseException] = []
+    for trial in range(60):
+        directory = tmp_path / f"c{trial}"
+
+        def open_it(directory: Path = directory) -> None:
+            try:
+                EmbeddingCache(10, directory=directory, namespace="m").close()
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qembed.common.sqlite import connect_wal
 from qembed.encode.inputs import Inputs, Item
 from qembed.errors import InternalError
 
@@ -76,8 +77,7 @@ class EmbeddingCache:
         if directory is not None:
             self.path = Path(directory).expanduser() / DB_FILE
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")  # readers in other processes do not block writers
+            self._db = connect_wal(self.path, timeout=30.0, check_same_thread=False)
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, tokens INTEGER NOT NULL, vector BLOB NOT NULL)"
             )

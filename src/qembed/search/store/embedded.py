@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from qembed.errors import IndexDamaged, InputError, InternalError, NotFound
+from qembed.common.sqlite import connect_wal, open_lock_path
+from qembed.errors import IndexBusy, IndexDamaged, InputError, InternalError, NotFound
 from qembed.search import bm25
 from qembed.search.documents import Chunk
 from qembed.search.ingest import STORE_MARKER
@@ -60,9 +61,7 @@ from qembed.search.store.lock import (
     DEFAULT_TIMEOUT,
     HOLDER_FILE,
     LOCK_FILE,
-    OPEN_LOCK_FILE,
     WriterLock,
-    opening,
 )
 
 SCHEMA = """
@@ -219,20 +218,19 @@ class EmbeddedStore(Store):
         self._dirty = True
         self._snap: _Snapshot | None = None
         self._damage: tuple[Any, IndexDamaged] | None = None  # (state it was seen in, the error)
-        with opening(self.folder, self.name):
-            try:
-                self.db = sqlite3.connect(
-                    self.folder / "index.sqlite", timeout=120, isolation_level=None, check_same_thread=False
-                )
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=FULL")
-                self.db.execute("PRAGMA busy_timeout=120000")
-            except sqlite3.DatabaseError as exc:
-                raise self._damaged(exc) from None
-            with self._write():
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+        path = self.folder / "index.sqlite"
+        try:
+            self.db = connect_wal(
+                path, timeout=120, synchronous="FULL", isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
+        except TimeoutError as exc:
+            raise IndexBusy(f"index {self.name!r}: {exc}") from None
+        with self._write():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
 
     def _damaged(self, exc: sqlite3.DatabaseError) -> Exception:
         """A SQLite error as ``IndexDamaged`` when it means a damaged file; others as they are."""
@@ -735,7 +733,7 @@ def clear_folder(folder: Path) -> None:
     lock, which the caller holds. The folder is left empty of index data; opening it again
     creates a new index."""
     for f in folder.iterdir():
-        if f.name in (LOCK_FILE, HOLDER_FILE, OPEN_LOCK_FILE):
+        if f.name in (LOCK_FILE, HOLDER_FILE, open_lock_path(folder / "index.sqlite").name):
             continue
         if f.is_dir() and not f.is_symlink():
             shutil.rmtree(f)

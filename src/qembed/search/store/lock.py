@@ -29,32 +29,7 @@ from qembed.errors import IndexBusy
 
 LOCK_FILE = "writer.lock"
 HOLDER_FILE = "writer.lock.json"
-OPEN_LOCK_FILE = "open.lock"
 DEFAULT_TIMEOUT = 30.0  # seconds a second writer waits before IndexBusy
-OPEN_TIMEOUT = 120.0  # seconds an opener waits for another opener (setup takes milliseconds)
-
-
-@contextmanager
-def opening(folder: Path, name: str) -> Iterator[None]:
-    """Held while a connection to the index is set up (WAL switch, schema).
-
-    Why: SQLite does not call its busy handler for ``PRAGMA journal_mode=WAL``, so two
-    processes (or threads) opening a new index at once got an immediate "database is locked"
-    whatever ``busy_timeout`` said. Only setup is serialised; the lock is not held while the
-    index is used.
-    """
-    lock = FileLock(str(folder / OPEN_LOCK_FILE), thread_local=False, is_singleton=False)
-    try:
-        lock.acquire(timeout=OPEN_TIMEOUT)
-    except Timeout:
-        raise IndexBusy(
-            f"index {name!r}: another process has been opening it for {OPEN_TIMEOUT:g} s; "
-            f"if none is, delete {folder / OPEN_LOCK_FILE} and try again."
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def describe_holder(folder: Path) -> str:
