@@ -147,6 +147,26 @@ class EncodeSettings(_Group):
     )
 
 
+class RerankSettings(_Group):
+    """The reranker served beside the embedder (``/v1/rerank``) and used by ``search --rerank``."""
+
+    rerank_model: str | None = Field(
+        None,
+        description="Reranker to load beside the embedder: a Qwen3-Reranker (hub id or folder) or a sentence-transformers "
+        "cross-encoder. Unset: no reranker (`/v1/rerank` answers 404 saying how to start one).",
+    )
+    rerank_max_length: int | None = Field(
+        None,
+        ge=16,
+        description="Tokens of one (query, document) pair, prompt included (default: the model's own limit, 8192 for "
+        "Qwen3-Reranker); longer documents are truncated or refused per --long-text.",
+    )
+    rerank_instruction: str | None = Field(
+        None,
+        description="Qwen3-Reranker instruction when a request gives none (default: the model card's web-search one).",
+    )
+
+
 class CacheSettings(_Group):
     """The optional embedding cache of the engine."""
 
@@ -237,6 +257,7 @@ class ServerSettings(_Group):
 GROUPS: tuple[type[BaseModel], ...] = (
     ModelSettings,
     EncodeSettings,
+    RerankSettings,
     CacheSettings,
     SearchSettings,
     ServingSettings,
@@ -267,6 +288,7 @@ class Settings(
     ServingSettings,
     SearchSettings,
     CacheSettings,
+    RerankSettings,
     EncodeSettings,
     ModelSettings,
     BaseSettings,
