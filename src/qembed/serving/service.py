@@ -12,6 +12,8 @@ Request path (``embed``):
    pool.
 
 No web framework here: the HTTP routes, the search router and tests all call ``embed``.
+``ModelService`` is the lifecycle (worker, queue, warm-up, drain, deadline) the embedding
+service shares with the reranker's (``serving/rerank_service.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
+
+import numpy as np
 
 from qembed.embedding.embedder import Embedder, EncodeResult
 from qembed.encode.options import EncodeOptions
@@ -49,20 +54,58 @@ def default_max_batch_tokens(device: str) -> int:
     return CUDA_BATCH_TOKENS if device.startswith("cuda") else CPU_BATCH_TOKENS
 
 
-class EmbeddingService:
-    """Owns the model worker and the queue; ``embed`` is safe to call from any coroutine."""
+def weights_bytes(model: Any) -> int | None:
+    """Bytes of the torch weights (parameters and buffers) of a loaded model, for ``/info``'s
+    memory per model; ``None`` when the backend holds no torch module (onnx, openvino).
 
-    def __init__(self, embedder: Embedder, settings: Settings, *, on_batch: Any = None) -> None:
-        self.embedder = embedder
+    Why the weights and not process memory: two models share one process, and what each one
+    costs is what an operator sizes a GPU or a pod by; activations depend on
+    --max-batch-tokens, not on the model."""
+    for candidate in (
+        getattr(getattr(model, "backend", None), "model", None),
+        getattr(model, "model", None),
+        model,
+    ):
+        params = getattr(candidate, "parameters", None)
+        buffers = getattr(candidate, "buffers", None)
+        if callable(params) and callable(buffers):
+            tensors = [*params(), *buffers()]
+            return int(sum(t.numel() * t.element_size() for t in tensors))
+    return None
+
+
+class ModelService:
+    """One model thread and its queue, with the lifecycle every served model shares: start,
+    warm-up (``ready``), drain on SIGTERM, the shutdown deadline, stop. Subclasses add the
+    work (``EmbeddingService.embed``, ``rerank_service.RerankService.score``) and their
+    warm-up batch.
+
+    Why a base class and not one service for both models: each model needs its own thread
+    (a batch of one model cannot hold the other's rows) and its own queue (token budgets and
+    admission are per model), but the lifecycle must be exactly the same for both."""
+
+    log_prefix = ""  # "reranker " in the reranker's log lines
+    input_param = "input"  # the request field --max-request-tokens errors name
+    too_large_hint = "Send fewer or shorter inputs (long_text='truncate' caps each input at one window)"
+
+    def __init__(
+        self,
+        run: Callable[[Sequence[Window]], np.ndarray],
+        settings: Settings,
+        *,
+        device: str,
+        on_batch: Any = None,
+        name: str = "qembed-model",
+    ) -> None:
         self.settings = settings
-        self.max_batch_tokens = settings.max_batch_tokens or default_max_batch_tokens(embedder.info.device)
+        self.max_batch_tokens = settings.max_batch_tokens or default_max_batch_tokens(device)
         self.queue = BatchQueue(
             max_batch_tokens=self.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
             max_queued_tokens=settings.max_queued_tokens,
             max_concurrent_requests=settings.max_concurrent_requests,
         )
-        self.worker = ModelWorker(embedder.run, self.queue, on_batch=on_batch)
+        self.worker = ModelWorker(run, self.queue, on_batch=on_batch, name=name)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, min(4, cores)), thread_name_prefix="qembed-tokenize"
@@ -73,6 +116,7 @@ class EmbeddingService:
         self._drain_started: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.aborted_requests = 0  # failed with 503 because the shutdown deadline passed
+        self._followers: list[ModelService] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -83,19 +127,13 @@ class EmbeddingService:
         self.worker.start()
 
     def warmup_windows(self) -> list[Window]:
-        """A full batch of the longest window the budget allows (bounded on CPU)."""
-        tok = self.embedder.tokenizer
-        special = tok.special
-        length = min(self.embedder.max_tokens, self.max_batch_tokens)
-        total = self.max_batch_tokens
-        if not self.embedder.info.device.startswith("cuda"):
-            length, total = min(length, CPU_WARMUP_WINDOW), min(total, CPU_WARMUP_TOKENS)
-        rows = max(1, min(self.settings.max_batch_size, total // length))
-        unit = tok.content_ids([_FILLER])[0]
-        room = max(1, length - special.count)
-        content = (unit * (room // len(unit) + 1))[:room]
-        ids = [*special.head, *content, *special.tail]
-        return [Window(ids, owner=i, weight=len(content)) for i in range(rows)]
+        """The windows of the warm-up batch (each service knows its model's)."""
+        raise NotImplementedError
+
+    def also_drain(self, other: ModelService) -> None:
+        """``other`` (the reranker's service beside the embedder's) drains when this one does:
+        SIGTERM and the HTTP gate know one service; every model of the process stops together."""
+        self._followers.append(other)
 
     async def warm_up(self) -> None:
         """Run the warm-up batch through the real path; then ``ready``."""
@@ -108,12 +146,18 @@ class EmbeddingService:
         try:
             await self.queue.submit(windows, admission=False)
         except Exception as exc:  # noqa: BLE001 - reported by /ready and the log
-            self.warmup_error = f"warm-up failed: {exc}"
+            self.warmup_error = f"{self.log_prefix}warm-up failed: {exc}"
             log.error(
                 "%s; /ready stays 503. Lower --max-batch-tokens if this is out of memory.", self.warmup_error
             )
             return
-        log.info("warm-up: %d x %d tokens in %.2f s", len(windows), len(windows[0].ids), loop.time() - start)
+        log.info(
+            "%swarm-up: %d x %d tokens in %.2f s",
+            self.log_prefix,
+            len(windows),
+            len(windows[0].ids),
+            loop.time() - start,
+        )
         self.ready = True
 
     def begin_drain(self) -> None:
@@ -128,6 +172,8 @@ class EmbeddingService:
             return
         self._drain_started = time.monotonic()
         self.draining = True
+        for other in self._followers:
+            other.begin_drain()
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._schedule_abort)
 
@@ -170,6 +216,40 @@ class EmbeddingService:
                 log.error("the model thread is still running a batch after %.0f s more", WORKER_JOIN_SECONDS)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def check_request_tokens(self, tokens: int) -> None:
+        """``--max-request-tokens``: one request may not buy minutes of model time unnoticed."""
+        limit = self.settings.max_request_tokens
+        if tokens > limit:
+            raise RequestTooLarge(
+                f"This request needs {tokens} tokens of model work (windows, prompts and special tokens included); "
+                f"the limit is {limit} per request. {self.too_large_hint}, or start the server with a larger "
+                "--max-request-tokens (env QEMBED_MAX_REQUEST_TOKENS).",
+                param=self.input_param,
+            )
+
+
+class EmbeddingService(ModelService):
+    """Owns the embedder's model worker and queue; ``embed`` is safe to call from any coroutine."""
+
+    def __init__(self, embedder: Embedder, settings: Settings, *, on_batch: Any = None) -> None:
+        self.embedder = embedder
+        super().__init__(embedder.run, settings, device=embedder.info.device, on_batch=on_batch)
+
+    def warmup_windows(self) -> list[Window]:
+        """A full batch of the longest window the budget allows (bounded on CPU)."""
+        tok = self.embedder.tokenizer
+        special = tok.special
+        length = min(self.embedder.max_tokens, self.max_batch_tokens)
+        total = self.max_batch_tokens
+        if not self.embedder.info.device.startswith("cuda"):
+            length, total = min(length, CPU_WARMUP_WINDOW), min(total, CPU_WARMUP_TOKENS)
+        rows = max(1, min(self.settings.max_batch_size, total // length))
+        unit = tok.content_ids([_FILLER])[0]
+        room = max(1, length - special.count)
+        content = (unit * (room // len(unit) + 1))[:room]
+        ids = [*special.head, *content, *special.tail]
+        return [Window(ids, owner=i, weight=len(content)) for i in range(rows)]
+
     # -- work -------------------------------------------------------------------------------
     async def embed(
         self, inputs: Any, options: EncodeOptions | None = None, *, bulk: bool = False, **kwargs: Any
@@ -191,18 +271,6 @@ class EmbeddingService:
             vectors = await self.queue.submit(prepared.windows, bulk=bulk)
             out = await loop.run_in_executor(self._pool, self.embedder.finish, prepared, vectors)
         return EncodeResult(*call.finish(out, prepared.tokens_per_input()))
-
-    def check_request_tokens(self, tokens: int) -> None:
-        """``--max-request-tokens``: one request may not buy minutes of model time unnoticed."""
-        limit = self.settings.max_request_tokens
-        if tokens > limit:
-            raise RequestTooLarge(
-                f"This request needs {tokens} tokens of model work (windows, prompts and special tokens included); "
-                f"the limit is {limit} per request. Send fewer or shorter inputs (long_text='truncate' caps each "
-                "input at one window), or start the server with a larger --max-request-tokens "
-                "(env QEMBED_MAX_REQUEST_TOKENS).",
-                param="input",
-            )
 
     async def tokenize(
         self, inputs: Any, options: EncodeOptions | None = None, **kwargs: Any
