@@ -199,7 +199,9 @@ class ServerUnavailable(BenchError):
 # -- pydantic's errors, said plainly --------------------------------------------------------------
 def _loc(loc: tuple[Any, ...]) -> str:
     """('body', 'input', 3) -> 'input[3]'; union member names (e.g. 'list[str]') are dropped."""
-    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    # FastAPI's locations lead with where the value was ('body', 'query', ...); a lone 'query'
+    # is a body field of that name (the rerank and search bodies have one).
+    parts = list(loc[1:] if len(loc) > 1 and loc[0] in ("body", "query", "path", "header") else loc)
     out = ""
     for part in parts:
         if isinstance(part, int):
