@@ -30,12 +30,13 @@ from qembed.cli.main import setup_logging
 from qembed.cli.options import build_settings, engine_fields, settings_options
 from qembed.errors import InputError, QembedError
 from qembed.model.instructions import TASKS
-from qembed.settings import DEFAULT_BATCH_SIZE
+from qembed.settings import DEFAULT_BATCH_SIZE, RerankSettings, Settings
 
 # The in-process model's flags (eval's own --cache-dir and --batch-size are its vector
 # cache and request size, not the engine's); compare and zh-report take --model repeatedly.
 MODEL_FIELDS = engine_fields()
 SHARED_MODEL_FIELDS = engine_fields(exclude=("model",))
+RERANK_FIELDS = Settings.fields_of(RerankSettings)
 
 
 def _fail(exc: QembedError) -> None:
@@ -298,6 +299,13 @@ def _run_single(kind: str, source: Path, values: dict[str, Any], load: Callable[
             mode=values["instruction_mode"],
         )
         data = load()
+        rerank = values.pop("rerank", None)
+        reranker = None
+        if rerank is not None:  # loaded first: a wrong --rerank-model fails before any embedding
+            from qembed.rerank.reranker import Reranker
+
+            with console.status("loading the reranker"):
+                reranker = Reranker(settings=build_settings(rerank["settings"]))
         spec = _spec(values)
         cache = _cache(values)
         with console.status(f"loading {spec.endpoint or spec.settings.model or 'the default model'}"):
@@ -312,7 +320,15 @@ def _run_single(kind: str, source: Path, values: dict[str, Any], load: Callable[
                     result = evaluate_code(target, data, prompting=prompting, cache=cache, progress=bar)
                 else:
                     result = evaluate_retrieval(
-                        target, data, prompting=prompting, cache=cache, progress=bar, search=values["search"]
+                        target,
+                        data,
+                        prompting=prompting,
+                        cache=cache,
+                        progress=bar,
+                        search=values["search"],
+                        rerank=reranker,
+                        rerank_depth=rerank["depth"] if rerank else 50,
+                        rerank_name=reranker.info.model_id if reranker else "reranker",
                     )
             stats = target.stats.summary()
             identity = target.identity()
@@ -395,10 +411,33 @@ def code_cmd(file: Path, columns: str | None, split: str | None, **values: Any) 
     show_default=True,
     help="Exact top-k search backend.",
 )
+@click.option(
+    "--rerank",
+    "rerank_on",
+    is_flag=True,
+    help="Also rerank each query's top --rerank-depth with --rerank-model and report both runs' metrics.",
+)
+@click.option(
+    "--rerank-depth",
+    type=click.IntRange(1, 100),
+    default=50,
+    show_default=True,
+    help="Documents per query the reranker re-scores (the rest keep the retriever's order below them).",
+)
+@settings_options(RERANK_FIELDS)
 @_target_options
 @_run_options
-def retrieval_cmd(folder: Path, split: str | None, no_title: bool, **values: Any) -> None:
+def retrieval_cmd(
+    folder: Path, split: str | None, no_title: bool, rerank_on: bool, rerank_depth: int, **values: Any
+) -> None:
     from qembed.eval.datasets import load_beir
+
+    rerank_values = {k: values.pop(k) for k in RERANK_FIELDS}
+    if rerank_on:
+        model_values = {k: values[k] for k in MODEL_FIELDS if k != "model"}  # device, dtype, threads, ...
+        values["rerank"] = {"settings": {**model_values, **rerank_values}, "depth": rerank_depth}
+    elif any(v is not None for v in rerank_values.values()):
+        raise click.UsageError("--rerank-model, --rerank-max-length and --rerank-instruction need --rerank.")
 
     _run_single("retrieval", folder, values, lambda: load_beir(folder, split=split, use_title=not no_title))
 
