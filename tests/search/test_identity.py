@@ -67,14 +67,259 @@ def test_identity_of_an_embedder_records_prompts_revision_dimensions(tiny_embedd
     assert [d.field for d in ident.compare(small)] == ["dimension"]
 
 
-def test_same_weights_in_bfloat16_agree_with_float32_within_1e3_cosine(tiny_model_dir: Path) -> None:
-    """The measurement behind 'a dtype change is a warning, not an error'."""
+def test_same_weights_in_bfloat16_agree_with_float32_within_1e3_cosine(tiny_embedder) -> None:
+    """The measurement behind 'a dtype change is a warning, not an error' (the session's
+    embedder is bfloat16 or float32 by the CPU; the other precision is loaded here)."""
     from qembed import Embedder
 
     texts = ["hello world", "the pod stays pending: not enough cpu", "zwei drei vier", "a b c d e f g"]
-    full = Embedder(str(tiny_model_dir), device="cpu", dtype="float32")
-    half = Embedder(str(tiny_model_dir), device="cpu", dtype="bfloat16")
-    diffs = VectorIdentity.of(full).compare(VectorIdentity.of(half))
+    other_dtype = "float32" if tiny_embedder.info.dtype == "bfloat16" else "bfloat16"
+    other = Embedder(tiny_embedder.info.path, device="cpu", dtype=other_dtype)
+    diffs = VectorIdentity.of(tiny_embedder).compare(VectorIdentity.of(other))
     assert [(d.field, d.severity) for d in diffs] == [("dtype", "warning")]
-    cos = (np.asarray(full.encode(texts)) * np.asarray(half.encode(texts))).sum(axis=1)
+    cos = (np.asarray(tiny_embedder.encode(texts)) * np.asarray(other.encode(texts))).sum(axis=1)
     assert cos.min() > 1 - 1e-3
+
+
+# -- an index records the identity and refuses another ----------------------------------------------
+DIM = 16
+
+
+class IdentityHashEncoder:
+    """Deterministic vectors from (weights, text) with a word-count tokenizer and a full identity:
+    ``weights`` plays the model revision, so two weights give unrelated vectors."""
+
+    model = model_id = "hash-model"
+    window = 512
+
+    def __init__(
+        self,
+        weights: str = "w1",
+        *,
+        dimension: int = DIM,
+        dtype: str = "float32",
+        fail_after: int | None = None,
+    ) -> None:
+        self.weights, self.dimension, self.fail_after = weights, dimension, fail_after
+        self.identity = VectorIdentity(
+            model_id=self.model_id, revision=weights, dimension=dimension, normalize=True, document_prompt="",
+            query_prompt="query: ", dtype=dtype, backend="hash", model=self.model,
+        )  # fmt: skip
+        self.embedded: list[str] = []
+        self.calls = 0
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(t.split()) for t in texts]
+
+    def vector(self, text: str) -> np.ndarray:
+        import hashlib
+
+        seed = int.from_bytes(hashlib.sha256(f"{self.weights}\0{text}".encode()).digest()[:8], "little")
+        v = np.random.default_rng(seed).standard_normal(self.dimension).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt  # a kill between two commits
+        self.calls += 1
+        self.embedded.extend(texts)
+        return np.stack([self.vector(t) for t in texts])
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.vector(text)
+
+
+class LegacyHashEncoder(IdentityHashEncoder):
+    """An encoder as before identities (only model, model_id, dimension): writes legacy meta."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        del self.identity
+
+
+def _docs(folder: Path, n: int = 6) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"p{i}.md").write_text(
+            f"# Page {i}\n\nParagraph {i} about topic {i * 7}.\n\n## More\n\nWords {i} here.\n"
+        )
+    return folder
+
+
+def _build(tmp_path: Path, encoder, n: int = 6):
+    from qembed.search.api import SearchIndex
+
+    data = tmp_path / "data"
+    with SearchIndex.open("notes", encoder=encoder, data_dir=str(data), create=True) as idx:
+        idx.index([str(_docs(tmp_path / "docs", n))])
+    return data
+
+
+def _all_vectors(data: Path) -> dict[str, np.ndarray]:
+    from qembed.search.store import open_store
+
+    with open_store("notes", data_dir=str(data), create=False) as store:
+        hashes = [c.content_hash for d in store.doc_hashes() for c in store.chunks_of(d)]
+        assert hashes
+        return {h: store.vectors_for([h])[h] for h in hashes}
+
+
+def _texts(data: Path) -> dict[str, str]:
+    from qembed.search.store import open_store
+
+    with open_store("notes", data_dir=str(data), create=False) as store:
+        return {c.content_hash: c.embed_text for d in store.doc_hashes() for c in store.chunks_of(d)}
+
+
+def test_an_index_records_the_identity_and_refuses_other_weights_naming_both(tmp_path: Path) -> None:
+    from qembed.errors import InputError
+    from qembed.search.api import SearchIndex
+    from qembed.search.store import open_store
+
+    data = _build(tmp_path, IdentityHashEncoder("w1"))
+    with open_store("notes", data_dir=str(data), create=False) as store:
+        assert VectorIdentity.from_json(store.get_meta()["identity"]) == IdentityHashEncoder("w1").identity
+    with pytest.raises(InputError) as exc:
+        SearchIndex.open("notes", encoder=IdentityHashEncoder("w2"), data_dir=str(data))
+    message = exc.value.message
+    assert "revision: 'w1' recorded, 'w2' now" in message
+    assert "hash-model@w1" in message and "hash-model@w2" in message
+    assert "qembed index --reembed --index notes" in message
+
+
+def test_another_dtype_of_the_same_weights_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from qembed.search.api import SearchIndex
+
+    data = _build(tmp_path, IdentityHashEncoder("w1"))
+    with caplog.at_level("WARNING", logger="qembed.search.index"):
+        with SearchIndex.open(
+            "notes", encoder=IdentityHashEncoder("w1", dtype="bfloat16"), data_dir=str(data)
+        ) as idx:
+            assert idx.search("topic 7", k=2)
+    assert "dtype: 'float32' recorded, 'bfloat16' now" in caplog.text
+
+
+def test_an_index_without_identity_keeps_working_and_gets_it_on_the_next_write(tmp_path: Path) -> None:
+    from qembed.search.api import SearchIndex
+    from qembed.search.store import open_store
+
+    data = _build(tmp_path, LegacyHashEncoder("w1"))
+    with open_store("notes", data_dir=str(data), create=False) as store:
+        assert "identity" not in store.get_meta() and store.get_meta()["model_id"] == "hash-model"
+    current = IdentityHashEncoder("w1")
+    with SearchIndex.open("notes", encoder=current, data_dir=str(data)) as idx:
+        assert idx.search("topic 7", k=2)
+        assert "identity" not in idx.store.get_meta()  # reading writes nothing
+        idx.add_documents([{"id": "extra", "text": "one more page"}])
+        assert VectorIdentity.from_json(idx.store.get_meta()["identity"]) == current.identity
+
+
+# -- qembed index --reembed -------------------------------------------------------------------------
+def test_reembed_replaces_every_vector_without_the_sources_and_records_the_new_identity(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from qembed.errors import InputError
+    from qembed.search.api import SearchIndex
+
+    data = _build(tmp_path, IdentityHashEncoder("w1"))
+    before = _all_vectors(data)
+    shutil.rmtree(tmp_path / "docs")  # the chunks are in the index: no source is read
+    new = IdentityHashEncoder("w2")
+    with SearchIndex.open("notes", encoder=new, data_dir=str(data), reembed=True) as idx:
+        report = idx.reembed(commit_every=2)
+        stats = idx.stats()
+    assert report.documents_updated == 6 and report.chunks_written == stats.chunks == len(before)
+    texts = _texts(data)
+    assert sorted(new.embedded) == sorted(texts.values())  # each chunk text once
+    after = _all_vectors(data)
+    for h, text in texts.items():
+        np.testing.assert_allclose(after[h], new.vector(text), atol=1e-6)
+        assert float(after[h] @ before[h]) < 0.99  # really replaced
+    with SearchIndex.open("notes", encoder=IdentityHashEncoder("w2"), data_dir=str(data)) as idx:
+        hit = idx.search("Paragraph 3 about topic 21.", k=1)[0]
+        assert VectorIdentity.from_json(idx.store.get_meta()["identity"]).revision == "w2"
+        assert idx.store.get_meta()["reembed"] == ""
+    assert hit.chunk.doc_id.endswith("p3.md")
+    with pytest.raises(InputError, match="revision: 'w2' recorded, 'w1' now"):
+        SearchIndex.open("notes", encoder=IdentityHashEncoder("w1"), data_dir=str(data))
+
+
+def test_a_killed_reembed_is_refused_until_resumed_and_the_resume_embeds_only_the_rest(
+    tmp_path: Path,
+) -> None:
+    from qembed.errors import InputError
+    from qembed.search.api import SearchIndex
+
+    data = _build(tmp_path, IdentityHashEncoder("w1"))
+    texts = _texts(data)
+    killed = IdentityHashEncoder("w2", fail_after=1)
+    with SearchIndex.open("notes", encoder=killed, data_dir=str(data), reembed=True) as idx:
+        with pytest.raises(KeyboardInterrupt):
+            idx.reembed(commit_every=2)
+    first = set(killed.embedded)
+    assert 0 < len(first) < len(texts)
+    for enc in (IdentityHashEncoder("w1"), IdentityHashEncoder("w2")):  # mixed vectors: nobody may use it
+        with pytest.raises(InputError, match="half re-embedded.*--reembed --index notes --model hash-model"):
+            SearchIndex.open("notes", encoder=enc, data_dir=str(data))
+    resumed = IdentityHashEncoder("w2")
+    with SearchIndex.open("notes", encoder=resumed, data_dir=str(data), reembed=True) as idx:
+        idx.reembed(commit_every=2)
+    assert not first & set(resumed.embedded)  # the committed batch is not embedded again
+    assert first | set(resumed.embedded) == set(texts.values())
+    after = _all_vectors(data)
+    for h, text in texts.items():
+        np.testing.assert_allclose(after[h], resumed.vector(text), atol=1e-6)
+    with SearchIndex.open("notes", encoder=IdentityHashEncoder("w2"), data_dir=str(data)) as idx:
+        assert idx.search("topic 7", k=1)
+
+
+def test_reembed_to_another_dimension_is_refused_with_the_rebuild_command(tmp_path: Path) -> None:
+    from qembed.errors import InputError
+    from qembed.search.api import SearchIndex
+
+    data = _build(tmp_path, IdentityHashEncoder("w1"))
+    with SearchIndex.open(
+        "notes", encoder=IdentityHashEncoder("w2", dimension=8), data_dir=str(data), reembed=True
+    ) as idx:
+        with pytest.raises(InputError, match=r"holds 16-dimension vectors.*--rebuild --index notes"):
+            idx.reembed()
+        assert "reembed" not in idx.store.get_meta()  # refused before anything was written
+    assert len(_all_vectors(data)) > 0
+
+
+@pytest.mark.slow  # five model loads in one process: ~25 s on 2 busy cores
+def test_cli_reembed_moves_a_tiny_model_index_to_new_weights(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """End to end with real models: the same model id, other weights (another seed) is another
+    revision; the CLI names it, and ``qembed index --reembed`` migrates without the sources."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from qembed.cli.main import cli
+    from qembed.dev.make_model import make_model
+
+    other = make_model(tmp_path / "other" / tiny_model_dir.name, shape="tiny", seed=1)
+    data = str(tmp_path / "data")
+    run = lambda *a: CliRunner().invoke(cli(), [*a, "--index", "notes", "--data-dir", data])  # noqa: E731
+    built = run("index", str(_docs(tmp_path / "docs")), "--model", str(tiny_model_dir), "--json")
+    assert built.exit_code == 0, built.output
+    shutil.rmtree(tmp_path / "docs")
+    refused = run("search", "topic 7", "--model", str(other))
+    assert (
+        refused.exit_code == 2
+        and "revision:" in refused.output
+        and "--reembed --index notes" in refused.output
+    )
+    moved = run("index", "--reembed", "--model", str(other), "--json")
+    assert moved.exit_code == 0, moved.output
+    report = json.loads(moved.output.strip().splitlines()[-1])
+    assert report["documents_updated"] == 6 and report["chunks_written"] == report["index"]["chunks"]
+    found = run("search", "topic 7", "--model", str(other))
+    assert found.exit_code == 0, found.output
+    again = run("search", "topic 7", "--model", str(tiny_model_dir))
+    assert again.exit_code == 2 and "revision:" in again.output

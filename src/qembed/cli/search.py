@@ -27,14 +27,58 @@ def _fail(exc: QembedError) -> None:
     raise SystemExit(2)
 
 
-def _open(values: dict[str, Any], *, create: bool, rebuild: bool = False, wait: float = 30.0) -> Any:
+def _open(
+    values: dict[str, Any], *, create: bool, rebuild: bool = False, reembed: bool = False, wait: float = 30.0
+) -> Any:
     """Open the index named by the flags, loading the model it was built with unless --model says otherwise."""
     from qembed.cli.main import setup_logging
     from qembed.search.api import SearchIndex
 
     settings = build_settings(values)
     setup_logging("warning")
-    return SearchIndex.open(settings=settings, create=create, rebuild=rebuild, lock_timeout=wait)
+    return SearchIndex.open(
+        settings=settings, create=create, rebuild=rebuild, reembed=reembed, lock_timeout=wait
+    )
+
+
+def _reembed(values: dict[str, Any], commit_every: int, wait: float, as_json: bool) -> None:
+    """``qembed index --reembed``: every stored chunk through the current --model (no PATHS read)."""
+    if not values.get("index"):
+        raise click.UsageError("give the index to re-embed: --reembed --index NAME [--model MODEL].")
+    progress = _Progress()
+    try:
+        with _open(values, create=False, reembed=True, wait=wait) as idx:
+            idx.store.check(load=False)
+            try:
+                report = idx.reembed(commit_every=commit_every, progress=progress)
+            except KeyboardInterrupt:
+                progress.close()
+                click.secho(
+                    "interrupted: the index is refused until it is finished; run the same command again "
+                    "to re-embed the rest.", fg="yellow", err=True,
+                )  # fmt: skip
+                raise SystemExit(130) from None
+            finally:
+                progress.close()
+            stats = idx.stats()
+            model = idx.encoder.model
+    except QembedError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    **report.to_dict(),
+                    "model": model,
+                    "index": {"documents": stats.documents, "chunks": stats.chunks},
+                }
+            )
+        )
+    else:
+        click.echo(
+            f"re-embedded {report.chunks_embedded} chunk texts of {report.documents_updated} documents with {model} "
+            f"in {report.seconds:.1f} s. Index now holds {stats.documents} documents, {stats.chunks} chunks."
+        )
 
 
 def _check(values: dict[str, Any]) -> None:
@@ -138,6 +182,12 @@ class _Progress:
     help="Delete the index's data (a damaged index too) and build it from scratch from PATHS.",
 )
 @click.option(
+    "--reembed",
+    is_flag=True,
+    help="Re-embed every chunk of --index with --model (after a model, revision or prompt change); "
+    "no PATHS: the chunks are in the index. Resumable: run it again after an interruption.",
+)
+@click.option(
     "--check",
     "check_only",
     is_flag=True,
@@ -153,7 +203,14 @@ class _Progress:
 @settings_options(SEARCH_FIELDS)
 def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, title_field: str | None, metadata_fields: tuple[str, ...],
               exclude: tuple[str, ...], chunk_size: int | None, chunk_overlap: int | None, commit_every: int, as_json: bool,
-              rebuild: bool, check_only: bool, wait: float, **values: Any) -> None:  # fmt: skip
+              rebuild: bool, reembed: bool, check_only: bool, wait: float, **values: Any) -> None:  # fmt: skip
+    if reembed:
+        if paths or rebuild or check_only:
+            raise click.UsageError(
+                "--reembed takes no PATHS, --rebuild or --check: it re-embeds what the index holds."
+            )
+        _reembed(values, commit_every, wait, as_json)
+        return
     if check_only:
         try:
             _check(values)

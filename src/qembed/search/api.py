@@ -7,8 +7,11 @@
         for hit in idx.search("my pod stays pending", k=3, mode="hybrid"):
             print(hit.rank, hit.chunk.path, hit.chunk.heading, hit.score)
 
-An index remembers the model it was built with, so opening it without a model loads that
-one; opening it with a different model is an error (its vectors would be meaningless).
+An index remembers the model it was built with (its ``VectorIdentity``: model, revision,
+prompts, dimensions, dtype/backend), so opening it without a model loads that one; opening it
+with a different model is an error naming both (its vectors would be meaningless), and
+``SearchIndex.open(name, model=..., reembed=True).reembed()`` (``qembed index --reembed``)
+moves it to the new model.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from typing import Any
 from qembed.errors import InputError
 from qembed.search.chunking import ChunkConfig
 from qembed.search.documents import Document
-from qembed.search.index import EmbedderEncoder, Encoder, Indexer, IndexReport, Progress, check_model
+from qembed.search.index import (
+    EmbedderEncoder,
+    Encoder,
+    Indexer,
+    IndexReport,
+    Progress,
+    check_model,
+    reembed,
+)
 from qembed.search.ingest import RecordFields, record_document
 from qembed.search.searcher import Mode, Reranker, Searcher, SearchResult
 from qembed.search.store import Filters, Store, StoreStats, open_store
@@ -31,8 +42,8 @@ from qembed.settings import Settings
 class SearchIndex:
     """One index (a store) and the model that embeds its queries and documents."""
 
-    def __init__(self, store: Store, encoder: Encoder) -> None:
-        check_model(store.get_meta(), encoder, store.name)
+    def __init__(self, store: Store, encoder: Encoder, *, reembedding: bool = False) -> None:
+        check_model(store.get_meta(), encoder, store.name, reembedding=reembedding)
         self.store = store
         self.encoder = encoder
         self.searcher = Searcher(store)
@@ -52,13 +63,15 @@ class SearchIndex:
         store_uri: str | None = None,
         create: bool = False,
         rebuild: bool = False,
+        reembed: bool = False,
         lock_timeout: float = 30.0,
     ) -> SearchIndex:
         """Open index ``name`` (default: ``settings.index``); ``create=True`` makes it if absent.
 
         ``rebuild=True`` deletes the index's data first (a damaged index included), holding
         its writer lock from then until ``close``, so the next ``index`` run builds it from
-        scratch; without ``model`` it keeps the model the old index recorded, if readable."""
+        scratch; without ``model`` it keeps the model the old index recorded, if readable.
+        ``reembed=True`` opens it with a model it was not built with, for ``reembed`` only."""
         settings = settings or Settings()
         uri = store_uri if store_uri is not None else settings.store_uri
         held = ExitStack()
@@ -76,6 +89,8 @@ class SearchIndex:
                 data_dir=data_dir or settings.data_dir,
                 store_uri=uri,
                 create=create or rebuild,
+                ann=settings.ann,
+                ann_threshold=settings.ann_threshold,
             )
         except BaseException:
             held.close()
@@ -90,7 +105,7 @@ class SearchIndex:
                     chosen = model or settings.model or store.get_meta().get("model")
                     embedder = Embedder(chosen, settings=settings)
                 encoder = EmbedderEncoder(embedder)
-            idx = cls(store, encoder)
+            idx = cls(store, encoder, reembedding=reembed)
             idx.held, idx.lock_timeout = held, lock_timeout
             return idx
         except BaseException:
@@ -145,6 +160,14 @@ class SearchIndex:
         with self.store.writer(self.lock_timeout, "SearchIndex.add_documents"):
             report, _ = self.indexer(commit_every=commit_every).index_documents(documents)
         return report
+
+    def reembed(
+        self, *, commit_every: int = 256, progress: Callable[[Progress], None] | None = None
+    ) -> IndexReport:
+        """Re-embed every stored chunk with this index's model and record its identity
+        (``qembed index --reembed``; see ``qembed.search.index.reembed``: resumable, crash-safe)."""
+        with self.store.writer(self.lock_timeout, "qembed index --reembed"):
+            return reembed(self.store, self.encoder, commit_every=commit_every, progress=progress)
 
     # -- searching --------------------------------------------------------------------------------------
     def search(

@@ -16,14 +16,17 @@ How a run decides what to do:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
 
+from qembed.embedding.identity import Difference, VectorIdentity, errors, warnings
 from qembed.embedding.protocol import InProcessEncoder
 from qembed.errors import InputError, InternalError
 from qembed.search.chunking import ChunkConfig, Chunker
@@ -76,6 +79,12 @@ class EmbedderEncoder:
             - embedder.tokenizer.special.count
             - len(embedder.tokenizer.prompt_ids(prompt))
         )
+
+    @cached_property
+    def identity(self) -> VectorIdentity:
+        """What the index records about these vectors: the prompts are the ones the two
+        encode methods below apply (task ``retrieval``, each side's input type)."""
+        return VectorIdentity.of(self.embedder, task="retrieval", model=self.model)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return self.encoder.count_tokens(texts)
@@ -146,7 +155,10 @@ class PendingBatch:
         return sum(len(c) for _, _, c, _ in self.docs)
 
 
-META_KEYS = ("model", "model_id", "dimension", "chunk_size", "chunk_overlap")
+META_KEYS = ("model", "model_id", "dimension", "chunk_size", "chunk_overlap", "identity")
+REEMBED_KEY = (
+    "reembed"  # JSON {"to": identity, "after": last doc id done} while a --reembed runs; "" when none
+)
 
 
 class Indexer:
@@ -171,10 +183,9 @@ class Indexer:
         self.chunker = Chunker(effective, encoder.count_tokens)
         self.commit_every = max(1, commit_every)
         wanted = {
-            "model": encoder.model, "model_id": encoder.model_id, "dimension": str(encoder.dimension),
-            "chunk_size": str(config.size), "chunk_overlap": str(config.overlap),
+            **model_meta(encoder), "chunk_size": str(config.size), "chunk_overlap": str(config.overlap),
         }  # fmt: skip
-        if any(meta.get(k) != v for k, v in wanted.items()):
+        if any(meta.get(k) != v for k, v in wanted.items()):  # an index without identity gets it here
             store.set_meta(wanted)
 
     # -- one batch: plan (which chunk texts need the model), then commit with their vectors -------------
@@ -338,13 +349,180 @@ def _owned(store: Store, source: Source) -> dict[str, str]:
     return {d: h for d, h in hashes.items() if source.owns(d)}
 
 
-def check_model(meta: dict[str, str], encoder: Encoder, name: str) -> None:
-    """An index holds vectors of one model; mixing models would make every score meaningless."""
-    built = meta.get("model_id")
-    if built and (built != encoder.model_id or meta.get("dimension") != str(encoder.dimension)):
+def encoder_identity(encoder: Encoder) -> VectorIdentity | None:
+    """The encoder's ``VectorIdentity`` (``EmbedderEncoder`` has one); None for encoders that
+    only name a model (test fakes, adapters over HTTP), which are checked by model id and size."""
+    ident = getattr(encoder, "identity", None)
+    return ident if isinstance(ident, VectorIdentity) else None
+
+
+def model_meta(encoder: Encoder) -> dict[str, str]:
+    """The meta keys that say which model made an index's vectors (what ``check_model`` reads)."""
+    out = {"model": encoder.model, "model_id": encoder.model_id, "dimension": str(encoder.dimension)}
+    ident = encoder_identity(encoder)
+    if ident is not None:
+        out["identity"] = ident.to_json()
+    return out
+
+
+def recorded_identity(meta: dict[str, str]) -> VectorIdentity | None:
+    """The identity an index recorded; None for an index written before identities (or unreadable)."""
+    text = meta.get("identity")
+    if not text:
+        return None
+    try:
+        return VectorIdentity.from_json(text)
+    except (ValueError, TypeError) as exc:
+        log.warning("the index's identity record is unreadable (%s); checking the model id only", exc)
+        return None
+
+
+def check_model(
+    meta: dict[str, str], encoder: Encoder, name: str, *, reembedding: bool = False
+) -> list[Difference]:
+    """An index holds vectors of one model; mixing models would make every score meaningless.
+
+    A different model, revision, prompt, dimension or normalization is an ``InputError`` that
+    names both identities and what differs; another dtype, backend or quantization of the same
+    weights is logged as a warning and returned (those vectors agree to about 1e-3 cosine).
+    ``reembedding``: the caller is ``reembed``, which is the cure, so nothing is refused."""
+    pending = meta.get(REEMBED_KEY)
+    if pending and not reembedding:
+        target = _pending_model(pending)
         raise InputError(
-            f"index {name!r} was built with {built} ({meta.get('dimension')} dimensions); "
-            f"it cannot be used with {encoder.model_id} ({encoder.dimension}). Use --model {meta.get('model', built)} "
-            "or another --index.",
+            f"index {name!r} is half re-embedded (a `qembed index --reembed` run stopped before it finished), "
+            f"so its vectors mix two models. Run `qembed index --reembed --index {name} --model {target}` "
+            "again to finish it.",
             param="model",
         )
+    recorded, current = recorded_identity(meta), encoder_identity(encoder)
+    if recorded is not None and current is not None:
+        diffs = recorded.compare(current)
+        bad = errors(diffs)
+        if bad and not reembedding:
+            raise InputError(
+                f"index {name!r} was built with {recorded.label()}; the model now is {current.label()}. "
+                f"They differ in {'; '.join(str(d) for d in bad)}, so their vectors cannot be compared. "
+                f"Use --model {recorded.model or recorded.model_id} (the model it was built with), or "
+                f"`qembed index --reembed --index {name} --model {current.model or current.model_id}` "
+                "to re-embed every chunk with the new one.",
+                param="model",
+            )
+        for d in warnings(diffs):
+            log.warning(
+                "index %r: %s (the same weights; vectors agree to about 1e-3 cosine, so the index is used as it is)",
+                name, d,
+            )  # fmt: skip
+        return diffs
+    built = meta.get("model_id")
+    if (
+        built
+        and not reembedding
+        and (built != encoder.model_id or meta.get("dimension") != str(encoder.dimension))
+    ):
+        raise InputError(
+            f"index {name!r} was built with {built} ({meta.get('dimension')} dimensions); "
+            f"it cannot be used with {encoder.model_id} ({encoder.dimension}). Use --model {meta.get('model', built)}, "
+            f"another --index, or `qembed index --reembed --index {name} --model {encoder.model}`.",
+            param="model",
+        )
+    return []
+
+
+def _pending_model(pending: str) -> str:
+    try:
+        return str(json.loads(json.loads(pending)["to"])["model"])
+    except (ValueError, KeyError, TypeError):
+        return "MODEL"
+
+
+def reembed(
+    store: Store,
+    encoder: Encoder,
+    *,
+    commit_every: int = 256,
+    progress: Callable[[Progress], None] | None = None,
+) -> IndexReport:
+    """Replace the vector of every stored chunk with ``encoder``'s and record its identity.
+
+    The chunks stay as they are (their text, headings and document hashes are in the
+    store), so no source file is read. Crash-safe and resumable: before the first write the
+    target identity goes into ``meta[REEMBED_KEY]`` with the last document done; documents
+    are rewritten in sorted id order, ``commit_every`` chunks per commit, each followed by
+    the new progress mark; until the final commit (identity + mark cleared, one transaction)
+    every other use of the index is refused (``check_model``), and running this again with
+    the same model resumes after the mark (a batch committed just before a kill is redone,
+    which is harmless). The caller holds the store's writer lock.
+    """
+    start = time.perf_counter()
+    meta = store.get_meta()
+    check_model(meta, encoder, store.name, reembedding=True)
+    hashes = store.doc_hashes()
+    old_dim = meta.get("dimension")
+    if old_dim and old_dim != str(encoder.dimension) and hashes:
+        raise InputError(
+            f"index {store.name!r} holds {old_dim}-dimension vectors and {encoder.model_id} makes "
+            f"{encoder.dimension}: --reembed keeps the index's vector layout, so it cannot change the size. "
+            f"Build the index again from its sources: `qembed index PATHS --rebuild --index {store.name} "
+            f"--model {encoder.model}`.",
+            param="model",
+        )
+    target = model_meta(encoder)
+    key = json.dumps(target, sort_keys=True)
+    after = ""
+    if meta.get(REEMBED_KEY):
+        try:
+            state = json.loads(meta[REEMBED_KEY])
+        except ValueError:
+            state = {}
+        if state.get("to") == key:  # the same migration, interrupted: resume after its mark
+            after = str(state.get("after", ""))
+    store.set_meta({REEMBED_KEY: json.dumps({"to": key, "after": after})})
+    todo = sorted(d for d in hashes if d > after)
+    report = IndexReport(documents_unchanged=len(hashes) - len(todo))
+    done = report.documents_unchanged
+    pending: list[tuple[str, list[Chunk]]] = []
+
+    def flush() -> None:
+        nonlocal done
+        texts: dict[str, str] = {}
+        for _, chunks in pending:
+            for c in chunks:
+                texts.setdefault(c.content_hash, c.embed_text)
+        vectors = np.asarray(encoder.encode_documents(list(texts.values())), dtype=np.float32)
+        if vectors.shape != (len(texts), encoder.dimension):
+            raise InternalError(
+                f"expected {len(texts)} vectors of {encoder.dimension}, got shape {list(vectors.shape)}"
+            )
+        found = dict(zip(texts, vectors, strict=True))
+        updates = [
+            DocumentUpdate(d, hashes[d], chunks[0].path, chunks, np.stack([found[c.content_hash] for c in chunks]))
+            for d, chunks in pending
+        ]  # fmt: skip
+        store.write(updates)
+        store.set_meta({REEMBED_KEY: json.dumps({"to": key, "after": pending[-1][0]})})
+        report.chunks_embedded += len(texts)
+        report.chunks_written += sum(len(c) for _, c in pending)
+        report.documents_updated += len(pending)
+        done += len(pending)
+        pending.clear()
+        if progress:
+            progress(Progress(len(hashes), done, report.documents_updated, report.chunks_embedded))
+
+    n_chunks = 0
+    for doc_id in todo:
+        chunks = store.chunks_of(doc_id)
+        if not chunks:  # an empty document: no vectors to replace
+            report.documents_unchanged += 1
+            done += 1
+            continue
+        pending.append((doc_id, chunks))
+        n_chunks += len(chunks)
+        if n_chunks >= max(1, commit_every):
+            flush()
+            n_chunks = 0
+    if pending:
+        flush()
+    store.set_meta({**target, REEMBED_KEY: ""})
+    report.seconds = time.perf_counter() - start
+    return report
