@@ -71,6 +71,7 @@ def test_top_n_and_ties_keep_the_callers_order() -> None:
         ("   ", ["x"], None, "query"),
         ("q", [], None, "documents"),
         ("q", ["ok", 3], None, "documents[1]"),
+        ("q", ["ok", " "], None, "documents[1]"),
         ("q", ["x"], 0, "top_n"),
         ("q", ["x"], True, "top_n"),
     ],

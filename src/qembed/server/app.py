@@ -9,6 +9,7 @@ is ``app.state.embed``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -21,17 +22,19 @@ from starlette.middleware.cors import CORSMiddleware
 
 import qembed
 from qembed.embedding.embedder import Embedder
+from qembed.rerank.protocol import PairScorer
 from qembed.server import errors as error_handlers
 from qembed.server import openapi
 from qembed.server.auth import protected_paths, require_api_key
 from qembed.server.metrics import Metrics
 from qembed.server.middleware import Observe, RequestGate
-from qembed.server.routes import compat
+from qembed.server.routes import compat, rerank
 from qembed.server.routes.embeddings import router as embeddings_router
 from qembed.server.routes.meta import models_router, open_router
 from qembed.server.routes.playground import router as playground_router
 from qembed.server.schemas import EmbeddingRequest, NativeEmbedRequest, ServedModel, TokenizeRequest
-from qembed.serving.service import EmbeddingService
+from qembed.serving.rerank_service import RerankService
+from qembed.serving.service import EmbeddingService, ModelService, weights_bytes
 from qembed.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,12 +45,23 @@ DESCRIPTION = (
 )
 
 
-def create_app(settings: Settings | None = None, embedder: Embedder | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, embedder: Embedder | None = None, reranker: PairScorer | None = None
+) -> FastAPI:
     """The app for ``settings`` (default: from the environment). ``embedder`` is loaded from
-    the settings when not given (``qembed serve`` loads it first to fail before binding)."""
+    the settings when not given (``qembed serve`` loads it first to fail before binding), and
+    so is ``reranker`` when ``--rerank-model`` names one: it gets its own model thread and
+    queue (``serving/rerank_service``) and the rerank routes."""
     settings = settings or Settings()
     if embedder is None:
         embedder = Embedder(settings=settings)
+    if reranker is None and settings.rerank_model:
+        import importlib
+
+        # (imported by name until rerank/reranker.py lands in the tree; then a plain import)
+        reranker = importlib.import_module("qembed.rerank.reranker").Reranker(
+            settings.rerank_model, settings=settings
+        )
     metrics = Metrics()
     service = EmbeddingService(embedder, settings, on_batch=metrics.observe_batch)
     queue = service.queue
@@ -69,16 +83,33 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
 
         embedder.cache.on_lookup = count_lookup
 
+    rerank_service: RerankService | None = None
+    if reranker is not None:
+        rerank_name = reranker.info.model_id
+        rerank_service = RerankService(
+            reranker,
+            settings,
+            on_batch=metrics.watch_reranker(
+                rerank_name,
+                queued_tokens=lambda: rerank_service.queue.queued_tokens if rerank_service else 0,
+                ready=lambda: 1.0 if rerank_service and rerank_service.ready else 0.0,
+            ),
+        )
+        service.also_drain(rerank_service)  # SIGTERM and the gate know the embedder's service
+    services: list[ModelService] = [service] if rerank_service is None else [service, rerank_service]
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.start()
-        warmup = asyncio.create_task(service.warm_up(), name="qembed-warmup")
+        for each in services:
+            each.start()
+        warmups = [asyncio.create_task(each.warm_up(), name="qembed-warmup") for each in services]
         try:
             yield
         finally:
-            await service.stop(settings.shutdown_timeout)
-            if not warmup.done():
-                warmup.cancel()
+            await asyncio.gather(*(each.stop(settings.shutdown_timeout) for each in services))
+            for warmup in warmups:
+                if not warmup.done():
+                    warmup.cancel()
 
     # redirect_slashes=False: RequestGate serves /v1/embeddings/ as /v1/embeddings (no 307).
     app = FastAPI(
@@ -97,6 +128,17 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.state.served = ServedModel.from_embedder(
         embedder.info, served_model_name=settings.served_model_name, requested=settings.model
     )
+    app.state.services = services  # every model's service: /health and /ready ask each
+    app.state.rerank_service = rerank_service
+    app.state.reranker = reranker
+    app.state.memory = {"embedder": weights_bytes(embedder), "reranker": weights_bytes(reranker)}
+    if reranker is not None:
+        app.state.rerank_served = rerank.rerank_served(
+            reranker.info, requested=settings.rerank_model, embedder=app.state.served
+        )
+        app.state.served = dataclasses.replace(
+            app.state.served, others=rerank.embedder_hint(app.state.rerank_served, app.state.served)
+        )
     app.state.api_keys = [k.get_secret_value().encode() for k in settings.api_key]
     app.state.started = int(time.time())
     app.state.embed = service.embed
@@ -110,10 +152,13 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         compat.router
     )  # other servers' shapes: Ollama's /api/*, TEI's /decode, vLLM's /detokenize
     app.include_router(compat.open_router)  # /version, /api/version (open, as /info is)
+    rerank_router = rerank.make_router(documented=reranker is not None)  # 404 how-to without a reranker
+    app.include_router(rerank_router)
     keyed = [
         embeddings_router,
         models_router,
         compat.router,
+        rerank_router,
     ]  # the routers behind require_api_key (RequestGate checks them first)
     if settings.index:
         from qembed.server.routes.search import make_router  # only when an index is served
@@ -124,7 +169,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         keyed.append(search_router)
     openapi.install(
         app,
-        [EmbeddingRequest, NativeEmbedRequest, TokenizeRequest],
+        [EmbeddingRequest, NativeEmbedRequest, TokenizeRequest, *(rerank.BODY_MODELS if reranker else [])],
         vocab_size=embedder.tokenizer.vocab_size,
         max_inputs=settings.max_client_batch_size,
         options=_option_facts(embedder, settings),
@@ -153,6 +198,16 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     )
     app.add_middleware(Observe, metrics=metrics, known_paths=known)
     _log_start(settings, embedder, service)
+    if reranker is not None and rerank_service is not None:
+        i = reranker.info
+        log.info(
+            "serving reranker %s (%s, max_length %d, %s/%s) on its own model thread",
+            i.model_id,
+            i.kind,
+            i.max_length,
+            i.device,
+            i.dtype,
+        )
     return app
 
 

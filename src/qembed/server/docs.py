@@ -43,6 +43,12 @@ ERRORS: list[tuple[int, str, str, str]] = [
         "`input[0] has 9000 tokens (...); the limit is 8192. Shorten it, or send long_text='chunk' ...`",
     ),
     (
+        400,
+        "wrong_model_kind",
+        "`model` names the other kind of served model: the reranker on `/v1/embeddings`, the embedder on `/v1/rerank`, `/rerank` or `/score`",
+        "`The model 'Qwen3-Reranker-0.6B' is the reranker served here, not an embedding model: send it to /v1/rerank ...`",
+    ),
+    (
         401,
         "invalid_api_key",
         "`--api-key` is set and the Bearer token is missing or wrong",
@@ -59,6 +65,12 @@ ERRORS: list[tuple[int, str, str, str]] = [
         "not_found",
         "Unknown route; a search index that does not exist",
         "`No route GET /v2/embeddings; see /docs for the routes.`",
+    ),
+    (
+        404,
+        "reranker_not_served",
+        "`/v1/rerank`, `/v2/rerank`, `/rerank`, `/score` on a server started without `--rerank-model`",
+        "`No reranker is served here. Start the server with one beside the embedder: qembed serve --model <embedder> --rerank-model ...`",
     ),
     (405, "method_not_allowed", "Wrong HTTP method", "`GET is not allowed on /v1/embeddings.`"),
     (

@@ -94,6 +94,58 @@ class Metrics:
             registry=r,
         )
 
+        # The reranker (--rerank-model), labelled by model: its own queue and model thread.
+        self.rerank_documents = Counter(
+            "qembed_rerank_documents",
+            "Documents (query-document pairs) scored, by requests that succeeded, per reranker.",
+            ["model"],
+            registry=r,
+        )
+        self.rerank_prompt_tokens = Counter(
+            "qembed_rerank_prompt_tokens",
+            "Tokens of the pairs scored (usage.prompt_tokens), per reranker.",
+            ["model"],
+            registry=r,
+        )
+        self.rerank_batch_pairs = Histogram(
+            "qembed_rerank_batch_pairs", "Pairs per reranker batch.", ["model"], buckets=_POW2, registry=r
+        )
+        self.rerank_batch_seconds = Histogram(
+            "qembed_rerank_batch_duration_seconds",
+            "Model time per reranker batch.",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.rerank_batch_failures = Counter(
+            "qembed_rerank_batch_failures", "Reranker batches that raised.", ["model"], registry=r
+        )
+        self.rerank_queue_tokens = Gauge(
+            "qembed_rerank_queue_tokens", "Tokens waiting for the reranker.", ["model"], registry=r
+        )
+        self.rerank_ready = Gauge(
+            "qembed_rerank_ready", "1 once the reranker's warm-up pass is done.", ["model"], registry=r
+        )
+
+    def watch_reranker(
+        self, model: str, *, queued_tokens: Callable[[], float], ready: Callable[[], float]
+    ) -> Callable[[BatchStats], None]:
+        """Gauges read from the reranker's queue at scrape time; returns its batch observer."""
+        self.rerank_queue_tokens.labels(model=model).set_function(queued_tokens)
+        self.rerank_ready.labels(model=model).set_function(ready)
+        pairs = self.rerank_batch_pairs.labels(model=model)
+        seconds = self.rerank_batch_seconds.labels(model=model)
+        failures = self.rerank_batch_failures.labels(model=model)
+
+        def observe(stats: BatchStats) -> None:
+            if stats.failed:
+                failures.inc()
+                return
+            pairs.observe(stats.windows)
+            seconds.observe(stats.seconds)
+
+        return observe
+
     def watch_queue(
         self,
         windows: Callable[[], float],

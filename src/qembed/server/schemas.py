@@ -235,6 +235,10 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "qembed"
+    kind: Literal["embedding", "rerank"] = Field(
+        "embedding",
+        description="What the model does: embedding (/v1/embeddings) or rerank (/v1/rerank, /rerank, /score).",
+    )
     # extensions (OpenAI clients ignore them): where the served model comes from, and why
     # it is not the default model when the server fell back
     source: str | None = Field(
@@ -254,6 +258,23 @@ class ModelList(BaseModel):
 class Status(BaseModel):
     status: str
     detail: str | None = None
+
+
+class RerankerInfo(BaseModel):
+    """``/info``'s facts about the reranker served beside the embedder (``--rerank-model``)."""
+
+    model: str
+    served_model_name: str
+    accepted_model_names: list[str]
+    kind: str = Field(description="qwen3-reranker or cross-encoder.")
+    max_length: int = Field(description="Tokens of one (query, document) pair, prompt included.")
+    default_instruction: str | None
+    device: str
+    dtype: str
+    max_batch_tokens: int
+    memory: dict[str, int | None] = Field(
+        default_factory=dict, description="weights_bytes: the reranker's weights (parameters and buffers)."
+    )
 
 
 class Info(BaseModel):
@@ -285,6 +306,13 @@ class Info(BaseModel):
         None,
         description="int8 builds: the recipe and the quality gate (min/mean cosine to float32 on the calibration set, "
         "the threshold it passed). null for float models.",
+    )
+    memory: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="weights_bytes: the embedding model's weights (parameters and buffers; null for onnx/openvino).",
+    )
+    reranker: RerankerInfo | None = Field(
+        None, description="The reranker served beside the embedder (--rerank-model); null when none is."
     )
 
 
@@ -339,6 +367,9 @@ class ServedModel:
     model_id: str
     accepted: frozenset[str]  # lower-cased
     fallback_reason: str | None = None
+    # Names of the other models served (lower-cased) -> what to say when a request sends one
+    # here: the reranker's names on /v1/embeddings, the embedder's on /v1/rerank.
+    others: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_embedder(
@@ -364,6 +395,9 @@ class ServedModel:
     def check(self, requested: str | None) -> None:
         if requested is None or requested.strip().lower() in self.accepted or requested == "":
             return
+        hint = dict(self.others).get(requested.strip().lower())
+        if hint is not None:
+            raise APIError(400, f"The model {requested!r} {hint}", param="model", code="wrong_model_kind")
         why = ""
         if self.fallback_reason:
             why = f" (the default model could not be loaded, so this server fell back to {self.model_id}: {self.fallback_reason.split('. Offline choices')[0]})"

@@ -63,6 +63,10 @@ def check_pairs_input(query: Any, documents: Any, *, max_documents: int | None =
                 f"documents[{i}] is a {type(doc).__name__}; each document is a string.",
                 param=f"documents[{i}]",
             )
+        if not doc.strip():
+            raise InputError(
+                f"documents[{i}] is empty; send text to rank, or leave it out.", param=f"documents[{i}]"
+            )
     if max_documents is not None and len(documents) > max_documents:
         raise RequestTooLarge(
             f"This request has {len(documents)} documents; the limit is {max_documents} per request. Send fewer, "

@@ -1,0 +1,275 @@
+"""The rerank routes (/v1/rerank, /v2/rerank, TEI's /rerank, vLLM's /score) served beside the
+tiny embedder, over a deterministic PairScorer (tests/serving/rerank_fakes.py: the score is
+the number of query words a document holds, minus 0.5), through the real app, queue and
+model thread. Shapes, ordering, top_n, documents, errors, auth, metrics, /v1/models, /info,
+/ready, and the cohere SDK against base_url."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from qembed import Embedder
+from qembed.server.app import create_app
+
+from ..serving.rerank_fakes import FakeScorer
+from .conftest import LiveServer, metric_samples, ready_client, settings_for, wait_for
+
+DOCS = ["the cat sat on the mat", "france is in europe", "the capital of france is paris"]
+QUERY = "capital of france"
+RAW = [-0.5, 0.5, 2.5]  # per document: query words it holds, minus 0.5
+NAME = "hash/reranker-tiny"
+
+
+def sigmoid(x: float) -> float:
+    return float(1 / (1 + np.exp(-x)))
+
+
+@pytest.fixture(scope="module")
+def make(tiny_model_dir: Path, tiny_embedder: Embedder) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def build(scorer: FakeScorer | None = None, **overrides: Any) -> TestClient:
+        settings = settings_for(tiny_model_dir, **overrides)
+        client = ready_client(create_app(settings, tiny_embedder, scorer or FakeScorer()))
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def client(make: Callable[..., TestClient]) -> TestClient:
+    return make(max_client_batch_size=8, rerank_model=NAME)
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+def test_v1_rerank_orders_by_relevance_with_top_n_and_documents(client: TestClient) -> None:
+    body = {"query": QUERY, "documents": DOCS, "top_n": 2, "return_documents": True}
+    answer = client.post("/v1/rerank", json=body).json()
+    assert answer["model"] == NAME and answer["id"].startswith("rerank-")
+    assert [r["index"] for r in answer["results"]] == [2, 1]
+    assert [r["relevance_score"] for r in answer["results"]] == pytest.approx([sigmoid(2.5), sigmoid(0.5)])
+    assert [r["document"] for r in answer["results"]] == [{"text": DOCS[2]}, {"text": DOCS[1]}]
+    usage = answer["usage"]
+    assert usage["prompt_tokens"] == usage["total_tokens"] > 3 * len(QUERY.split())
+
+    plain = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).json()
+    assert [r["index"] for r in plain["results"]] == [2, 1, 0]  # every document without top_n
+    assert all("document" not in r for r in plain["results"])
+
+
+def test_v1_rerank_takes_text_objects_and_returns_them_as_sent(client: TestClient) -> None:
+    docs = [{"text": DOCS[0], "id": "a"}, DOCS[2]]
+    body = {"query": QUERY, "documents": docs, "return_documents": True, "model": NAME}
+    results = client.post("/v2/rerank", json=body).json()["results"]
+    assert [(r["index"], r["document"]) for r in results] == [(1, {"text": DOCS[2]}), (0, docs[0])]
+
+
+def test_tei_rerank_raw_scores_and_text(client: TestClient) -> None:
+    answer = client.post(
+        "/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True, "return_text": True}
+    )
+    assert answer.json() == [
+        {"index": 2, "score": 2.5, "text": DOCS[2]},
+        {"index": 1, "score": 0.5, "text": DOCS[1]},
+        {"index": 0, "score": -0.5, "text": DOCS[0]},
+    ]
+    relevance = client.post("/rerank", json={"query": QUERY, "texts": DOCS}).json()
+    assert [r["score"] for r in relevance] == pytest.approx([sigmoid(2.5), sigmoid(0.5), sigmoid(-0.5)])
+    assert all("text" not in r for r in relevance)
+
+
+def test_tei_truncate_false_refuses_a_long_text_and_true_cuts_it(client: TestClient) -> None:
+    long = "paris " * 200  # over the fake's 64-token window
+    error = error_of(client.post("/rerank", json={"query": "paris", "texts": [long], "truncate": False}), 400)
+    assert error["code"] == "context_length_exceeded" and "window" in error["message"]
+    cut = client.post(
+        "/rerank", json={"query": "paris", "texts": [long], "truncate": True, "raw_scores": True}
+    )
+    assert cut.json() == [{"index": 0, "score": 0.5}]
+    error = error_of(
+        client.post("/rerank", json={"query": "q", "texts": ["d"], "truncate": True, "long_text": "error"}),
+        400,
+    )
+    assert "contradicts" in error["message"] and error["param"] == "truncate"
+    error = error_of(
+        client.post("/rerank", json={"query": "q", "texts": ["d"], "truncation_direction": "Left"}), 400
+    )
+    assert error["param"] == "truncation_direction"
+
+
+@pytest.mark.parametrize("path", ["/score", "/v1/score"])
+def test_vllm_score_pairs_in_order(client: TestClient, path: str) -> None:
+    answer = client.post(path, json={"model": NAME, "text_1": QUERY, "text_2": DOCS}).json()
+    assert answer["object"] == "list" and answer["model"] == NAME and answer["id"].startswith("score-")
+    assert [d["index"] for d in answer["data"]] == [0, 1, 2] and {d["object"] for d in answer["data"]} == {
+        "score"
+    }
+    assert [d["score"] for d in answer["data"]] == pytest.approx([sigmoid(x) for x in RAW])
+    assert answer["usage"]["prompt_tokens"] > 0
+    one = client.post(path, json={"text_1": QUERY, "text_2": DOCS[2]}).json()["data"]
+    assert [d["score"] for d in one] == pytest.approx([sigmoid(2.5)])
+    zipped = client.post(path, json={"text_1": ["the cat", QUERY], "text_2": [DOCS[0], DOCS[0]]}).json()[
+        "data"
+    ]
+    assert [d["score"] for d in zipped] == pytest.approx([sigmoid(1.5), sigmoid(-0.5)])
+    error = error_of(client.post(path, json={"text_1": ["a", "b"], "text_2": ["c", "d", "e"]}), 400)
+    assert "text_1 has 2 texts and text_2 3" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "words"),
+    [
+        ({"query": QUERY, "documents": []}, 400, "documents", "documents is empty"),
+        ({"query": "", "documents": DOCS}, 400, "query", "query is empty"),
+        ({"query": "  ", "documents": DOCS}, 400, "query", "query is empty"),
+        ({"documents": DOCS}, 400, "query", "query is required"),
+        ({"query": QUERY}, 400, "documents", "documents is required"),
+        ({"query": QUERY, "documents": ["ok", 7]}, 400, "documents", "documents[1] is a int"),
+        ({"query": QUERY, "documents": [{"title": "x"}]}, 400, "documents", "without a string 'text'"),
+        ({"query": QUERY, "documents": ["ok", " "]}, 400, "documents[1]", "documents[1] is empty"),
+        ({"query": QUERY, "documents": ["d"] * 9}, 413, "documents", "9 documents; the limit is 8"),
+        ({"query": QUERY, "documents": DOCS, "top_n": 0}, 400, "top_n", "top_n"),
+        ({"query": QUERY, "documents": DOCS, "rank_fields": ["x"]}, 400, "rank_fields", "Unknown field"),
+        ({"query": QUERY, "documents": DOCS, "model": "nope"}, 404, "model", "not served here"),
+    ],
+)
+def test_bad_rerank_input_is_a_4xx_naming_the_field(
+    client: TestClient, body: dict[str, Any], status: int, param: str, words: str
+) -> None:
+    error = error_of(client.post("/v1/rerank", json=body), status)
+    assert error["param"] == param and words in error["message"], error
+    assert error["type"] == "invalid_request_error"
+
+
+def test_each_model_kind_is_named_on_its_own_routes(client: TestClient, tiny_embedder: Embedder) -> None:
+    embedder_name = tiny_embedder.info.model_id
+    error = error_of(
+        client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "model": embedder_name}), 400
+    )
+    assert error["code"] == "wrong_model_kind" and "/v1/embeddings" in error["message"]
+    error = error_of(client.post("/v1/embeddings", json={"input": "hi", "model": NAME}), 400)
+    assert error["code"] == "wrong_model_kind" and "/v1/rerank" in error["message"]
+    assert client.post("/v1/embeddings", json={"input": "hi", "model": embedder_name}).status_code == 200
+    assert (
+        client.post(
+            "/v1/rerank", json={"query": QUERY, "documents": DOCS, "model": "reranker-tiny"}
+        ).status_code
+        == 200
+    )
+
+
+def test_models_info_and_metrics_describe_both(client: TestClient) -> None:
+    cards = client.get("/v1/models").json()["data"]
+    assert [(c["id"], c["kind"]) for c in cards][1:] == [(NAME, "rerank")] and cards[0]["kind"] == "embedding"
+    info = client.get("/info").json()
+    assert info["memory"]["weights_bytes"] > 0  # the tiny embedder's torch weights
+    reranker = info["reranker"]
+    assert reranker["model"] == NAME and reranker["kind"] == "qwen3-reranker" and reranker["max_length"] == 64
+    assert reranker["memory"] == {"weights_bytes": None}  # the fake holds no torch module
+    before = metric_samples(client.get("/metrics").text)
+    client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS})
+    after = metric_samples(client.get("/metrics").text)
+
+    def grew(name: str, labels: tuple[tuple[str, str], ...]) -> float:
+        return after.get((name, labels), 0.0) - before.get((name, labels), 0.0)
+
+    model = (("model", NAME),)
+    assert grew("qembed_rerank_documents_total", model) == 3
+    assert grew("qembed_rerank_prompt_tokens_total", model) > 0
+    assert grew("qembed_rerank_batch_pairs_sum", model) == 3
+    assert grew("qembed_requests_total", (("route", "/v1/rerank"), ("status", "200"))) == 1
+    assert grew("qembed_request_duration_seconds_count", (("route", "/v1/rerank"),)) == 1
+    assert after[("qembed_rerank_ready", model)] == 1 and after[("qembed_rerank_queue_tokens", model)] == 0
+
+
+def test_the_schema_documents_the_rerank_routes(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    for path in ("/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score"):
+        assert "400" in schema["paths"][path]["post"]["responses"]
+    documents = schema["components"]["schemas"]["RerankRequest"]["properties"]["documents"]
+    assert documents["maxItems"] == 8 and documents["minItems"] == 1
+
+
+def test_without_a_reranker_the_routes_say_how_to_start_one(tiny_client: TestClient) -> None:
+    for path, body in (("/v1/rerank", {"query": "q", "documents": ["d"]}), ("/rerank", {}), ("/score", {})):
+        error = error_of(tiny_client.post(path, json=body), 404)
+        assert "--rerank-model" in error["message"] and error["code"] == "reranker_not_served"
+    assert "/v1/rerank" not in tiny_client.get("/openapi.json").json()["paths"]
+    assert [c["kind"] for c in tiny_client.get("/v1/models").json()["data"]] == ["embedding"]
+    assert tiny_client.get("/info").json()["reranker"] is None
+
+
+def test_rerank_routes_need_the_api_key(make: Callable[..., TestClient]) -> None:
+    client = make(api_key=["sekrit-key"], warmup=False)
+    body = {"query": QUERY, "documents": DOCS}
+    for path in ("/v1/rerank", "/rerank", "/score"):
+        assert error_of(client.post(path, json=body), 401)["code"] == "invalid_api_key"
+    ok = client.post("/v1/rerank", json=body, headers={"Authorization": "Bearer sekrit-key"})
+    assert ok.status_code == 200
+
+
+def test_ready_waits_for_the_rerankers_warm_up(tiny_model_dir: Path, tiny_embedder: Embedder) -> None:
+    gate = threading.Event()
+    scorer = FakeScorer(gate=gate)
+    app = create_app(settings_for(tiny_model_dir), tiny_embedder, scorer)
+    with TestClient(app) as client:
+        wait_for(lambda: app.state.service.ready, what="the embedder's warm-up")
+        error = error_of(client.get("/ready"), 503)
+        assert error["code"] == "not_ready" and "reranker" in error["message"]
+        gate.set()
+        wait_for(lambda: client.get("/ready").status_code == 200, what="/ready")
+        assert scorer.batches and client.get("/health").status_code == 200
+
+
+def test_queue_full_is_a_429_with_retry_after(make: Callable[..., TestClient]) -> None:
+    client = make(max_queued_tokens=40, warmup=False)
+    service = client.app.state.rerank_service  # type: ignore[attr-defined]
+    service.queue.pause()
+    first: dict[str, Any] = {}
+    worker = threading.Thread(
+        target=lambda: first.update(
+            r=client.post("/v1/rerank", json={"query": "q", "documents": ["a b c"] * 4})
+        )
+    )
+    worker.start()
+    wait_for(lambda: service.queue.queued_windows == 4, what="the first request queued")
+    refused = client.post("/v1/rerank", json={"query": "q", "documents": ["a b c"] * 4})
+    error = error_of(refused, 429)
+    assert "--max-queued-tokens" in error["message"] and int(refused.headers["retry-after"]) >= 1
+    service.queue.resume()
+    worker.join(30)
+    assert first["r"].status_code == 200  # the accepted one is served
+
+
+def test_the_cohere_sdk_reranks_against_base_url(tiny_model_dir: Path, tiny_embedder: Embedder) -> None:
+    cohere = pytest.importorskip("cohere")
+    with LiveServer(create_app(settings_for(tiny_model_dir), tiny_embedder, FakeScorer())) as server:
+        client = cohere.Client(base_url=server.url, api_key="EMPTY")
+        answer = client.rerank(model=NAME, query=QUERY, documents=DOCS, top_n=2, return_documents=True)
+        assert [r.index for r in answer.results] == [2, 1]
+        assert answer.results[0].relevance_score == pytest.approx(sigmoid(2.5))
+        assert answer.results[0].document.text == DOCS[2]
+        v2 = cohere.ClientV2(base_url=server.url, api_key="EMPTY").rerank(
+            model=NAME, query=QUERY, documents=DOCS
+        )
+        assert [r.index for r in v2.results] == [2, 1, 0]
+        with pytest.raises(cohere.core.ApiError) as info:
+            client.rerank(model=NAME, query=QUERY, documents=[])
+        assert info.value.status_code == 400
