@@ -273,3 +273,30 @@ def test_the_cohere_sdk_reranks_against_base_url(tiny_model_dir: Path, tiny_embe
         with pytest.raises(cohere.core.ApiError) as info:
             client.rerank(model=NAME, query=QUERY, documents=[])
         assert info.value.status_code == 400
+
+
+def test_search_with_rerank_true_reorders_by_the_reranker(
+    make: Callable[..., TestClient],
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model_dir: Path,
+    tiny_embedder: Embedder,
+) -> None:
+    data = str(tmp_path_factory.mktemp("rerank-index"))
+    client = make(index="notes", data_dir=data, warmup=False)
+    docs = [{"id": f"d{i}", "text": text} for i, text in enumerate(DOCS)]
+    assert client.post("/v1/index", json={"documents": docs}).status_code == 200
+    body = {"query": QUERY, "k": 2, "mode": "hybrid", "rerank": True}
+    results = client.post("/v1/search", json=body).json()["data"]
+    assert [r["doc_id"] for r in results] == ["d2", "d1"]  # the reranker's order, best two
+    assert [r["scores"]["rerank"] for r in results] == pytest.approx([sigmoid(2.5), sigmoid(0.5)])
+    assert [r["score"] for r in results] == [r["scores"]["rerank"] for r in results]
+    plain = client.post("/v1/search", json={**body, "rerank": False}).json()["data"]
+    assert all(r["scores"]["rerank"] is None for r in plain)
+
+    settings = settings_for(tiny_model_dir, index="notes", data_dir=data, warmup=False)
+    bare = ready_client(create_app(settings, tiny_embedder))  # no reranker
+    try:
+        error = error_of(bare.post("/v1/search", json=body), 400)
+        assert "--rerank-model" in error["message"] and error["param"] == "rerank"
+    finally:
+        bare.__exit__(None, None, None)

@@ -163,7 +163,12 @@ def create_app(
     if settings.index:
         from qembed.server.routes.search import make_router  # only when an index is served
 
-        search_router = make_router(settings=settings, embed=service.embed, embedder=service.embedder)
+        search_router = make_router(
+            settings=settings,
+            embed=service.embed,
+            embedder=service.embedder,
+            rerank=rerank_service.relevance if rerank_service is not None else None,
+        )
         app.state.index_check = search_router.check_index  # type: ignore[attr-defined]  # /ready answers 503 for a damaged index
         app.include_router(search_router, dependencies=[Depends(require_api_key)])
         keyed.append(search_router)

@@ -176,6 +176,12 @@ class RerankService(ModelService):
         truncated = list(prepared.truncated) or [False] * len(pairs)
         return RerankResult(raw=raw, scores=relevance(raw), prompt_tokens=sum(tokens), truncated=truncated)
 
+    async def relevance(self, query: str, texts: Sequence[str]) -> list[float]:
+        """Relevance of each text to ``query``, in order: the search router's re-rank hook
+        (``/v1/search`` with ``rerank: true``), through this queue like any rerank request."""
+        result = await self.score([(query, t) for t in texts])
+        return [float(x) for x in result.scores]
+
     async def rank(
         self,
         query: str,

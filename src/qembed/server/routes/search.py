@@ -36,6 +36,12 @@ from qembed.settings import Settings
 
 log = logging.getLogger(__name__)
 EmbedFn = Callable[..., Awaitable[Any]]  # await embed(inputs, **options) -> object with .vectors
+# await rerank(query, texts) -> relevance per text
+RerankFn = Callable[[str, list[str]], Awaitable[list[float]]]
+NO_RERANKER = (
+    "rerank: true needs a reranker, and this server serves none; start it with one: qembed serve --model <embedder> "
+    "--index <name> --rerank-model Qwen/Qwen3-Reranker-0.6B (env QEMBED_RERANK_MODEL), or drop rerank."
+)
 EMBED_GROUP = 256  # texts per embed call while indexing: keeps one request from monopolising the queue
 WRITER_WAIT = 10.0  # seconds a /v1/index request waits for another writer (a `qembed index` run) before 503
 
@@ -85,6 +91,11 @@ class SearchRequest(_TextOnly):
     filters: SearchFilters | None = None
     mode: Literal["dense", "hybrid", "bm25"] = Field(
         "dense", description="dense, hybrid (dense + BM25 by reciprocal rank fusion) or bm25."
+    )
+    rerank: bool = Field(
+        False,
+        description="Re-score the top candidates with the served reranker (--rerank-model) and rank by its "
+        "relevance (scores.rerank); without a reranker: 400.",
     )
 
 
@@ -142,12 +153,18 @@ def _damaged_router(exc: IndexDamaged) -> APIRouter:
 
 
 def make_router(
-    *, settings: Settings, embed: EmbedFn, embedder: Any, store: Store | None = None
+    *,
+    settings: Settings,
+    embed: EmbedFn,
+    embedder: Any,
+    store: Store | None = None,
+    rerank: RerankFn | None = None,
 ) -> APIRouter:
     """The search routes for index ``settings.index`` (created empty if it does not exist).
 
     ``embed`` is the server's queue (vectors); ``embedder`` the loaded model, for the facts
-    chunking needs (tokenizer, window): the same ``EmbedderEncoder`` the CLI indexes with."""
+    chunking needs (tokenizer, window): the same ``EmbedderEncoder`` the CLI indexes with.
+    ``rerank`` (the reranker's queue, when one is served) re-scores ``rerank: true`` searches."""
     if store is None:
         try:
             store = open_store(
@@ -169,8 +186,20 @@ def make_router(
         vector = None
         if body.mode != "bm25":
             vector = (await _vectors(embed, [body.query], "query"))[0]
+        hook = None
+        if body.rerank:
+            if rerank is None:
+                raise InputError(NO_RERANKER, param="rerank")
+            loop = asyncio.get_running_loop()
+
+            def hook(query: str, candidates: list[Any]) -> list[float]:
+                # Runs in the thread pool (inside Searcher.search): the pairs go through the
+                # reranker's queue on the event loop, batched with /v1/rerank traffic.
+                texts = [c.chunk.embed_text or c.chunk.path for c in candidates]
+                return asyncio.run_coroutine_threadsafe(rerank(query, texts), loop).result()
+
         results = await run_in_threadpool(
-            searcher.search, body.query, vector, k=body.k, mode=body.mode, filters=filters
+            searcher.search, body.query, vector, k=body.k, mode=body.mode, filters=filters, rerank=hook
         )
         return {
             "object": "list", "index": store.name, "mode": body.mode, "model": indexer.encoder.model_id,
