@@ -1,0 +1,193 @@
+"""``qembed embed-corpus INPUT --out OUTPUT``: a whole corpus into a Parquet dataset.
+
+One machine by default (``qembed.corpus.job.run_local``); ``--ray ADDRESS`` (or ``--ray
+local``) runs the embedding on a Ray cluster with an actor pool of ``--workers`` embedders
+(``qembed.corpus.ray_job``). Either way a re-run resumes. Progress goes to stderr (a rich
+bar with tokens/s and ETA on a terminal, one plain line per committed part otherwise, so
+scripts and tests can follow it); the report goes to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qembed.cli.options import build_settings, engine_fields, settings_options
+from qembed.errors import QembedError
+
+# The engine's flags, and the engine batch (padded tokens / rows per model call) from the serving group.
+CORPUS_FIELDS = [*engine_fields(), "max_batch_tokens", "max_batch_size"]
+
+
+class _Progress:
+    """A rich bar (documents, tokens/s, ETA) on a terminal; otherwise a flushed line per committed part."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.last_parts = -1
+        self.seen = 0
+
+    def __call__(self, p: Any) -> None:
+        rate = p.tokens / p.seconds if p.seconds > 0 else 0.0
+        if not self.tty:
+            if p.parts != self.last_parts:
+                self.last_parts = p.parts
+                click.echo(
+                    f"progress: {p.done}/{p.total} documents, {p.committed} committed in {p.parts} parts, "
+                    f"{rate:,.0f} tokens/s",
+                    err=True,
+                )
+                sys.stderr.flush()
+            return
+        if self.bar is None:
+            from qembed.common.progress import Bar
+
+            self.bar = Bar("embedding documents", p.total)
+        self.bar.update(p.done - self.seen)
+        self.seen = p.done
+        self.bar.note(f"{rate:,.0f} tokens/s, {p.parts} parts")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@click.command(
+    "embed-corpus",
+    help="Embed a corpus (JSONL or Parquet: a file or a folder) into a Parquet dataset of id, vector, tokens, "
+    "with the model identity in its metadata. A re-run embeds only the ids not yet written. "
+    "Records with an id seen before are skipped (the first wins).",
+)
+@click.argument("input_path", metavar="INPUT")
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder (Parquet part files)."
+)
+@click.option(
+    "--id-field", default="id", show_default=True, help="The field/column with each document's unique id."
+)
+@click.option("--text-field", default="text", show_default=True, help="The field/column with the text.")
+@click.option(
+    "--task",
+    default="retrieval",
+    show_default=True,
+    help="Task preset whose prompt the documents get (with --input-type); 'none' for the model's default prompt.",
+)
+@click.option("--input-type", type=click.Choice(["document", "query"]), default="document", show_default=True)
+@click.option("--prompt-name", default=None, help="A prompt of the model instead of the task preset.")
+@click.option("--prompt", default=None, help="A literal prefix instead of the task preset.")
+@click.option("--instruction", default=None, help="A free instruction instead of the task preset.")
+@click.option("--dimensions", type=int, default=None, help="Matryoshka dimensions.")
+@click.option(
+    "--batch-tokens",
+    type=int,
+    default=None,
+    help="Tokens gathered per embedding step (Ray: per actor batch, sized in rows from a sample). Default 32768.",
+)
+@click.option(
+    "--commit-every",
+    type=int,
+    default=None,
+    help="Rows per part file: what a killed run can lose at most. Default 4096.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Delete the output's existing parts and embed everything again."
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    help="Run on Ray: a cluster address (ray://head:10001, auto) or 'local'.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="With --ray: embedder actors (each loads the model once).",
+)
+@click.option(
+    "--cpus-per-worker",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With --ray: CPUs each actor reserves (and its torch threads).",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="With --ray: GPUs each actor reserves.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@settings_options(CORPUS_FIELDS)
+def embed_corpus_cmd(input_path: str, out: Path, id_field: str, text_field: str, task: str, input_type: str,
+                     prompt_name: str | None, prompt: str | None, instruction: str | None, dimensions: int | None,
+                     batch_tokens: int | None, commit_every: int | None, overwrite: bool, ray_address: str | None,
+                     workers: int, cpus_per_worker: float, gpus_per_worker: float, as_json: bool,
+                     **values: Any) -> None:  # fmt: skip
+    from qembed.cli.main import setup_logging
+    from qembed.corpus.job import DEFAULT_BATCH_TOKENS, DEFAULT_COMMIT_EVERY, CorpusOptions, run_local
+    from qembed.corpus.output import CorpusOutput
+    from qembed.corpus.records import CorpusInput, Fields
+
+    setup_logging("warning")
+    progress = _Progress()
+    try:
+        source = CorpusInput.of(input_path, Fields(id_field, text_field))
+        output = CorpusOutput(out)
+        options = CorpusOptions(
+            task=None if task.lower() == "none" else task,
+            input_type=input_type,  # type: ignore[arg-type]
+            prompt_name=prompt_name,
+            prompt=prompt,
+            instruction=instruction,
+            dimensions=dimensions,
+        )
+        options.choices()  # conflicting prompt flags fail before the model loads
+        settings = build_settings(values)
+        batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS
+        commit_every = commit_every or DEFAULT_COMMIT_EVERY
+        try:
+            if ray_address:
+                from qembed.corpus.ray_job import run_ray
+
+                report = run_ray(
+                    ray_address, settings, source, output, options, workers=workers, cpus_per_worker=cpus_per_worker,
+                    gpus_per_worker=gpus_per_worker, batch_tokens=batch_tokens, commit_every=commit_every,
+                    overwrite=overwrite, progress=progress,
+                )  # fmt: skip
+            else:
+                from qembed.embedding.embedder import Embedder
+
+                report = run_local(
+                    Embedder(settings=settings), source, output, options, batch_tokens=batch_tokens,
+                    commit_every=commit_every, overwrite=overwrite, progress=progress,
+                )  # fmt: skip
+        except KeyboardInterrupt:
+            progress.close()
+            click.secho(
+                f"interrupted: {out} holds only whole parts; run the same command again to embed the rest.",
+                fg="yellow",
+                err=True,
+            )
+            raise SystemExit(130) from None
+        finally:
+            progress.close()
+    except QembedError as exc:
+        click.secho(f"error: {exc.message}", fg="red", err=True)
+        raise SystemExit(2) from None
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "out": str(out)}))
+    else:
+        click.echo(f"{report.summary()}.")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(embed_corpus_cmd)
