@@ -83,7 +83,9 @@ class RayServeOptions(BaseSettings):
         120.0, ge=0, description="Autoscaling: backlog low this long before removing."
     )
     look_back_period_s: float = Field(
-        10.0, gt=0, description="Autoscaling: window the backlog is averaged over."
+        15.0,
+        gt=0,
+        description="Autoscaling: window the backlog is averaged over (> Ray's 10 s metrics interval).",
     )
     num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per replica (also its torch threads).")
     num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per replica.")

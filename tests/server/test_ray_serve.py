@@ -1,0 +1,368 @@
+"""qembed on Ray Serve (server/ray_serve.py).
+
+Default tests (no cluster, a few seconds): the deployment's configuration, the proxy guard
+that turns a replica lost mid-request into a retry or an OpenAI 503, the replica header, the
+start-up that waits for the warm-up and the health check built on /health and /ready.
+
+The slow test starts a local Ray cluster on 127.0.0.1 (2 CPUs) with 2 replicas of the tiny
+model: vectors equal in-process, requests spread across replicas, one replica killed under
+load with every request answered 200 or a clear 503 (counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from qembed.errors import InputError
+from qembed.server import ray_serve
+from qembed.server.ray_autoscale import QueuedTokensPolicy
+from qembed.server.ray_serve import (
+    REPLICA_HEADER,
+    RETRIED_HEADER,
+    RayServeOptions,
+    ReplicaLossGuard,
+    deployment_options,
+    resolve,
+)
+from qembed.settings import Settings
+from tests.server.conftest import free_port, wait_for
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(
+    not HAS_RAY, reason="ray (the `ray` extra: pip install 'qembed-server[ray]') is not installed"
+)
+
+
+# -- configuration -------------------------------------------------------------------------------
+def test_fixed_replicas_and_the_drain_budget() -> None:
+    settings = Settings(shutdown_timeout=12.0)
+    config = deployment_options(settings, RayServeOptions(replicas=3))
+    assert config["num_replicas"] == 3 and "autoscaling_config" not in config
+    # Ray force-kills a stopping replica after graceful_shutdown_timeout_s: it must cover qembed's drain
+    assert config["graceful_shutdown_timeout_s"] >= settings.shutdown_timeout + 1
+    assert config["max_ongoing_requests"] > 5  # Ray's default 5 would starve qembed's batching
+
+
+def test_autoscaling_uses_the_queued_tokens_policy() -> None:
+    options = RayServeOptions(min_replicas=2, max_replicas=5, target_queued_tokens=4096)
+    auto = deployment_options(Settings(), options)["autoscaling_config"]
+    assert (auto["min_replicas"], auto["max_replicas"], auto["initial_replicas"]) == (2, 5, 2)
+    module, _, name = auto["policy"]["policy_function"].partition(":")
+    assert getattr(importlib.import_module(module), name) is QueuedTokensPolicy
+    assert auto["policy"]["policy_kwargs"] == {"target_queued_tokens": 4096}
+    assert (
+        deployment_options(Settings(), RayServeOptions(max_replicas=3))["autoscaling_config"]["min_replicas"]
+        == 1
+    )
+
+
+def test_options_refuse_contradictions() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        RayServeOptions(replicas=2, max_replicas=4)
+    with pytest.raises(ValueError, match="below"):
+        RayServeOptions(min_replicas=4, max_replicas=2)
+
+
+def test_builder_arguments_split_between_settings_and_ray() -> None:
+    settings, options = resolve({"model": "org/model", "replicas": "2", "shutdown-timeout": "7"})
+    assert (settings.model, settings.shutdown_timeout, options.replicas) == ("org/model", 7.0, 2)
+    with pytest.raises(InputError, match="max_batch_tokens"):
+        resolve({"max_batch_tokenz": "10"})  # misspelt: the closest field is named
+    with pytest.raises(InputError, match="replicas"):
+        resolve({"replicas": "0"})
+
+
+def test_module_imports_without_building() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        ray_serve.nope  # noqa: B018 - the module __getattr__ only builds `app`
+
+
+@needs_ray
+def test_ray_accepts_the_deployment_options() -> None:
+    """Ray validates every option when the deployment is configured (no cluster needed)."""
+    for options in (RayServeOptions(replicas=2), RayServeOptions(min_replicas=0, max_replicas=4)):
+        deployment = ray_serve.deployment().options(**deployment_options(Settings(), options))
+        assert deployment.name == "qembed"
+
+
+# -- the proxy guard -----------------------------------------------------------------------------
+class FakeProxy:
+    """Ray's proxy as the guard sees it: answers from ``script`` in turn ("lost": the replica
+    died, nothing sent; "ray503": Ray's own plain 503; "app500": qembed's JSON 500; "ok")."""
+
+    def __init__(self, *script: str) -> None:
+        self.script = list(script)
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(body)
+        step = self.script.pop(0)
+        if step == "lost":
+            return
+        if step == "ray503":
+            await send(
+                {"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]}
+            )
+            await send(
+                {"type": "http.response.body", "body": b"Deployment 'qembed' has no available replicas."}
+            )
+            return
+        status, headers = (500, [(b"content-type", b"application/json")]) if step == "app500" else (200, [])
+        headers.append((REPLICA_HEADER.encode(), b"r1"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"step": "%s"}' % step.encode()})
+
+
+def call(guard: Any, body: bytes = b'{"input": "x"}') -> tuple[int, dict[bytes, bytes], bytes]:
+    chunks = [
+        {"type": "http.request", "body": body[:3], "more_body": True},
+        {"type": "http.request", "body": body[3:]},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(guard({"type": "http", "method": "POST", "path": "/v1/embeddings"}, receive, send))
+    start = sent[0]
+    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_guard_retries_a_request_whose_replica_died() -> None:
+    proxy = FakeProxy("lost", "ok")
+    guard = ReplicaLossGuard(proxy)
+    status, headers, body = call(guard)
+    assert (status, body) == (200, b'{"step": "ok"}')
+    assert headers[RETRIED_HEADER] == b"1"
+    assert proxy.bodies == [b'{"input": "x"}'] * 2  # the same body, replayed
+    assert (guard.retried, guard.failed) == (1, 0)
+
+
+def test_guard_answers_503_in_openai_shape_when_the_retry_dies_too() -> None:
+    guard = ReplicaLossGuard(FakeProxy("lost", "lost"))
+    status, headers, body = call(guard)
+    assert status == 503 and headers[b"retry-after"] == b"1"
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "replica_unavailable" and error["type"] == "server_error"
+    assert "retry" in error["message"].lower()
+    assert guard.failed == 1
+
+
+def test_guard_rewrites_rays_own_503_and_leaves_replica_answers_alone() -> None:
+    status, _, body = call(ReplicaLossGuard(FakeProxy("ray503")))
+    error = orjson.loads(body)["error"]
+    assert (
+        status == 503
+        and error["code"] == "no_replica_available"
+        and "no available replicas" in error["message"]
+    )
+    proxy = FakeProxy("app500")  # a qembed error response is the answer: not retried, not rewritten
+    status, headers, body = call(ReplicaLossGuard(proxy))
+    assert (status, body, len(proxy.bodies)) == (500, b'{"step": "app500"}', 1)
+    assert RETRIED_HEADER not in headers
+
+
+# -- the replica's app ---------------------------------------------------------------------------
+def test_replica_app_starts_ready_names_itself_and_fails_health_when_the_worker_dies(
+    tiny_model_dir: Path,
+) -> None:
+    """The app a replica serves: start-up returns only after the warm-up (Ray routes nothing to a
+    warming replica), every response names the replica, check_health is /health + /ready."""
+    import httpx
+
+    replica = ray_serve.QembedReplica(Settings(model=str(tiny_model_dir), device="cpu"))
+    app = replica.__serve_build_asgi_app__()
+    service = app.state.service
+
+    async def scenario() -> tuple[int, str | None, bool, str]:
+        async with app.router.lifespan_context(app):
+            assert service.ready  # start-up waited for the warm-up batch
+            await replica.check_health()
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://replica") as client:
+                response = await client.post("/v1/embeddings", json={"input": ["hello"]})
+            stats = replica.record_autoscaling_stats()
+            service.worker.stop(10)  # the model thread ends: nothing would answer again
+            try:
+                await replica.check_health()
+                failure = ""
+            except RuntimeError as exc:
+                failure = str(exc)
+            return (
+                response.status_code,
+                response.headers.get(REPLICA_HEADER),
+                stats["queued_tokens"] == 0,
+                failure,
+            )
+
+    status, name, idle, failure = asyncio.run(scenario())
+    assert (status, name, idle) == (200, "local", True)
+    assert failure.startswith("/health answered 503") and "worker" in failure
+
+
+def test_start_up_fails_when_the_warm_up_fails() -> None:
+    class Service:
+        ready, warmup_error = False, "warm-up failed: out of memory"
+        worker = type("W", (), {"alive": True})()
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        asyncio.run(ray_serve.until_ready(Service()))  # type: ignore[arg-type]
+
+
+# -- a local cluster -----------------------------------------------------------------------------
+@pytest.fixture
+def ray_cluster() -> Iterator[Any]:
+    """A fresh local Ray (2 CPUs, no dashboard) on 127.0.0.1, its proxy guarded; always shut down."""
+    if not HAS_RAY:
+        pytest.skip("ray (the `ray` extra) is not installed")
+    import ray
+    from ray import serve
+
+    saved = os.environ.get(ray_serve.PROXY_CALLBACK_ENV)
+    os.environ[ray_serve.PROXY_CALLBACK_ENV] = ray_serve.PROXY_CALLBACK  # the proxy inherits it
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            if saved is None:
+                os.environ.pop(ray_serve.PROXY_CALLBACK_ENV, None)
+            else:
+                os.environ[ray_serve.PROXY_CALLBACK_ENV] = saved
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_two_replicas_on_a_local_cluster(ray_cluster: Any, tiny_model_dir: Path, tiny_embedder: Any) -> None:
+    import httpx
+    from ray import serve
+
+    started = time.monotonic()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = Settings(model=str(tiny_model_dir), device="cpu", shutdown_timeout=10.0)
+    serve.run(
+        ray_serve.build_app(settings=settings, options=RayServeOptions(replicas=2, num_cpus=1)),
+        name="qembed",
+        route_prefix="/",
+    )
+    up = time.monotonic() - started
+    url = f"http://127.0.0.1:{port}"
+    client = httpx.Client(base_url=url, timeout=120)
+
+    # vectors equal the in-process ones, through the same OpenAI route
+    texts = ["Ray Serve replicas", "一个嵌入服务", "the quick brown fox " * 40]
+    response = client.post("/v1/embeddings", json={"input": texts})
+    assert response.status_code == 200, response.text
+    served = np.array([row["embedding"] for row in response.json()["data"]], dtype=np.float64)
+    local = np.asarray(tiny_embedder.encode(texts), dtype=np.float64)
+    cosines = (served * local).sum(1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(local, axis=1))
+    assert cosines.min() >= 0.99999, cosines
+    assert client.get("/ready").status_code == 200 and client.get("/health").status_code == 200
+
+    # load from 6 clients; the kill comes once both replicas have answered a few requests
+    answers: Counter[tuple[int, str]] = Counter()
+    retried = 0
+    failures: list[str] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def load(worker: int) -> None:
+        nonlocal retried
+        with httpx.Client(base_url=url, timeout=120) as c:
+            i = 0
+            while not stop.is_set():
+                try:
+                    r = c.post("/v1/embeddings", json={"input": [f"client {worker} request {i} " * 20] * 8})
+                except httpx.HTTPError as exc:  # a dropped connection: counted, and fails the test below
+                    with lock:
+                        answers[(-1, type(exc).__name__)] += 1
+                    continue
+                with lock:
+                    answers[(r.status_code, r.headers.get(REPLICA_HEADER, "-"))] += 1
+                    retried += int(r.headers.get(RETRIED_HEADER.decode(), "0") != "0")
+                    if r.status_code != 200 or len(r.json()["data"]) != 8:
+                        failures.append(r.text)
+                i += 1
+
+    threads = [threading.Thread(target=load, args=(k,), daemon=True) for k in range(6)]
+    for t in threads:
+        t.start()
+
+    def per_replica() -> Counter[str]:
+        with lock:
+            return Counter({rid: n for (status, rid), n in answers.items() if status == 200})
+
+    wait_for(
+        lambda: len(per_replica()) == 2 and min(per_replica().values()) >= 2,
+        timeout=180,
+        what="both replicas",
+    )
+    spread_before_kill = per_replica()
+    victim_id = min(spread_before_kill)  # one of the two replica ids seen
+    victim = next(
+        a
+        for a in ray_cluster.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith("SERVE_REPLICA::") and a["name"].endswith(victim_id)
+    )
+    with lock:
+        sent_before_kill = sum(answers.values())
+    ray_cluster.kill(ray_cluster.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    killed_at = time.monotonic()
+    # keep the load on until 30 more requests were answered after the kill
+    wait_for(
+        lambda: sum(answers.values()) >= sent_before_kill + 30, timeout=180, what="answers after the kill"
+    )
+    stop.set()
+    for t in threads:
+        t.join(150)
+    assert not any(t.is_alive() for t in threads)
+
+    # Ray replaces the killed replica (check_health passes on the new one): 2 RUNNING again
+    def healed() -> bool:
+        states = serve.status().applications["qembed"].deployments["qembed"].replica_states
+        return states.get("RUNNING", 0) == 2 and sum(states.values()) == 2
+
+    wait_for(healed, timeout=240, what="the replaced replica")
+    healed_after = time.monotonic() - killed_at
+
+    total = sum(answers.values())
+    ok = sum(n for (status, _), n in answers.items() if status == 200)
+    unavailable = sum(n for (status, _), n in answers.items() if status == 503)
+    print(
+        f"\nray serve: up in {up:.1f} s; {total} requests: {ok} x 200, {unavailable} x 503 "
+        f"({retried} answered after a retry); per replica before the kill {dict(spread_before_kill)}; "
+        f"all 200s by replica {dict(per_replica())}; killed {victim_id}, 2 replicas RUNNING again after "
+        f"{healed_after:.1f} s; test {time.monotonic() - started:.1f} s"
+    )
+    assert ok + unavailable == total, failures  # nothing else: no 500, no dropped connection
+    # every failure is OpenAI's error shape with a code that says what happened
+    codes = Counter(orjson.loads(f)["error"]["code"] for f in failures)
+    assert set(codes) <= {"replica_unavailable", "no_replica_available"}, failures
+    # the kill hit requests in flight on the victim (6 clients, 2 replicas): they were retried or 503
+    assert retried + unavailable >= 1
+    assert min(spread_before_kill.values()) >= 2  # both replicas took a share
