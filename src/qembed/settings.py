@@ -184,6 +184,14 @@ class SearchSettings(_Group):
     store_uri: str | None = Field(
         None, description="Milvus URI (http://host:19530) instead of the embedded store."
     )
+    ann: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Dense search of the embedded store through an HNSW graph (usearch, the `ann` extra): "
+        "auto from `ann_threshold` chunks, on always, off always exact.",
+    )
+    ann_threshold: int = Field(
+        50_000, ge=0, description="Live chunks from which `ann=auto` uses the graph (below: exact scan)."
+    )
 
 
 class ServingSettings(_Group):

@@ -89,6 +89,8 @@ class SearchIndex:
                 data_dir=data_dir or settings.data_dir,
                 store_uri=uri,
                 create=create or rebuild,
+                ann=settings.ann,
+                ann_threshold=settings.ann_threshold,
             )
         except BaseException:
             held.close()

@@ -15,9 +15,14 @@ def open_store(
     data_dir: str | Path = "qembed-data",
     store_uri: str | None = None,
     create: bool = True,
+    ann: str = "auto",
+    ann_threshold: int = 50_000,
 ) -> Store:
     """The store of index ``name``: ``data_dir/name`` on disk, or collections in Milvus when
-    ``store_uri`` is given (an http(s) URI, or a local file path for Milvus Lite)."""
+    ``store_uri`` is given (an http(s) URI, or a local file path for Milvus Lite).
+
+    ``ann``/``ann_threshold`` (embedded store only): when dense search goes through the
+    HNSW graph (``store/ann.py``) instead of the exact scan."""
     name = check_name(name)
     if store_uri:
         from qembed.search.store.milvus import MilvusStore
@@ -25,4 +30,4 @@ def open_store(
         return MilvusStore(store_uri, name, create=create)
     from qembed.search.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(Path(data_dir) / name, name, create=create)
+    return EmbeddedStore(Path(data_dir) / name, name, create=create, ann=ann, ann_threshold=ann_threshold)

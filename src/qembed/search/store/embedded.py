@@ -46,6 +46,8 @@ from qembed.errors import IndexBusy, IndexDamaged, InputError, InternalError, No
 from qembed.search import bm25
 from qembed.search.documents import Chunk
 from qembed.search.ingest import STORE_MARKER
+from qembed.search.store.ann import AnnManager, Committed
+from qembed.search.store.ann import top_k as ann_top_k
 from qembed.search.store.base import (
     DocumentUpdate,
     Filters,
@@ -83,6 +85,9 @@ CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(content_hash);
 CREATE INDEX IF NOT EXISTS chunks_language ON chunks(language);
 CREATE INDEX IF NOT EXISTS chunks_path ON chunks(path);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(terms, tokenize = 'unicode61');
+CREATE TABLE IF NOT EXISTS vector_log(
+    generation INTEGER NOT NULL, rows INTEGER NOT NULL, crc INTEGER NOT NULL,
+    PRIMARY KEY (generation, rows));
 """
 COLUMNS = "id, chunk_id, doc_id, ordinal, path, title, heading, line_start, line_end, language, file_type, text, context, metadata"
 INTERNAL = "store."  # meta keys owned by the store, not shown by get_meta
@@ -95,6 +100,8 @@ DAMAGE_CODES = {
     sqlite3.SQLITE_FORMAT,
 }
 SQL_BATCH = 500
+ANN_THRESHOLD = 50_000  # live chunks from which ann="auto" searches through the graph
+ANN_FILTER_EXACT_BELOW = 0.02  # a filter keeping fewer live rows than this share: exact over them
 
 
 def _row_to_chunk(row: Sequence[Any]) -> Chunk:
@@ -155,6 +162,8 @@ class _Snapshot:
     ) -> None:
         self.n_rows = n_rows
         self.dim = dim
+        self.file = file
+        self.crc = crc
         live = sorted(live, key=lambda r: r[1])
         ids = np.array([r[0] for r in live], dtype=np.int64)
         self.rows = np.array([r[1] for r in live], dtype=np.int64)
@@ -165,6 +174,7 @@ class _Snapshot:
         if self.rows.size:
             self.row_to_id[self.rows] = ids
         self.dead = self.row_to_id < 0
+        self.alive = ~self.dead
         self.live = int(self.rows.size)
         if any(not 0 <= r < n_rows for r in (self.rows[:1].tolist() + self.rows[-1:].tolist())):
             raise IndexDamaged(name, f"chunks point at vector rows outside the {n_rows} committed ones")
@@ -193,7 +203,13 @@ class EmbeddedStore(Store):
     kind = "embedded"
 
     def __init__(
-        self, folder: str | os.PathLike[str], name: str | None = None, *, create: bool = True
+        self,
+        folder: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        create: bool = True,
+        ann: str = "auto",
+        ann_threshold: int = ANN_THRESHOLD,
     ) -> None:
         self.folder = Path(folder)
         self.name = name or self.folder.name
@@ -231,6 +247,16 @@ class EmbeddedStore(Store):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self.db.execute(statement)
+        self.ann = AnnManager(
+            self.folder,
+            self.name,
+            mode=ann,
+            threshold=ann_threshold,
+            state=self._committed,
+            prefix_crc=self._logged_crc,
+            read=self._read_rows,
+        )
+        self._wrote = False
 
     def _damaged(self, exc: sqlite3.DatabaseError) -> Exception:
         """A SQLite error as ``IndexDamaged`` when it means a damaged file; others as they are."""
@@ -525,10 +551,16 @@ class EmbeddedStore(Store):
                 }
                 if crc is not None:
                     values["vector_crc32"] = crc
+                    db.execute(
+                        "INSERT OR REPLACE INTO vector_log(generation, rows, crc) VALUES (?, ?, ?)",
+                        (int(internal.get("generation", 1)), row, crc),
+                    )
                 self._set_internal(db, values)
+        self._wrote = True
         snap_dead = self._dead_and_live()
         if snap_dead[0] > max(snap_dead[1], 1024):
             self.compact()
+        self.ann.after_commit(snap_dead[1])
 
     def _committed_crc(self, internal: dict[str, str], next_row: int, dim: int) -> int:
         """The recorded CRC of the committed rows, after checking the file still holds them
@@ -631,6 +663,11 @@ class EmbeddedStore(Store):
                     "vector_crc32": new_crc,
                 },
             )
+            db.execute("DELETE FROM vector_log WHERE generation < ?", (generation,))
+            db.execute(
+                "INSERT OR REPLACE INTO vector_log(generation, rows, crc) VALUES (?, ?, ?)",
+                (generation, len(rows), new_crc),
+            )
         # Keep the previous generation for readers that still map it; older ones go.
         for old_file in self.folder.glob("vectors-*.f32"):
             try:
@@ -640,7 +677,11 @@ class EmbeddedStore(Store):
                 continue
 
     # -- search ---------------------------------------------------------------------------------
-    def dense_search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
+    def dense_search(
+        self, vector: np.ndarray, k: int, filters: Filters | None = None, *, exact: bool = False
+    ) -> list[Hit]:
+        """Top k live chunks by inner product: through the ANN graph when the index is large
+        enough (``ann``/``ann_threshold``) and ``exact`` is not asked, else one exact pass."""
         snap = self._snapshot()
         snap.vectors.check()  # one stat: the file still holds the committed rows
         if snap.vectors.matrix is None or snap.live == 0 or k <= 0:
@@ -657,7 +698,8 @@ class EmbeddedStore(Store):
             rows = snap.filtered_rows(filters)
             if rows.size == 0:
                 return []
-        vec_rows, scores = snap.vectors.top_k(q, k, rows=rows, dead=snap.dead)
+        found = None if exact else self._ann_top_k(snap, q, k, rows)
+        vec_rows, scores = found or snap.vectors.top_k(q, k, rows=rows, dead=snap.dead)
         if len(vec_rows) < min(k, snap.live if rows is None else rows.size):
             # Live rows scored NaN: never a silently short (or empty) answer.
             raise IndexDamaged(
@@ -667,6 +709,91 @@ class EmbeddedStore(Store):
         ids = snap.row_to_id[vec_rows]
         chunks = self._fetch([int(i) for i in ids if i >= 0])
         return [Hit(chunks[int(i)], float(s)) for i, s in zip(ids, scores, strict=True) if int(i) in chunks]
+
+    def _ann_top_k(
+        self, snap: _Snapshot, q: np.ndarray, k: int, rows: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The graph's answer, or ``None`` for the exact pass: a small index, no usable graph
+        yet (one is being built or caught up), rows past the graph too many to scan, a very
+        selective filter, or too few allowed rows among the graph's candidates."""
+        if snap.vectors.matrix is None or not self.ann.wanted(snap.live) or snap.file is None:
+            return None
+        eligible = snap.live if rows is None else int(rows.size)
+        if rows is not None and eligible < ANN_FILTER_EXACT_BELOW * snap.live:
+            return None
+        ann = self.ann.current(self._committed_of(snap))
+        if ann is None or snap.n_rows - min(ann.rows, snap.n_rows) > max(snap.n_rows // 5, 1024):
+            return None
+        if rows is None:
+            allowed = snap.alive
+        else:
+            allowed = np.zeros(snap.n_rows, dtype=bool)
+            allowed[rows] = True
+        found = ann_top_k(ann, snap.vectors.matrix, snap.n_rows, q, k, allowed, eligible)
+        if found is not None:
+            self.ann.answered += 1
+        return found
+
+    def _committed_of(self, snap: _Snapshot) -> Committed:
+        assert snap.file is not None
+        return Committed(snap.file, _generation(snap.file), snap.dim, snap.n_rows, snap.crc, snap.live)
+
+    def _committed(self) -> Committed | None:
+        """The committed vector state now (for the ANN catch-up thread)."""
+        with self._read() as db:
+            internal = self._internal(db)
+            live = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        if not internal.get("vector_file") or not internal.get("dimension"):
+            return None
+        crc = int(internal["vector_crc32"]) if internal.get("vector_crc32") else None
+        return Committed(
+            internal["vector_file"],
+            int(internal.get("generation", 1)),
+            int(internal["dimension"]),
+            int(internal.get("next_row", 0)),
+            crc,
+            int(live),
+        )
+
+    def _logged_crc(self, generation: int, rows: int) -> int | None:
+        """The CRC-32 recorded when ``rows`` rows of ``generation`` were committed."""
+        if rows == 0:
+            return 0
+        with self._read() as db:
+            found = db.execute(
+                "SELECT crc FROM vector_log WHERE generation = ? AND rows = ?", (generation, rows)
+            ).fetchone()
+        return int(found[0]) if found else None
+
+    def _read_rows(self, file: str, start: int, stop: int) -> np.ndarray:
+        """Committed rows ``[start, stop)`` of a vector file, read (not mapped) and checked finite."""
+        with self._read() as db:
+            dim = int(self._internal(db)["dimension"])
+        out = np.empty((stop - start, dim), dtype=np.float32)
+        view = out.data.cast("B")
+        try:
+            fd = os.open(self.folder / file, os.O_RDONLY)
+        except FileNotFoundError:
+            raise IndexDamaged(self.name, f"the vector file {file} is missing") from None
+        try:
+            got, offset = 0, start * dim * 4
+            while got < len(view):
+                n = os.preadv(fd, [view[got:]], offset + got)
+                if not n:
+                    raise IndexDamaged(self.name, f"{file} ends before row {stop}")
+                got += n
+        finally:
+            os.close(fd)
+        if not np.isfinite(out).all():
+            raise IndexDamaged(self.name, f"rows {start}-{stop} of {file} hold NaN or infinite values")
+        return out
+
+    def sync_ann(self) -> None:
+        """Bring the ANN graph up to the committed rows and save its sidecar (waits); a no-op
+        when the index is not searched through a graph."""
+        c = self._committed()
+        if c is not None and self.ann.wanted(c.live):
+            self.ann.finish()
 
     def text_search(self, terms: Sequence[str], k: int, filters: Filters | None = None) -> list[Hit]:
         terms = [t for t in dict.fromkeys(terms) if t]
@@ -708,13 +835,30 @@ class EmbeddedStore(Store):
         return StoreStats(
             docs, chunks, dim,
             {"folder": str(self.folder), "vector_rows": int(internal.get("next_row", 0)), "dead_rows": int(internal.get("dead_rows", 0)),
-             "vector_file": internal.get("vector_file")},
+             "vector_file": internal.get("vector_file"), "ann": self.ann.describe()},
         )  # fmt: skip
 
     def close(self) -> None:
-        with self.lock:
-            self._snap = None
-            self.db.close()
+        """Close; a process that wrote to an index searched through a graph first brings the
+        graph's sidecar up to date (so the next process loads it instead of building it)."""
+        try:
+            if self._wrote:
+                self.sync_ann()
+            else:
+                self.ann.close()
+                self.ann.save_if_grown()
+        finally:
+            self.ann.close()
+            with self.lock:
+                self._snap = None
+                self.db.close()
+
+
+def _generation(file: str) -> int:
+    try:
+        return int(file.rsplit("-", 1)[1].split(".")[0])
+    except (IndexError, ValueError):
+        return 0
 
 
 def _has_database(folder: Path) -> bool:

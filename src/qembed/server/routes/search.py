@@ -168,7 +168,12 @@ def make_router(
     if store is None:
         try:
             store = open_store(
-                settings.index, data_dir=settings.data_dir, store_uri=settings.store_uri, create=True
+                settings.index,
+                data_dir=settings.data_dir,
+                store_uri=settings.store_uri,
+                create=True,
+                ann=settings.ann,
+                ann_threshold=settings.ann_threshold,
             )
         except IndexDamaged as exc:
             return _damaged_router(exc)
