@@ -240,10 +240,12 @@ def test_reembed_replaces_every_vector_without_the_sources_and_records_the_new_i
         np.testing.assert_allclose(after[h], new.vector(text), atol=1e-6)
         assert float(after[h] @ before[h]) < 0.99  # really replaced
     with SearchIndex.open("notes", encoder=IdentityHashEncoder("w2"), data_dir=str(data)) as idx:
-        hit = idx.search("Paragraph 3 about topic 21.", k=1)[0]
+        # the hash encoder's query vector of a chunk's exact text is that chunk's new vector
+        target, text = next((h, t) for h, t in texts.items() if "Page 3" in t)
+        hit = idx.search(text, k=1)[0]
         assert VectorIdentity.from_json(idx.store.get_meta()["identity"]).revision == "w2"
         assert idx.store.get_meta()["reembed"] == ""
-    assert hit.chunk.doc_id.endswith("p3.md")
+    assert hit.chunk.content_hash == target and hit.score == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(InputError, match="revision: 'w2' recorded, 'w1' now"):
         SearchIndex.open("notes", encoder=IdentityHashEncoder("w1"), data_dir=str(data))
 
@@ -323,3 +325,31 @@ def test_cli_reembed_moves_a_tiny_model_index_to_new_weights(tmp_path: Path, tin
     assert found.exit_code == 0, found.output
     again = run("search", "topic 7", "--model", str(tiny_model_dir))
     assert again.exit_code == 2 and "revision:" in again.output
+
+
+def test_reembed_on_the_milvus_store(tmp_path: Path) -> None:
+    """The same flow through the Store interface on Milvus Lite (identity in its meta collection)."""
+    pytest.importorskip("milvus_lite", reason="pip install 'qembed-server[milvus]'")
+    from qembed.errors import InputError
+    from qembed.search.api import SearchIndex
+    from qembed.search.store import open_store
+
+    uri = str(tmp_path / "milvus.db")
+    docs = _docs(tmp_path / "docs", 3)
+    with SearchIndex(open_store("notes", store_uri=uri), IdentityHashEncoder("w1")) as idx:
+        idx.index([str(docs)])
+    new = IdentityHashEncoder("w2")
+    with pytest.raises(InputError, match="revision: 'w1' recorded, 'w2' now"):
+        SearchIndex(open_store("notes", store_uri=uri), new)
+    with SearchIndex(open_store("notes", store_uri=uri), new, reembedding=True) as idx:
+        report = idx.reembed(commit_every=2)
+        store = idx.store
+        chunks = [c for d in store.doc_hashes() for c in store.chunks_of(d)]
+        assert report.chunks_written == len(chunks) == idx.stats().chunks
+        for c in chunks:
+            np.testing.assert_allclose(
+                store.vectors_for([c.content_hash])[c.content_hash], new.vector(c.embed_text), atol=1e-5
+            )
+    with SearchIndex(open_store("notes", store_uri=uri), IdentityHashEncoder("w2")) as idx:
+        hit = idx.search(chunks[0].embed_text, k=1)[0]  # its exact text: its own new vector
+        assert hit.chunk.chunk_id == chunks[0].chunk_id and hit.score == pytest.approx(1.0, abs=1e-4)
