@@ -17,10 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from qembed import Embedder
+from qembed.rerank.protocol import PairScorer
 from qembed.server.app import create_app
 
 from ..serving.rerank_fakes import FakeScorer
-from .conftest import LiveServer, metric_samples, ready_client, settings_for, wait_for
+from .conftest import LiveServer, metric_samples, ready_client, serve_process, settings_for, wait_for
 
 DOCS = ["the cat sat on the mat", "france is in europe", "the capital of france is paris"]
 QUERY = "capital of france"
@@ -36,7 +37,7 @@ def sigmoid(x: float) -> float:
 def make(tiny_model_dir: Path, tiny_embedder: Embedder) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
-    def build(scorer: FakeScorer | None = None, **overrides: Any) -> TestClient:
+    def build(scorer: PairScorer | None = None, **overrides: Any) -> TestClient:
         settings = settings_for(tiny_model_dir, **overrides)
         client = ready_client(create_app(settings, tiny_embedder, scorer or FakeScorer()))
         clients.append(client)
@@ -300,3 +301,91 @@ def test_search_with_rerank_true_reorders_by_the_reranker(
         assert "--rerank-model" in error["message"] and error["param"] == "rerank"
     finally:
         bare.__exit__(None, None, None)
+
+
+# -- the real Reranker (tiny seeded models of qembed.dev.make_model) behind the routes --------------
+
+
+@pytest.fixture(scope="module")
+def reranker_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from qembed.dev.make_model import make_cross_encoder, make_reranker
+
+    root = tmp_path_factory.mktemp("rerankers")
+    return {
+        "qwen3": make_reranker(root / "Qwen3-Reranker-tiny", shape="tiny", seed=0),
+        "cross": make_cross_encoder(root / "cross-encoder-tiny", shape="tiny", seed=0),
+    }
+
+
+REAL_DOCS = [
+    "The capital of China is Beijing.",
+    "Gravity pulls things down.",
+    "Beijing is a big city in China.",
+]
+
+
+def test_the_served_qwen3_reranker_scores_as_the_python_api(
+    make: Callable[..., TestClient], reranker_folders: dict[str, Path]
+) -> None:
+    from qembed import Reranker
+
+    reranker = Reranker(reranker_folders["qwen3"], device="cpu", dtype="float32")
+    client = make(reranker, warmup=True)
+    query = "What is the capital of China?"
+    alone = reranker.rank(query, REAL_DOCS)
+    answer = client.post(
+        "/v1/rerank", json={"query": query, "documents": REAL_DOCS, "model": "Qwen3-Reranker-tiny"}
+    )
+    results = answer.json()["results"]
+    assert [r["index"] for r in results] == [r.index for r in alone]
+    assert [r["relevance_score"] for r in results] == pytest.approx([r.score for r in alone], abs=1e-5)
+    raw = client.post("/rerank", json={"query": query, "texts": REAL_DOCS, "raw_scores": True}).json()
+    expected = reranker.score([(query, d) for d in REAL_DOCS], raw=True)
+    assert {r["index"]: r["score"] for r in raw} == pytest.approx(
+        dict(enumerate(expected.tolist())), abs=1e-5
+    )
+    info = client.get("/info").json()["reranker"]
+    assert info["kind"] == "qwen3-reranker" and info["memory"]["weights_bytes"] > 0
+    assert info["default_instruction"] == reranker.info.default_instruction
+
+
+def test_the_served_cross_encoder_through_vllm_score(
+    make: Callable[..., TestClient], reranker_folders: dict[str, Path]
+) -> None:
+    from qembed import Reranker
+
+    reranker = Reranker(reranker_folders["cross"], device="cpu", dtype="float32")
+    client = make(reranker, warmup=True)
+    query = "What is the capital of China?"
+    data = client.post("/score", json={"text_1": query, "text_2": REAL_DOCS}).json()["data"]
+    expected = reranker.score([(query, d) for d in REAL_DOCS])
+    assert [d["score"] for d in data] == pytest.approx(expected.tolist(), abs=1e-5)
+    error = error_of(
+        client.post("/v1/rerank", json={"query": query, "documents": REAL_DOCS, "instruction": "Find code"}),
+        400,
+    )
+    assert error["param"] == "instruction" and "cross-encoder" in error["message"]
+
+
+@pytest.mark.e2e
+def test_qembed_serve_loads_both_models(
+    tiny_model_dir: Path, reranker_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """`qembed serve --model EMB --rerank-model RR`: one process, both models ready, each on its routes."""
+    args = (
+        "--model",
+        str(tiny_model_dir),
+        "--rerank-model",
+        str(reranker_folders["qwen3"]),
+        "--device",
+        "cpu",
+    )
+    with serve_process(tmp_path / "serve.log", *args) as (_, url):
+        models = httpx.get(url + "/v1/models", timeout=10).json()["data"]
+        assert [m["kind"] for m in models] == ["embedding", "rerank"]
+        body = {"query": "capital of China", "documents": REAL_DOCS, "top_n": 1}
+        answer = httpx.post(url + "/v1/rerank", json=body, timeout=60)
+        assert answer.status_code == 200 and len(answer.json()["results"]) == 1
+        assert httpx.post(url + "/v1/embeddings", json={"input": "hi"}, timeout=60).status_code == 200
+    log = (tmp_path / "serve.log").read_text()
+    assert "serving reranker" in log and "reranker warm-up" in log

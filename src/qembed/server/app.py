@@ -56,12 +56,9 @@ def create_app(
     if embedder is None:
         embedder = Embedder(settings=settings)
     if reranker is None and settings.rerank_model:
-        import importlib
+        from qembed.rerank.reranker import Reranker
 
-        # (imported by name until rerank/reranker.py lands in the tree; then a plain import)
-        reranker = importlib.import_module("qembed.rerank.reranker").Reranker(
-            settings.rerank_model, settings=settings
-        )
+        reranker = Reranker(settings.rerank_model, settings=settings)
     metrics = Metrics()
     service = EmbeddingService(embedder, settings, on_batch=metrics.observe_batch)
     queue = service.queue

@@ -39,6 +39,7 @@ from qembed.settings import Settings
 _WARMUP_QUERY = "What does the reranker warm-up check?"
 _WARMUP_SENTENCE = "The quick brown fox jumps over the lazy dog while the reranker warms up. "
 _WARMUP_TOKENS_PER_SENTENCE = 16  # about what one sentence costs (the document is cut to the window anyway)
+_WARMUP_PROMPT_TOKENS = 64  # Qwen3-Reranker's prompt, suffix and query take about this many
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,14 @@ class RerankService(ModelService):
         total = self.max_batch_tokens
         if not info.device.startswith("cuda"):
             length, total = min(length, CPU_WARMUP_WINDOW), min(total, CPU_WARMUP_TOKENS)
-        document = _WARMUP_SENTENCE * max(1, length // _WARMUP_TOKENS_PER_SENTENCE)
+        # About ``length`` tokens with the prompt (the scorer cuts it to its window anyway); the
+        # window is used as prepared: a cross-encoder's row carries segment ids of its own length.
+        sentences = max(1, (length - _WARMUP_PROMPT_TOKENS) // _WARMUP_TOKENS_PER_SENTENCE)
         window = self.scorer.prepare(
-            [(_WARMUP_QUERY, document)], instruction=self.default_instruction(None), long_text="truncate"
+            [(_WARMUP_QUERY, _WARMUP_SENTENCE * sentences)],
+            instruction=self.default_instruction(None),
+            long_text="truncate",
         ).windows[0]
-        if len(window.ids) > length:  # a wide window (GPU) is filled; on CPU keep the warm-up short
-            window = dataclasses.replace(window, ids=window.ids[-length:])
         rows = max(1, min(self.settings.max_batch_size, total // max(1, len(window.ids))))
         return [dataclasses.replace(window, owner=i) for i in range(rows)]
 

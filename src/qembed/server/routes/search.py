@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 
@@ -37,7 +37,7 @@ from qembed.settings import Settings
 log = logging.getLogger(__name__)
 EmbedFn = Callable[..., Awaitable[Any]]  # await embed(inputs, **options) -> object with .vectors
 # await rerank(query, texts) -> relevance per text
-RerankFn = Callable[[str, list[str]], Awaitable[list[float]]]
+RerankFn = Callable[[str, list[str]], Coroutine[Any, Any, list[float]]]
 NO_RERANKER = (
     "rerank: true needs a reranker, and this server serves none; start it with one: qembed serve --model <embedder> "
     "--index <name> --rerank-model Qwen/Qwen3-Reranker-0.6B (env QEMBED_RERANK_MODEL), or drop rerank."
@@ -97,6 +97,22 @@ class SearchRequest(_TextOnly):
         description="Re-score the top candidates with the served reranker (--rerank-model) and rank by its "
         "relevance (scores.rerank); without a reranker: 400.",
     )
+
+
+class SearchRequestWithoutReranker(SearchRequest):
+    """``SearchRequest`` of a server without a reranker: the schema says ``rerank`` can only be
+    false, and ``rerank: true`` is a 400 saying how to start one."""
+
+    rerank: bool = Field(
+        False, json_schema_extra={"enum": [False]}, description="false: no reranker is served."
+    )
+
+    @field_validator("rerank")
+    @classmethod
+    def _no_reranker(cls, value: bool) -> bool:
+        if value:
+            raise PydanticCustomError("no_reranker", NO_RERANKER)
+        return value
 
 
 class IndexDocument(BaseModel):
@@ -183,7 +199,6 @@ def make_router(
     max_docs = settings.max_client_batch_size
     router = APIRouter(tags=["search"])
 
-    @router.post("/v1/search", summary="Search the served index")
     async def search(body: SearchRequest) -> dict[str, Any]:
         check_request(body.query, body.k, body.mode)
         await run_in_threadpool(store.check)  # a damaged index is a 503 in every mode, bm25 too
@@ -210,6 +225,10 @@ def make_router(
             "object": "list", "index": store.name, "mode": body.mode, "model": indexer.encoder.model_id,
             "data": [r.to_dict() for r in results],
         }  # fmt: skip
+
+    # The body's model says whether rerank: true is accepted (a reranker is served) or a 400.
+    search.__annotations__["body"] = SearchRequest if rerank is not None else SearchRequestWithoutReranker
+    router.add_api_route("/v1/search", search, methods=["POST"], summary="Search the served index")
 
     @router.post("/v1/index", summary="Add or replace documents by id")
     async def index(body: IndexRequest) -> dict[str, Any]:
