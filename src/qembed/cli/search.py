@@ -15,11 +15,12 @@ import click
 
 from qembed.cli.options import build_settings, engine_fields, settings_options
 from qembed.errors import QembedError
-from qembed.settings import SearchSettings
+from qembed.settings import RerankSettings, SearchSettings, Settings
 
 # The store flags and the engine's; the engine's own --chunk-overlap (long-input windows)
 # would be confused with the index's, which `qembed index --chunk-overlap` is.
 SEARCH_FIELDS = engine_fields(SearchSettings, exclude=("chunk_overlap",))
+RERANK_FIELDS = Settings.fields_of(RerankSettings)
 
 
 def _fail(exc: QembedError) -> None:
@@ -278,6 +279,13 @@ def index_name_for(path: str) -> str:
 )
 @click.option("--file-type", default=None, help="Only this file extension (md, py, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@click.option(
+    "--rerank",
+    "rerank_on",
+    is_flag=True,
+    help="Re-score the top candidates with --rerank-model (Qwen3-Reranker or a cross-encoder) and rank by it.",
+)
+@settings_options(RERANK_FIELDS)
 @settings_options(SEARCH_FIELDS)
 def search_cmd(
     query: str,
@@ -287,13 +295,31 @@ def search_cmd(
     language: str | None,
     file_type: str | None,
     as_json: bool,
+    rerank_on: bool,
     **values: Any,
 ) -> None:
+    rerank_values = {name: values.pop(name) for name in RERANK_FIELDS}
+    if not rerank_on and any(v is not None for v in rerank_values.values()):
+        raise click.UsageError("--rerank-model, --rerank-max-length and --rerank-instruction need --rerank.")
     try:
+        reranker = None
+        if rerank_on:  # loaded first: a wrong --rerank-model fails before the index is opened
+            from qembed.rerank.reranker import Reranker
+
+            shared = {
+                name: v for name, v in values.items() if name in ("device", "dtype", "threads", "long_text")
+            }
+            reranker = Reranker(settings=build_settings({**shared, **rerank_values}))
         with _open(values, create=False) as idx:
             results = idx.search(
-                query, k=k, mode=mode, path_prefix=path_prefix, language=language, file_type=file_type
-            )  # type: ignore[arg-type]
+                query,
+                k=k,
+                mode=mode,  # type: ignore[arg-type]
+                path_prefix=path_prefix,
+                language=language,
+                file_type=file_type,
+                rerank=reranker,
+            )
     except QembedError as exc:
         _fail(exc)
     if as_json:
@@ -321,9 +347,16 @@ def render(query: str, results: list[Any]) -> None:
             f"bm25 {r.bm25_score:.2f}" if r.bm25_score is not None else "",
         ]
         detail = ", ".join(p for p in parts if p)
+        shown = detail and (mode_of(r) == "hybrid" or r.rerank_score is not None)
         console.print(
             f"[bold]{r.rank:>2}.[/bold] [cyan]{escape(c.path)}[/cyan]:{c.line_start}-{c.line_end}  [green]{r.score:.4f}[/green]"
-            + (f" ({detail})" if detail and mode_of(r) == "hybrid" else "")
+            + (
+                f" (rerank; {detail})"
+                if shown and r.rerank_score is not None
+                else f" ({detail})"
+                if shown
+                else ""
+            )
         )
         trail = " > ".join(t for t in (c.title, *c.heading) if t)
         if trail:

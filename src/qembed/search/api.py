@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qembed.errors import InputError
 from qembed.search.chunking import ChunkConfig
@@ -37,6 +37,9 @@ from qembed.search.ingest import RecordFields, record_document
 from qembed.search.searcher import Mode, Reranker, Searcher, SearchResult
 from qembed.search.store import Filters, Store, StoreStats, open_store
 from qembed.settings import Settings
+
+if TYPE_CHECKING:
+    from qembed.rerank.reranker import Reranker as RerankModel
 
 
 class SearchIndex:
@@ -180,15 +183,19 @@ class SearchIndex:
         language: str | None = None,
         file_type: str | None = None,
         filters: Filters | None = None,
-        rerank: Reranker | None = None,
+        rerank: Reranker | RerankModel | None = None,
     ) -> list[SearchResult]:
-        """Ranked chunks for a query (what ``qembed search`` does)."""
+        """Ranked chunks for a query (what ``qembed search`` does). ``rerank``: a loaded
+        ``qembed.Reranker`` (or any ``(query, results) -> scores`` function) re-scores the top
+        candidates; each result then carries ``rerank_score`` and is ranked by it."""
         filters = filters or Filters(path_prefix, language, file_type)
+        from qembed.search.rerank import as_hook
         from qembed.search.searcher import check_request
 
         check_request(query, k, mode)
         vector = self.encoder.encode_query(query) if mode != "bm25" else None
-        return self.searcher.search(query, vector, k=k, mode=mode, filters=filters, rerank=rerank)
+        hook = as_hook(rerank)
+        return self.searcher.search(query, vector, k=k, mode=mode, filters=filters, rerank=hook)
 
     def stats(self) -> StoreStats:
         return self.store.stats()
