@@ -185,13 +185,14 @@ def test_guard_rewrites_rays_own_503_and_leaves_replica_answers_alone() -> None:
 
 # -- the replica's app ---------------------------------------------------------------------------
 def test_replica_app_starts_ready_names_itself_and_fails_health_when_the_worker_dies(
-    tiny_model_dir: Path,
+    tiny_model_dir: Path, tiny_embedder: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The app a replica serves: start-up returns only after the warm-up (Ray routes nothing to a
     warming replica), every response names the replica, check_health is /health + /ready."""
     import httpx
 
-    replica = ray_serve.QembedReplica(Settings(model=str(tiny_model_dir), device="cpu"))
+    monkeypatch.setattr(ray_serve, "_replica_id", lambda: "replica-1")  # what Ray's replica context gives
+    replica = ray_serve.QembedReplica(Settings(model=str(tiny_model_dir), device="cpu"), tiny_embedder)
     app = replica.__serve_build_asgi_app__()
     service = app.state.service
 
@@ -217,7 +218,7 @@ def test_replica_app_starts_ready_names_itself_and_fails_health_when_the_worker_
             )
 
     status, name, idle, failure = asyncio.run(scenario())
-    assert (status, name, idle) == (200, "local", True)
+    assert (status, name, idle) == (200, "replica-1", True)
     assert failure.startswith("/health answered 503") and "worker" in failure
 
 
@@ -366,3 +367,31 @@ def test_two_replicas_on_a_local_cluster(ray_cluster: Any, tiny_model_dir: Path,
     # the kill hit requests in flight on the victim (6 clients, 2 replicas): they were retried or 503
     assert retried + unavailable >= 1
     assert min(spread_before_kill.values()) >= 2  # both replicas took a share
+
+
+# -- `qembed serve --ray` ------------------------------------------------------------------------
+def test_serve_ray_flags_reach_the_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import qembed.cli.serve as serve
+
+    seen: list[tuple[Settings, RayServeOptions, str | None]] = []
+    monkeypatch.setattr(ray_serve, "run", lambda s, o, address=None: seen.append((s, o, address)) or 0)
+    monkeypatch.setattr(serve, "run_server", lambda settings: pytest.fail("--ray must not start uvicorn"))
+    port = str(free_port())
+    args = ["--model", "org/m", "--port", port, "--ray", "--min-replicas", "1", "--max-replicas", "3"]
+    result = CliRunner().invoke(
+        serve.serve_cmd, [*args, "--target-queued-tokens", "2048", "--ray-address", "auto"]
+    )
+    assert result.exit_code == 0, result.output
+    settings, options, address = seen[0]
+    assert (settings.model, settings.port, address) == ("org/m", int(port), "auto")
+    assert (options.min_replicas, options.max_replicas, options.target_queued_tokens) == (1, 3, 2048)
+
+    result = CliRunner().invoke(serve.serve_cmd, ["--model", "org/m", "--port", port, "--replicas", "2"])
+    assert result.exit_code == 2 and "add --ray" in result.output
+    result = CliRunner().invoke(
+        serve.serve_cmd, [*args[:5], "--ray", "--replicas", "2", "--max-replicas", "3"]
+    )
+    assert result.exit_code == 2 and "not both" in result.output
+    assert len(seen) == 1

@@ -177,6 +177,83 @@ def _sglang(values: dict[str, Any]) -> list[str]:
     return notes
 
 
+# -- `--ray`: the same app as Ray Serve replicas (qembed.server.ray_serve) ------------------------
+RAY_FLAGS = [
+    click.option(
+        "--ray",
+        "ray_enabled",
+        is_flag=True,
+        default=False,
+        help="Serve through Ray Serve: replicas, each with its own model and queue, behind Ray's proxy on "
+        "--host/--port (needs the `ray` extra). docs/SCALING.md.",
+    ),
+    click.option(
+        "--ray-address",
+        "ray_address",
+        default=None,
+        help="With --ray: the cluster to join (auto, ray://host:10001); default RAY_ADDRESS, else a new local one.",
+    ),
+    click.option(
+        "--replicas", "ray_replicas", type=int, default=None, help="With --ray: a fixed number of replicas."
+    ),
+    click.option(
+        "--min-replicas",
+        "ray_min_replicas",
+        type=int,
+        default=None,
+        help="With --ray: autoscale, at least this many.",
+    ),
+    click.option(
+        "--max-replicas",
+        "ray_max_replicas",
+        type=int,
+        default=None,
+        help="With --ray: autoscale, at most this many.",
+    ),
+    click.option(
+        "--target-queued-tokens",
+        "ray_target_queued_tokens",
+        type=int,
+        default=None,
+        help="With --ray autoscaling: tokens waiting per replica to aim at (default 16384).",
+    ),
+    click.option(
+        "--replica-cpus",
+        "ray_num_cpus",
+        type=float,
+        default=None,
+        help="With --ray: CPUs per replica (default 1).",
+    ),
+    click.option(
+        "--replica-gpus",
+        "ray_num_gpus",
+        type=float,
+        default=None,
+        help="With --ray: GPUs per replica (default 0).",
+    ),
+]
+RAY_OPTION_NAMES = {
+    "ray_replicas": "replicas",
+    "ray_min_replicas": "min_replicas",
+    "ray_max_replicas": "max_replicas",
+    "ray_target_queued_tokens": "target_queued_tokens",
+    "ray_num_cpus": "num_cpus",
+    "ray_num_gpus": "num_gpus",
+}
+
+
+def _ray(values: dict[str, Any]) -> tuple[bool, str | None, dict[str, Any]]:
+    """Pop the --ray flags: (enabled, address, RayServeOptions changes); shape flags need --ray."""
+    enabled = values.pop("ray_enabled")
+    address = values.pop("ray_address")
+    changes = {name: values.pop(key) for key, name in RAY_OPTION_NAMES.items()}
+    changes = {name: value for name, value in changes.items() if value is not None}
+    if not enabled and (changes or address):
+        given = ", ".join("--" + k.replace("_", "-") for k in changes) or "--ray-address"
+        raise click.UsageError(f"{given} shape a Ray Serve deployment: add --ray (or drop them).")
+    return enabled, address, changes
+
+
 def check_port_free(host: str, port: int) -> None:
     """Fail before the model loads (seconds to minutes) when the port is taken."""
     import socket
@@ -208,10 +285,12 @@ def _with(options: list[Any]) -> Any:
 )
 @settings_options(SERVE_FIELDS)
 @_with(SGLANG_FLAGS)
+@_with(RAY_FLAGS)
 def serve_cmd(**values: Any) -> None:
     from qembed.cli.main import fail, setup_logging
 
     notes = _sglang(values)
+    use_ray, ray_address, ray_changes = _ray(values)
     try:
         settings = build_settings(values)
     except Exception as exc:  # pydantic ValidationError: a bad flag or env value
@@ -222,7 +301,25 @@ def serve_cmd(**values: Any) -> None:
         log.info("sglang flag %s", note)
     check_port_free(settings.host, settings.port)
     try:
-        code = run_server(settings)
+        if use_ray:
+            code = run_ray(settings, ray_changes, ray_address)
+        else:
+            code = run_server(settings)
     except QembedError as exc:
         fail(exc)
     sys.exit(code)
+
+
+def run_ray(settings: Settings, changes: dict[str, Any], address: str | None) -> int:
+    """``--ray``: validate the deployment's shape here (a usage error, exit 2), then serve on Ray."""
+    from pydantic import ValidationError
+
+    from qembed.server import ray_serve
+
+    try:
+        options = ray_serve.RayServeOptions(**changes)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise click.UsageError(f"{where + ': ' if where else ''}{first['msg']}") from None
+    return ray_serve.run(settings, options, address=address)

@@ -48,6 +48,7 @@ from qembed.settings import Settings, settings_error
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from qembed.embedding.embedder import Embedder
     from qembed.serving.service import EmbeddingService
 
 log = logging.getLogger(__name__)
@@ -250,12 +251,14 @@ class QembedReplica:
     Not a Ray Serve deployment by itself: ``deployment()`` wraps it with ``serve.ingress``
     and ``serve.deployment`` once Ray is imported (this class stays importable without Ray)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+        """``embedder``: one already loaded (tests; as ``create_app`` takes one), else loaded here."""
         from qembed.embedding.embedder import Embedder
 
         self.settings = settings
         self.replica_id = _replica_id()
-        self.embedder = Embedder(settings=settings)  # before the app: a bad model fails the replica here
+        # before the app: a bad model fails the replica's start here, with the loader's message
+        self.embedder = embedder if embedder is not None else Embedder(settings=settings)
         self.qembed_app: FastAPI | None = None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -498,7 +501,11 @@ def run(settings: Settings, options: RayServeOptions, *, address: str | None = N
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
-        serve.run(app, name=options.name, route_prefix=options.route_prefix)
+        try:
+            serve.run(app, name=options.name, route_prefix=options.route_prefix)
+        except RuntimeError as exc:  # a replica failed to start (a wrong --model, the warm-up): Ray says why
+            log.error("the Ray Serve app did not start: %s", exc)
+            return 1
         log.info(
             "Ray Serve: app %r on http://%s:%d%s (%s)",
             options.name,
