@@ -1,6 +1,9 @@
 """Embedded store at scale: insert throughput and query latency with random unit vectors.
 
     .venv/bin/python bench/search_store.py --n 100000 --dim 1024 --out /tmp/store-bench
+    # the ANN graph (issue 16): libraries compared, then the store with its graph
+    .venv/bin/python bench/search_store.py --mode libs --n 20000 --real /tmp/real.npy --embed-real ../shared/data
+    .venv/bin/python bench/search_store.py --mode ann --n 100000 --real /tmp/real.npy --report bench/results/search-ann
 
 Measures, on this machine:
 - insert: ``EmbeddedStore.write`` of documents of 8 chunks in commits of 256 chunks (what
@@ -43,12 +46,31 @@ def _pct(values: list[float], p: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=("store", "libs", "ann"), default="store")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--commit", type=int, default=256)
     ap.add_argument("--out", default="/tmp/store-bench")
+    ap.add_argument("--libs", default="usearch-i8,usearch-f16,hnswlib,faiss-hnsw", help="--mode libs: which")
+    ap.add_argument("--real", default=None, help="real-text vectors (.npy; made by --embed-real) for recall")
+    ap.add_argument(
+        "--embed-real", default=None, metavar="DATA", help="embed sentences of DATA (shared/data) to --real"
+    )
+    ap.add_argument("--report", default=None, help="folder for report.md + results json (--mode libs/ann)")
+    ap.add_argument(
+        "--exact-queries", type=int, default=None, help="queries timed on the exact scan (default --queries)"
+    )
     args = ap.parse_args()
+    if args.embed_real:
+        from ann_bench import embed_real
+
+        embed_real(Path(args.embed_real), Path(args.real))
+    if args.mode != "store":
+        from ann_bench import run_ann, run_libs
+
+        (run_libs if args.mode == "libs" else run_ann)(args)
+        return
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     rng = np.random.default_rng(0)
