@@ -353,3 +353,32 @@ def test_reembed_on_the_milvus_store(tmp_path: Path) -> None:
     with SearchIndex(open_store("notes", store_uri=uri), IdentityHashEncoder("w2")) as idx:
         hit = idx.search(chunks[0].embed_text, k=1)[0]  # its exact text: its own new vector
         assert hit.chunk.chunk_id == chunks[0].chunk_id and hit.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_reembed_to_another_model_after_a_killed_one_starts_over(tmp_path: Path) -> None:
+    from qembed.search.api import SearchIndex
+
+    data = _build(tmp_path, IdentityHashEncoder("w1"))
+    texts = _texts(data)
+    with SearchIndex.open(
+        "notes", encoder=IdentityHashEncoder("w2", fail_after=1), data_dir=str(data), reembed=True
+    ) as idx:
+        with pytest.raises(KeyboardInterrupt):
+            idx.reembed(commit_every=2)
+    third = IdentityHashEncoder("w3")
+    with SearchIndex.open("notes", encoder=third, data_dir=str(data), reembed=True) as idx:
+        idx.reembed(commit_every=2)
+    assert sorted(third.embedded) == sorted(texts.values())  # the w2 batch is not kept
+    for h, vec in _all_vectors(data).items():
+        np.testing.assert_allclose(vec, third.vector(texts[h]), atol=1e-6)
+
+
+def test_cli_reembed_takes_no_paths_and_needs_an_index(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from qembed.cli.main import cli
+
+    with_paths = CliRunner().invoke(cli(), ["index", str(tmp_path), "--reembed", "--index", "x"])
+    assert with_paths.exit_code == 2 and "--reembed takes no PATHS" in with_paths.output
+    no_index = CliRunner().invoke(cli(), ["index", "--reembed"])
+    assert no_index.exit_code == 2 and "--reembed --index NAME" in no_index.output

@@ -44,7 +44,7 @@ def _open(
 
 def _reembed(values: dict[str, Any], commit_every: int, wait: float, as_json: bool) -> None:
     """``qembed index --reembed``: every stored chunk through the current --model (no PATHS read)."""
-    if not values.get("index"):
+    if not build_settings(values).index:  # --index or QEMBED_INDEX
         raise click.UsageError("give the index to re-embed: --reembed --index NAME [--model MODEL].")
     progress = _Progress()
     try:
