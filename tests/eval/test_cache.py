@@ -100,7 +100,7 @@ def test_namespaces_share_one_file_and_never_each_others_vectors(tmp_path: Path)
     assert float(again.open({"t": "one"}).get_many(["a"])[0][0]) == 1.0
     assert float(again.open({"t": "two"}).get_many(["a"])[0][0]) == 2.0
     assert again.open({"t": "three"}).get_many(["a"]) == [None]
-    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))] == [
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm", ".open.lock"))] == [
         "embeddings.sqlite3"
     ]
 

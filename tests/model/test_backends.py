@@ -100,6 +100,7 @@ def test_torch_int8_within_the_gate(minilm_dir: Path, export_dir: str, reference
 
     embedder = Embedder("minilm", quantize="int8", export_dir=export_dir)
     assert embedder.info.dtype == "int8"
+    assert embedder.info.quantization["gate"]["min_cosine"] >= 0.99  # the gate's own measurement
     cos = _cosines(embedder.encode(TEXTS), reference["minilm"])
     assert cos.min() >= INT8_MIN_COS
     assert cos.mean() < 0.999999  # really quantized

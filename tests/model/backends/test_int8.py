@@ -218,14 +218,6 @@ def test_enforce_refuses_a_build_without_a_measurement() -> None:
     )
 
 
-def test_torch_int8_meets_the_gate_on_minilm(minilm_dir: Path, export_dir: str) -> None:
-    from qembed import Embedder
-
-    embedder = Embedder("minilm", quantize="int8", export_dir=export_dir)
-    assert embedder.info.dtype == "int8"
-    assert embedder.info.quantization["gate"]["min_cosine"] >= 0.99
-
-
 @pytest.mark.integration
 def test_alpha_auto_is_searched_on_the_calib_split_and_recorded(outlier_dir: Path) -> None:
     from qembed.model.backends.int8.prepare import ALPHA_GRID, calibration_stats, resolve_alpha
