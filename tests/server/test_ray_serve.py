@@ -240,8 +240,12 @@ def ray_cluster() -> Iterator[Any]:
     import ray
     from ray import serve
 
-    saved = os.environ.get(ray_serve.PROXY_CALLBACK_ENV)
-    os.environ[ray_serve.PROXY_CALLBACK_ENV] = ray_serve.PROXY_CALLBACK  # the proxy inherits it
+    env = {
+        ray_serve.PROXY_CALLBACK_ENV: ray_serve.PROXY_CALLBACK,  # the proxy inherits it
+        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",  # the backlog reaches the controller each second
+    }
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         yield ray
@@ -250,10 +254,17 @@ def ray_cluster() -> Iterator[Any]:
             serve.shutdown()
         finally:
             ray.shutdown()
-            if saved is None:
-                os.environ.pop(ray_serve.PROXY_CALLBACK_ENV, None)
-            else:
-                os.environ[ray_serve.PROXY_CALLBACK_ENV] = saved
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def running_replicas(name: str = "qembed") -> dict[str, int]:
+    from ray import serve
+
+    return dict(serve.status().applications[name].deployments[name].replica_states)
 
 
 @pytest.mark.slow
@@ -395,3 +406,76 @@ def test_serve_ray_flags_reach_the_deployment(monkeypatch: pytest.MonkeyPatch) -
     )
     assert result.exit_code == 2 and "not both" in result.output
     assert len(seen) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_autoscaling_on_queued_tokens_and_drain_on_downscale(ray_cluster: Any, tiny_model_dir: Path) -> None:
+    """1 -> 2 replicas when tokens queue up (not on request count), back to 1 when the backlog is
+    gone, and every request sent while the second replica drains away is answered 200."""
+    import httpx
+    from ray import serve
+
+    started = time.monotonic()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    options = RayServeOptions(
+        min_replicas=1,
+        max_replicas=2,
+        target_queued_tokens=256,
+        upscale_delay_s=0,
+        downscale_delay_s=3,
+        look_back_period_s=3,
+        num_cpus=1,
+    )
+    settings = Settings(model=str(tiny_model_dir), device="cpu", shutdown_timeout=10.0)
+    serve.run(ray_serve.build_app(settings=settings, options=options), name="qembed", route_prefix="/")
+    assert running_replicas() == {"RUNNING": 1}
+    url = f"http://127.0.0.1:{port}"
+
+    # heavy load: 6 clients x 8 inputs of ~200 tokens keep thousands of tokens queued
+    statuses: Counter[int] = Counter()
+    heavy, light = threading.Event(), threading.Event()
+    lock = threading.Lock()
+
+    def client(stop: threading.Event, inputs: int, words: int) -> None:
+        with httpx.Client(base_url=url, timeout=120) as c:
+            while not stop.is_set():
+                try:
+                    code = c.post(
+                        "/v1/embeddings", json={"input": ["autoscale me " * words] * inputs}
+                    ).status_code
+                except httpx.HTTPError:
+                    code = -1
+                with lock:
+                    statuses[code] += 1
+
+    threads = [threading.Thread(target=client, args=(heavy, 8, 70), daemon=True) for _ in range(6)]
+    load_from = time.monotonic()
+    for t in threads:
+        t.start()
+    wait_for(lambda: running_replicas().get("RUNNING", 0) == 2, timeout=240, what="a second replica")
+    scaled_up = time.monotonic() - load_from
+    heavy.set()
+    for t in threads:
+        t.join(150)
+
+    # a light client runs through the downscale: the leaving replica drains, nothing is lost
+    with lock:
+        before = sum(statuses.values())
+    trickle = threading.Thread(target=client, args=(light, 1, 3), daemon=True)
+    trickle.start()
+    down_from = time.monotonic()
+    wait_for(lambda: running_replicas() == {"RUNNING": 1}, timeout=240, what="the downscale to 1 replica")
+    scaled_down = time.monotonic() - down_from
+    wait_for(lambda: sum(statuses.values()) >= before + 5, timeout=60, what="requests after the downscale")
+    light.set()
+    trickle.join(60)
+    with lock:
+        during_downscale = sum(statuses.values()) - before
+    print(
+        f"\nray autoscaling: 1 -> 2 replicas (RUNNING) {scaled_up:.1f} s after the heavy load began; 2 -> 1 in "
+        f"{scaled_down:.1f} s once the backlog was gone; {during_downscale} light requests across the "
+        f"downscale; all answers {dict(statuses)}; test {time.monotonic() - started:.1f} s"
+    )
+    assert set(statuses) == {200}, statuses  # nothing refused or dropped, up or down
