@@ -327,6 +327,7 @@ def test_cli_reembed_moves_a_tiny_model_index_to_new_weights(tmp_path: Path, tin
     assert again.exit_code == 2 and "revision:" in again.output
 
 
+@pytest.mark.slow  # Milvus Lite's start: ~6 s; the flow is the Store interface the embedded tests cover
 def test_reembed_on_the_milvus_store(tmp_path: Path) -> None:
     """The same flow through the Store interface on Milvus Lite (identity in its meta collection)."""
     pytest.importorskip("milvus_lite", reason="pip install 'qembed-server[milvus]'")
