@@ -90,6 +90,29 @@ def test_module_imports_without_building() -> None:
 
 
 @needs_ray
+def test_serve_run_import_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `serve run qembed.server.ray_serve:app` and `...:build_app replicas=3` resolve to,
+    through Ray's own loader (no cluster: the Application is only built)."""
+    from ray._common.utils import import_attr
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve.deployment import Application
+
+    monkeypatch.setenv("QEMBED_RAY_MAX_REPLICAS", "4")
+    monkeypatch.setenv("QEMBED_MODEL", "org/from-env")
+    app = import_attr("qembed.server.ray_serve:app")
+    assert isinstance(app, Application)
+    built = call_user_app_builder_with_args_if_necessary(
+        import_attr("qembed.server.ray_serve:build_app"),
+        {"replicas": "3", "max_replicas": None, "model": "org/m"},
+    )
+    assert isinstance(built, Application)
+    with pytest.raises(InputError, match="not both"):
+        call_user_app_builder_with_args_if_necessary(
+            import_attr("qembed.server.ray_serve:build_app"), {"replicas": "3"}
+        )
+
+
+@needs_ray
 def test_ray_accepts_the_deployment_options() -> None:
     """Ray validates every option when the deployment is configured (no cluster needed)."""
     for options in (RayServeOptions(replicas=2), RayServeOptions(min_replicas=0, max_replicas=4)):
@@ -278,7 +301,7 @@ def test_two_replicas_on_a_local_cluster(ray_cluster: Any, tiny_model_dir: Path,
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = Settings(model=str(tiny_model_dir), device="cpu", shutdown_timeout=10.0)
     serve.run(
-        ray_serve.build_app(settings=settings, options=RayServeOptions(replicas=2, num_cpus=1)),
+        ray_serve.application(settings, RayServeOptions(replicas=2, num_cpus=1)),
         name="qembed",
         route_prefix="/",
     )
@@ -429,7 +452,7 @@ def test_autoscaling_on_queued_tokens_and_drain_on_downscale(ray_cluster: Any, t
         num_cpus=1,
     )
     settings = Settings(model=str(tiny_model_dir), device="cpu", shutdown_timeout=10.0)
-    serve.run(ray_serve.build_app(settings=settings, options=options), name="qembed", route_prefix="/")
+    serve.run(ray_serve.application(settings, options), name="qembed", route_prefix="/")
     assert running_replicas() == {"RUNNING": 1}
     url = f"http://127.0.0.1:{port}"
 

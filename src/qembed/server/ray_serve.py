@@ -309,29 +309,26 @@ def deployment() -> Any:
     return _DEPLOYMENT
 
 
-def build_app(
-    args: dict[str, Any] | None = None,
-    *,
-    settings: Settings | None = None,
-    options: RayServeOptions | None = None,
-) -> Any:
-    """The Ray Serve ``Application`` (``serve run qembed.server.ray_serve:build_app key=value ...``).
-
-    Builder arguments are Settings fields (``model=./m``, ``api_key=...``) or RayServeOptions
-    fields (``replicas=2``, ``max_replicas=4``); the environment fills the rest. ``settings``
-    and ``options`` (``qembed serve --ray``) are used as given."""
-    if options is None:
-        settings, options = resolve(args, settings=settings)
-    elif settings is None or args:
-        raise ValueError("build_app(options=...) takes finished settings and no args")
+def application(settings: Settings, options: RayServeOptions) -> Any:
+    """The Ray Serve ``Application`` for finished settings (``qembed serve --ray``, tests)."""
     return deployment().options(**deployment_options(settings, options)).bind(settings)
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """``serve run qembed.server.ray_serve:build_app key=value ...`` (Ray calls a builder with one
+    dict of the command line's arguments).
+
+    Arguments are Settings fields (``model=./m``, ``max_batch_tokens=4096``) or RayServeOptions
+    fields (``replicas=2``, ``max_replicas=4``); the environment (``QEMBED_*``, ``QEMBED_RAY_*``)
+    fills the rest."""
+    return application(*resolve(args))
 
 
 def __getattr__(name: str) -> Any:
     """``serve run qembed.server.ray_serve:app``: the Application from the environment, built
     on first access (importing this module must not need Ray or build anything)."""
     if name == "app":
-        return build_app()
+        return build_app({})
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -492,7 +489,7 @@ def run(settings: Settings, options: RayServeOptions, *, address: str | None = N
     except ImportError as exc:
         raise InputError(INSTALL_HINT) from exc
 
-    app = build_app(settings=settings, options=options)
+    app = application(settings, options)
     # The proxy reads its callback from its environment, which a cluster started here inherits
     # (a cluster started elsewhere: set it where `ray start` runs, docs/SCALING.md).
     os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
