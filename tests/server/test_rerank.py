@@ -115,6 +115,21 @@ def test_tei_truncate_false_refuses_a_long_text_and_true_cuts_it(client: TestCli
     assert error["param"] == "truncation_direction"
 
 
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"query": QUERY, "texts": []}, 400, "texts"),
+        ({"query": QUERY, "texts": ["d"] * 9}, 413, "texts"),
+        ({"query": QUERY, "texts": ["ok", ""]}, 400, "texts[1]"),
+        ({"texts": ["d"]}, 400, "query"),
+    ],
+)
+def test_bad_tei_input_names_tei_fields(
+    client: TestClient, body: dict[str, Any], status: int, param: str
+) -> None:
+    assert error_of(client.post("/rerank", json=body), status)["param"] == param
+
+
 @pytest.mark.parametrize("path", ["/score", "/v1/score"])
 def test_vllm_score_pairs_in_order(client: TestClient, path: str) -> None:
     answer = client.post(path, json={"model": NAME, "text_1": QUERY, "text_2": DOCS}).json()
@@ -259,21 +274,53 @@ def test_queue_full_is_a_429_with_retry_after(make: Callable[..., TestClient]) -
     assert first["r"].status_code == 200  # the accepted one is served
 
 
-def test_the_cohere_sdk_reranks_against_base_url(tiny_model_dir: Path, tiny_embedder: Embedder) -> None:
+@pytest.fixture(scope="module")
+def live(tiny_model_dir: Path, tiny_embedder: Embedder) -> Iterator[LiveServer]:
+    """A real HTTP server with the fake reranker (the SDK and disconnects need a socket)."""
+    with LiveServer(
+        create_app(settings_for(tiny_model_dir, warmup=False), tiny_embedder, FakeScorer())
+    ) as server:
+        yield server
+
+
+def test_the_cohere_sdk_reranks_against_base_url(live: LiveServer) -> None:
     cohere = pytest.importorskip("cohere")
-    with LiveServer(create_app(settings_for(tiny_model_dir), tiny_embedder, FakeScorer())) as server:
-        client = cohere.Client(base_url=server.url, api_key="EMPTY")
-        answer = client.rerank(model=NAME, query=QUERY, documents=DOCS, top_n=2, return_documents=True)
-        assert [r.index for r in answer.results] == [2, 1]
-        assert answer.results[0].relevance_score == pytest.approx(sigmoid(2.5))
-        assert answer.results[0].document.text == DOCS[2]
-        v2 = cohere.ClientV2(base_url=server.url, api_key="EMPTY").rerank(
-            model=NAME, query=QUERY, documents=DOCS
-        )
-        assert [r.index for r in v2.results] == [2, 1, 0]
-        with pytest.raises(cohere.core.ApiError) as info:
-            client.rerank(model=NAME, query=QUERY, documents=[])
-        assert info.value.status_code == 400
+    client = cohere.Client(base_url=live.url, api_key="EMPTY")
+    answer = client.rerank(model=NAME, query=QUERY, documents=DOCS, top_n=2, return_documents=True)
+    assert [r.index for r in answer.results] == [2, 1]
+    assert answer.results[0].relevance_score == pytest.approx(sigmoid(2.5))
+    assert answer.results[0].document.text == DOCS[2]
+    v2 = cohere.ClientV2(base_url=live.url, api_key="EMPTY").rerank(model=NAME, query=QUERY, documents=DOCS)
+    assert [r.index for r in v2.results] == [2, 1, 0]
+    with pytest.raises(cohere.core.ApiError) as info:
+        client.rerank(model=NAME, query=QUERY, documents=[])
+    assert info.value.status_code == 400
+
+
+def test_a_disconnected_clients_pairs_are_not_scored(live: LiveServer) -> None:
+    service = live.app.state.rerank_service
+    scorer: FakeScorer = service.scorer
+    queue = service.queue
+    queue.pause()  # the reranker takes nothing: the request waits in its queue
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                live.url + "/v1/rerank",
+                json={"query": QUERY, "documents": ["abandoned document"] * 5},
+                timeout=httpx.Timeout(5.0, read=0.5),
+            )
+        wait_for(lambda: queue.cancelled_requests == 1, what="the cancellation")
+    finally:
+        queue.resume()
+    assert queue.dropped_windows == 5 and queue.queued_windows == 0
+    batches = list(scorer.batches)
+    assert (
+        httpx.post(live.url + "/rerank", json={"query": "q", "texts": ["q"]}, timeout=30).status_code == 200
+    )
+    assert scorer.batches == [*batches, 1]  # only the later request reached the model
+    after = live.metrics()
+    assert after[("qembed_rerank_dropped_pairs", (("model", NAME),))] == 5
+    assert after[("qembed_requests_total", (("route", "/v1/rerank"), ("status", "499")))] == 1
 
 
 def test_search_with_rerank_true_reorders_by_the_reranker(

@@ -90,6 +90,7 @@ def create_app(
                 rerank_name,
                 queued_tokens=lambda: rerank_service.queue.queued_tokens if rerank_service else 0,
                 ready=lambda: 1.0 if rerank_service and rerank_service.ready else 0.0,
+                dropped=lambda: rerank_service.queue.dropped_windows if rerank_service else 0,
             ),
         )
         service.also_drain(rerank_service)  # SIGTERM and the gate know the embedder's service

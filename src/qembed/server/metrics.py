@@ -126,13 +126,25 @@ class Metrics:
         self.rerank_ready = Gauge(
             "qembed_rerank_ready", "1 once the reranker's warm-up pass is done.", ["model"], registry=r
         )
+        self.rerank_dropped_pairs = Gauge(
+            "qembed_rerank_dropped_pairs",
+            "Pairs never scored because their client went away, since start.",
+            ["model"],
+            registry=r,
+        )
 
     def watch_reranker(
-        self, model: str, *, queued_tokens: Callable[[], float], ready: Callable[[], float]
+        self,
+        model: str,
+        *,
+        queued_tokens: Callable[[], float],
+        ready: Callable[[], float],
+        dropped: Callable[[], float],
     ) -> Callable[[BatchStats], None]:
         """Gauges read from the reranker's queue at scrape time; returns its batch observer."""
         self.rerank_queue_tokens.labels(model=model).set_function(queued_tokens)
         self.rerank_ready.labels(model=model).set_function(ready)
+        self.rerank_dropped_pairs.labels(model=model).set_function(dropped)
         pairs = self.rerank_batch_pairs.labels(model=model)
         seconds = self.rerank_batch_seconds.labels(model=model)
         failures = self.rerank_batch_failures.labels(model=model)

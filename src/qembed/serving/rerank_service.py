@@ -52,27 +52,29 @@ class RerankResult:
     truncated: list[bool]  # the document was cut to fit the window
 
 
-def check_pairs_input(query: Any, documents: Any, *, max_documents: int | None = None) -> None:
-    """The mistakes a caller can make before any tokenization, as ``InputError``s naming the field."""
+def check_pairs_input(
+    query: Any, documents: Any, *, max_documents: int | None = None, field: str = "documents"
+) -> None:
+    """The mistakes a caller can make before any tokenization, as ``InputError``s naming the
+    field (``field``: what the request calls its documents, e.g. TEI's ``texts``)."""
     if not isinstance(query, str) or not query.strip():
         raise InputError("query is empty; send the text the documents are ranked against.", param="query")
     if not isinstance(documents, (list, tuple)) or not documents:
-        raise InputError("documents is empty; send at least one document to rank.", param="documents")
+        raise InputError(f"{field} is empty; send at least one document to rank.", param=field)
     for i, doc in enumerate(documents):
         if not isinstance(doc, str):
             raise InputError(
-                f"documents[{i}] is a {type(doc).__name__}; each document is a string.",
-                param=f"documents[{i}]",
+                f"{field}[{i}] is a {type(doc).__name__}; each document is a string.", param=f"{field}[{i}]"
             )
         if not doc.strip():
             raise InputError(
-                f"documents[{i}] is empty; send text to rank, or leave it out.", param=f"documents[{i}]"
+                f"{field}[{i}] is empty; send text to rank, or leave it out.", param=f"{field}[{i}]"
             )
     if max_documents is not None and len(documents) > max_documents:
         raise RequestTooLarge(
-            f"This request has {len(documents)} documents; the limit is {max_documents} per request. Send fewer, "
+            f"This request has {len(documents)} {field}; the limit is {max_documents} per request. Send fewer, "
             "or start the server with a larger --max-client-batch-size (env QEMBED_MAX_CLIENT_BATCH_SIZE).",
-            param="documents",
+            param=field,
         )
 
 

@@ -161,7 +161,9 @@ class _RerankOptions(BaseModel):
 class RerankRequest(_RerankOptions):
     """POST /v1/rerank (Cohere, Jina, sglang, vLLM)."""
 
-    query: str = Field(json_schema_extra=dict(_TEXT), description="The text the documents are ranked against.")
+    query: str = Field(
+        json_schema_extra=dict(_TEXT), description="The text the documents are ranked against."
+    )
     documents: DocumentsField
     top_n: int | None = Field(None, ge=1, description="Return the best N (default: every document).")
     return_documents: bool = Field(False, description="Include each document in its result.")
@@ -297,9 +299,9 @@ def _order(result: RerankResult) -> list[int]:
     return sorted(range(len(result.raw)), key=lambda i: (-float(result.raw[i]), i))
 
 
-def _checked(request: Request, query: Any, texts: list[str]) -> None:
+def _checked(request: Request, query: Any, texts: list[str], field: str = "documents") -> None:
     service, _ = _service(request)
-    check_pairs_input(query, texts, max_documents=service.settings.max_client_batch_size)
+    check_pairs_input(query, texts, max_documents=service.settings.max_client_batch_size, field=field)
 
 
 def _usage(tokens: int) -> dict[str, int]:
@@ -334,7 +336,7 @@ async def tei_rerank(request: Request) -> Response:
     """TEI's /rerank: a list of {index, score, text?}, best first."""
     _service(request)
     body = parse_body(TEIRerankRequest, await request.body())
-    _checked(request, body.query, body.texts)
+    _checked(request, body.query, body.texts, "texts")
     long_text = body.long_text
     if body.truncate is not None:
         mapped: Literal["truncate", "error"] = "truncate" if body.truncate else "error"
