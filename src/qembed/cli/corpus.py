@@ -18,9 +18,11 @@ import click
 
 from qembed.cli.options import build_settings, engine_fields, settings_options
 from qembed.errors import QembedError
+from qembed.settings import SearchSettings
 
-# The engine's flags, and the engine batch (padded tokens / rows per model call) from the serving group.
-CORPUS_FIELDS = [*engine_fields(), "max_batch_tokens", "max_batch_size"]
+# The engine's flags, the engine batch (padded tokens / rows per model call) from the serving group,
+# and the search store's for --index (whose own --index flag is the command's).
+CORPUS_FIELDS = [*engine_fields(SearchSettings, exclude=("index",)), "max_batch_tokens", "max_batch_size"]
 
 
 class _Progress:
@@ -61,12 +63,18 @@ class _Progress:
 @click.command(
     "embed-corpus",
     help="Embed a corpus (JSONL or Parquet: a file or a folder) into a Parquet dataset of id, vector, tokens, "
-    "with the model identity in its metadata. A re-run embeds only the ids not yet written. "
+    "with the model identity in its metadata (or, with --index NAME, into a search index). A re-run embeds only the ids not yet written. "
     "Records with an id seen before are skipped (the first wins).",
 )
 @click.argument("input_path", metavar="INPUT")
 @click.option(
-    "--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder (Parquet part files)."
+    "--out", "out", type=click.Path(path_type=Path), default=None, help="Output folder (Parquet part files)."
+)
+@click.option(
+    "--index",
+    "index_name",
+    default=None,
+    help="Instead of --out: add the documents (id + text) to this qembed search index (one machine; resumes by content hash).",
 )
 @click.option(
     "--id-field", default="id", show_default=True, help="The field/column with each document's unique id."
@@ -127,7 +135,7 @@ class _Progress:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @settings_options(CORPUS_FIELDS)
-def embed_corpus_cmd(input_path: str, out: Path, id_field: str, text_field: str, task: str, input_type: str,
+def embed_corpus_cmd(input_path: str, out: Path | None, index_name: str | None, id_field: str, text_field: str, task: str, input_type: str,
                      prompt_name: str | None, prompt: str | None, instruction: str | None, dimensions: int | None,
                      batch_tokens: int | None, commit_every: int | None, overwrite: bool, ray_address: str | None,
                      workers: int, cpus_per_worker: float, gpus_per_worker: float, as_json: bool,
@@ -138,6 +146,12 @@ def embed_corpus_cmd(input_path: str, out: Path, id_field: str, text_field: str,
     from qembed.corpus.records import CorpusInput, Fields
 
     setup_logging("warning")
+    if (out is None) == (index_name is None):
+        raise click.UsageError("give --out OUTPUT (a Parquet dataset) or --index NAME (a search index).")
+    if index_name is not None:
+        _index(input_path, index_name, id_field, text_field, commit_every, ray_address, as_json, values)
+        return
+    assert out is not None
     progress = _Progress()
     try:
         source = CorpusInput.of(input_path, Fields(id_field, text_field))
@@ -187,6 +201,53 @@ def embed_corpus_cmd(input_path: str, out: Path, id_field: str, text_field: str,
         click.echo(json.dumps({**report.to_dict(), "out": str(out)}))
     else:
         click.echo(f"{report.summary()}.")
+
+
+def _index(
+    input_path: str,
+    index_name: str,
+    id_field: str,
+    text_field: str,
+    commit_every: int | None,
+    ray_address: str | None,
+    as_json: bool,
+    values: dict[str, Any],
+) -> None:
+    """``--index NAME``: the documents through the search index's own flow (``qembed.corpus.index_job``)."""
+    from qembed.cli.search import _Progress as IndexProgress
+    from qembed.corpus.index_job import run_index
+    from qembed.corpus.records import CorpusInput, Fields
+
+    progress = IndexProgress()
+    try:
+        if ray_address:
+            raise QembedError(
+                "--index runs on one machine; with --ray write a Parquet dataset (--out) and load it from there.",
+                param="index",
+            )
+        source = CorpusInput.of(input_path, Fields(id_field, text_field))
+        settings = build_settings({**values, "index": index_name})
+        try:
+            report, duplicates, stats = run_index(
+                settings, source, index_name, commit_every=commit_every or 256, progress=progress
+            )
+        finally:
+            progress.close()
+    except QembedError as exc:
+        click.secho(f"error: {exc.message}", fg="red", err=True)
+        raise SystemExit(2) from None
+    if as_json:
+        body = {
+            **report.to_dict(),
+            "duplicates": duplicates,
+            "index": {"documents": stats.documents, "chunks": stats.chunks},
+        }
+        click.echo(json.dumps(body))
+    else:
+        dup = f"; {duplicates} duplicate ids skipped (first record wins)" if duplicates else ""
+        click.echo(
+            f"{report.summary()}{dup}. Index {index_name!r} now holds {stats.documents} documents, {stats.chunks} chunks."
+        )
 
 
 def register(group: click.Group) -> None:

@@ -40,6 +40,7 @@ from qembed.settings import Settings
 log = logging.getLogger(__name__)
 
 SAMPLE = 256  # records whose mean token count sizes the actors' batches
+MIN_BLOCK_BYTES = 16 * 1024
 
 
 def _import_ray() -> Any:
@@ -176,6 +177,9 @@ def run_ray(
             output, identity, source, overwrite=overwrite, commit_every=commit_every, progress=progress
         )
         rows = max(1, int(batch_tokens / max(mean_tokens, 1.0)))
+        # Ray Data hands an actor whole blocks, and a read makes one block per file up to 128 MiB:
+        # a single JSONL file would feed one actor only. Blocks of about one batch spread the work.
+        ctx.target_max_block_size = max(MIN_BLOCK_BYTES, int(rows * _mean_bytes(sample)))
         done_ref = ray.put(frozenset(committer.done))
         fields = source.fields
         paths = [str(f) for f in source.files]
@@ -216,6 +220,11 @@ def run_ray(
         lock.release()
         if started:
             ray.shutdown()
+
+
+def _mean_bytes(sample: list[str]) -> float:
+    """Bytes per record in Arrow, about: its text, plus the id and offsets."""
+    return float(np.mean([len(t.encode()) for t in sample])) + 32 if sample else 256.0
 
 
 def _first_blocks(source: CorpusInput) -> list[tuple[list[str], list[str]]]:
