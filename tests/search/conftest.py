@@ -74,13 +74,6 @@ def make_update(
     )
 
 
-@pytest.fixture(scope="session")
-def minilm_encoder(minilm_embedder):
-    from qembed.search.index import EmbedderEncoder
-
-    return EmbedderEncoder(minilm_embedder)
-
-
 @pytest.fixture()
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "qembed-data"
@@ -109,17 +102,3 @@ def write_pages(rows: list[dict], folder: Path) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(f"---\ntitle: {r['en_title']}\n---\n{r['en_text']}", encoding="utf-8")
     return folder
-
-
-@pytest.fixture(scope="session")
-def k8s_index(shared_data: Path, minilm_embedder, tmp_path_factory: pytest.TempPathFactory):
-    """A MiniLM index of 61 Kubernetes pages, built once through the Python API."""
-    from qembed.search.api import SearchIndex
-
-    root = tmp_path_factory.mktemp("k8s")
-    docs = write_pages(k8s_subset(shared_data), root / "docs")
-    data = root / "qembed-data"
-    idx = SearchIndex.open("k8s", embedder=minilm_embedder, data_dir=str(data), create=True)
-    report = idx.index([str(docs)])
-    yield idx, report, data, docs
-    idx.close()

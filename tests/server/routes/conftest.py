@@ -1,3 +1,2 @@
-"""The search routes are tested on the search tests' indexed Kubernetes subset."""
-
-from tests.search.conftest import k8s_index, minilm_encoder  # noqa: F401 - fixtures
+"""The search routes are tested on the search tests' indexed Kubernetes subset (the
+``k8s_index`` and ``minilm_encoder`` fixtures of tests/conftest.py, one session instance)."""
