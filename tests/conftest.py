@@ -36,8 +36,20 @@ MODEL_FIXTURES = frozenset(
 )
 
 
+# Tests that build ONNX/OpenVINO exports share one session export cache: under pytest-xdist
+# (`-n 2 --dist loadgroup`, the fast development command) they stay together on one worker,
+# so each export is built once, while the other worker runs everything else.
+EXPORT_MODULES = ("tests/model/test_backends.py", "tests/model/backends/test_int8.py")
+
+# Two workers on two cores: one model thread each, not two fighting for the same cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("QEMBED_THREADS", "1")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        if item.nodeid.startswith(EXPORT_MODULES):
+            item.add_marker(pytest.mark.xdist_group("exports"))
         if item.get_closest_marker("e2e") or item.get_closest_marker("integration"):
             continue  # the kinds are disjoint: an e2e test on a model is e2e
         if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
