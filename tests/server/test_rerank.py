@@ -436,3 +436,80 @@ def test_qembed_serve_loads_both_models(
         assert httpx.post(url + "/v1/embeddings", json={"input": "hi"}, timeout=60).status_code == 200
     log = (tmp_path / "serve.log").read_text()
     assert "serving reranker" in log and "reranker warm-up" in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_the_rerank_schema_is_what_the_routes_accept(
+    tiny_model_dir: Path, tiny_embedder: Embedder, reranker_folders: dict[str, Path], mode: str
+) -> None:
+    """schemathesis, every check, on the rerank operations of a server with the tiny Qwen3-Reranker:
+    schema-valid bodies are answered 200, invalid ones a documented 4xx, never a 5xx. Set aside, as
+    in test_openapi_checks_all: a 400 for two fields that contradict each other (TEI's truncate
+    against long_text), and vLLM's text_1/text_2 lengths that do not pair (no JSON Schema carries either);
+    more documents than --max-client-batch-size are a 413 (as on /v1/embeddings), not a 400."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+
+    from qembed import Reranker
+
+    from .test_http_edges import Served
+
+    reranker = Reranker(reranker_folders["qwen3"], device="cpu", dtype="float32")
+
+    def accepts_valid_data(ctx: Any, response: Any, case: Any) -> bool | None:
+        if response.status_code == 400 and (
+            "contradicts" in response.text or "send one text_1" in response.text
+        ):
+            return None
+        return positive_data_acceptance(ctx, response, case)
+
+    def rejects_invalid_data(ctx: Any, response: Any, case: Any) -> bool | None:
+        if response.status_code == 413 and "--max-client-batch-size" in response.text:
+            return None  # more documents than the limit (maxItems): 413, as /v1/embeddings answers
+        return negative_data_rejection(ctx, response, case)
+
+    served = Served(
+        create_app(settings_for(tiny_model_dir, max_client_batch_size=8), tiny_embedder, reranker),
+        settings_for(tiny_model_dir),
+    )
+    generation = GenerationMode.POSITIVE if mode == "positive" else GenerationMode.NEGATIVE
+    with served:
+        schema = schemathesis.openapi.from_url(served.url + "/openapi.json")
+        paths = {"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score"}
+        ops = [r.ok() for r in schema.get_all_operations() if r.ok().path in paths]
+        assert {op.path for op in ops} == paths
+        seen: set[int] = set()
+        for op in ops:
+
+            @given(case=op.as_strategy(generation_mode=generation))
+            @settings(
+                max_examples=15,
+                deadline=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+                database=None,
+            )
+            def run(case: Any) -> None:
+                if generation is GenerationMode.POSITIVE:
+                    response = case.call_and_validate(
+                        timeout=120,
+                        excluded_checks=[positive_data_acceptance],
+                        additional_checks=[accepts_valid_data],
+                    )
+                else:
+                    response = case.call_and_validate(
+                        timeout=120,
+                        excluded_checks=[negative_data_rejection],
+                        additional_checks=[rejects_invalid_data],
+                    )
+                seen.add(response.status_code)
+
+            run()
+    if mode == "positive":
+        assert 200 in seen, seen
+    else:
+        assert seen and all(400 <= s < 500 for s in seen), seen

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 from starlette.responses import Response
 
@@ -156,6 +156,12 @@ class _RerankOptions(BaseModel):
         None,
         description="interactive (default) or bulk, as on /v1/embeddings. Also the X-Qembed-Priority header.",
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_integer(cls, value: Any) -> Any:
+        """JSON's ``3.0`` is the integer 3 (JSON Schema says so: the schema's ``top_n``); 2.5 stays refused."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class RerankRequest(_RerankOptions):
