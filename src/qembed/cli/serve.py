@@ -57,7 +57,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> Any:
 
 
 def run_server(settings: Settings) -> int:
-    """Load, serve until SIGTERM/SIGINT, drain; the process exit code."""
+    """Load (the embedder, and the reranker of --rerank-model inside ``create_app``: both before
+    the port is bound), serve until SIGTERM/SIGINT, drain both; the process exit code."""
     import uvicorn
 
     from qembed.embedding.embedder import Embedder
@@ -281,7 +282,9 @@ def _with(options: list[Any]) -> Any:
 
 
 @click.command(
-    "serve", help="Serve one model over HTTP: OpenAI-compatible /v1/embeddings, /embed, /tokenize, /metrics."
+    "serve",
+    help="Serve an embedding model over HTTP: OpenAI-compatible /v1/embeddings, /embed, /tokenize, /metrics; "
+    "with --rerank-model also a reranker (/v1/rerank, TEI's /rerank, vLLM's /score), each on its own model thread.",
 )
 @settings_options(SERVE_FIELDS)
 @_with(SGLANG_FLAGS)

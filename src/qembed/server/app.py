@@ -40,7 +40,8 @@ from qembed.settings import Settings
 log = logging.getLogger(__name__)
 
 DESCRIPTION = (
-    "OpenAI-compatible text embeddings (Qwen3-Embedding and sentence-transformers models). "
+    "OpenAI-compatible text embeddings (Qwen3-Embedding and sentence-transformers models), and with "
+    "--rerank-model a reranker (Qwen3-Reranker, cross-encoders) behind /v1/rerank, /rerank and /score. "
     'Every error has OpenAI\'s body: {"error": {"message", "type", "param", "code"}}.'
 )
 
