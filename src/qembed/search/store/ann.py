@@ -47,12 +47,12 @@ log = logging.getLogger("qembed.search.ann")
 
 HEADER = "ann.json"
 FORMAT = 1
-CONNECTIVITY = 16  # HNSW M: edges per node (memory ~ 2 x M x 4 bytes per row, plus the vectors)
-EXPANSION_ADD = 128  # ef_construction
-EXPANSION_SEARCH = 256  # ef at query time (raised for larger fetches)
+CONNECTIVITY = 32  # HNSW M: edges per node (memory ~ 2 x M x 4 bytes per row, plus the vectors)
+EXPANSION_ADD = 200  # ef_construction
+EXPANSION_SEARCH = 512  # ef at query time (raised for larger fetches)
 DTYPE = "i8"  # the graph's copy of the vectors; exact float32 rows re-score the candidates
 ADD_STEP = 4096  # rows added per lock hold: searches wait at most one step
-FETCH = 4  # candidates asked of the graph per result wanted (re-scored exactly)
+FETCH = 10  # candidates asked of the graph per result wanted (re-scored exactly)
 MAX_FETCH = 4096
 SAVE_MIN = 4096  # rows a graph must have grown by before it is saved again
 MODES = ("auto", "on", "off")

@@ -28,6 +28,7 @@ corrupted vector file, a missing one, or a corrupt SQLite file raises ``IndexDam
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -100,6 +101,7 @@ DAMAGE_CODES = {
     sqlite3.SQLITE_FORMAT,
 }
 SQL_BATCH = 500
+log = logging.getLogger("qembed.search.store")
 ANN_THRESHOLD = 50_000  # live chunks from which ann="auto" searches through the graph
 ANN_FILTER_EXACT_BELOW = 0.02  # a filter keeping fewer live rows than this share: exact over them
 
@@ -847,6 +849,8 @@ class EmbeddedStore(Store):
             else:
                 self.ann.close()
                 self.ann.save_if_grown()
+        except Exception as exc:  # noqa: BLE001 - the graph only speeds searches up: never fail a close
+            log.warning("index %r: the ANN sidecar was not brought up to date (%s)", self.name, exc)
         finally:
             self.ann.close()
             with self.lock:
