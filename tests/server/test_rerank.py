@@ -232,13 +232,15 @@ def test_without_a_reranker_the_routes_say_how_to_start_one(tiny_client: TestCli
     assert tiny_client.get("/info").json()["reranker"] is None
 
 
-def test_rerank_routes_need_the_api_key(make: Callable[..., TestClient]) -> None:
-    client = make(api_key=["sekrit-key"], warmup=False)
+def test_rerank_routes_need_the_api_key_and_keep_the_payload_limit(make: Callable[..., TestClient]) -> None:
+    client = make(api_key=["sekrit-key"], warmup=False, payload_limit=4096)
     body = {"query": QUERY, "documents": DOCS}
     for path in ("/v1/rerank", "/rerank", "/score"):
         assert error_of(client.post(path, json=body), 401)["code"] == "invalid_api_key"
-    ok = client.post("/v1/rerank", json=body, headers={"Authorization": "Bearer sekrit-key"})
-    assert ok.status_code == 200
+    key = {"Authorization": "Bearer sekrit-key"}
+    assert client.post("/v1/rerank", json=body, headers=key).status_code == 200
+    big = {"query": QUERY, "documents": ["word " * 1000]}  # over --payload-limit
+    assert error_of(client.post("/v1/rerank", json=big, headers=key), 413)["code"] == "payload_too_large"
 
 
 def test_ready_waits_for_the_rerankers_warm_up(tiny_model_dir: Path, tiny_embedder: Embedder) -> None:
