@@ -140,6 +140,11 @@ class FakeProxy:
         step = self.script.pop(0)
         if step == "lost":
             return
+        if step == "bodylost":  # what BodyOrRetry answers when the body never came
+            headers = [(b"content-type", b"application/json"), (ray_serve.BODY_LOST_HEADER, b"1")]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": b'{"error": {"code": "request_body_lost"}}'})
+            return
         if step == "ray503":
             await send(
                 {"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]}
@@ -180,6 +185,44 @@ def test_guard_retries_a_request_whose_replica_died() -> None:
     assert headers[RETRIED_HEADER] == b"1"
     assert proxy.bodies == [b'{"input": "x"}'] * 2  # the same body, replayed
     assert (guard.retried, guard.failed) == (1, 0)
+
+
+def test_guard_retries_a_request_a_replica_got_without_its_body() -> None:
+    guard = ReplicaLossGuard(FakeProxy("bodylost", "ok"))
+    status, headers, body = call(guard)
+    assert (status, body, headers[RETRIED_HEADER]) == (200, b'{"step": "ok"}', b"1")
+
+
+def test_replica_answers_503_for_a_retry_when_the_body_never_comes() -> None:
+    seen: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+
+    def run(receive: Any) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        middleware = ray_serve.BodyOrRetry(app, wait_s=0.2)
+        asyncio.run(middleware({"type": "http", "method": "POST", "path": "/v1/embeddings"}, receive, send))
+        return sent
+
+    async def never() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the body was taken by a replica that died
+        return {}
+
+    sent = run(never)
+    assert sent[0]["status"] == 503 and dict(sent[0]["headers"])[ray_serve.BODY_LOST_HEADER] == b"1"
+    assert orjson.loads(sent[1]["body"])["error"]["code"] == "request_body_lost" and seen == []
+
+    async def body() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"payload"}
+
+    assert run(body)[0]["status"] == 200 and seen == [b"payload"]
 
 
 def test_guard_answers_503_in_openai_shape_when_the_retry_dies_too() -> None:
@@ -299,7 +342,10 @@ def test_two_replicas_on_a_local_cluster(ray_cluster: Any, tiny_model_dir: Path,
     started = time.monotonic()
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = Settings(model=str(tiny_model_dir), device="cpu", shutdown_timeout=10.0)
+    # request_read_timeout: how long a replica waits for a body Ray's re-route lost before a 503 to retry
+    settings = Settings(
+        model=str(tiny_model_dir), device="cpu", shutdown_timeout=10.0, request_read_timeout=5.0
+    )
     serve.run(
         ray_serve.application(settings, RayServeOptions(replicas=2, num_cpus=1)),
         name="qembed",
@@ -391,7 +437,8 @@ def test_two_replicas_on_a_local_cluster(ray_cluster: Any, tiny_model_dir: Path,
     print(
         f"\nray serve: up in {up:.1f} s; {total} requests: {ok} x 200, {unavailable} x 503 "
         f"({retried} answered after a retry); per replica before the kill {dict(spread_before_kill)}; "
-        f"all 200s by replica {dict(per_replica())}; killed {victim_id}, 2 replicas RUNNING again after "
+        f"all 200s by replica {dict(per_replica())}; others {dict((k, n) for k, n in answers.items() if k[0] != 200)}; "
+        f"killed {victim_id}, 2 replicas RUNNING again after "
         f"{healed_after:.1f} s; test {time.monotonic() - started:.1f} s"
     )
     assert ok + unavailable == total, failures  # nothing else: no 500, no dropped connection

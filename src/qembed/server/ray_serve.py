@@ -202,6 +202,59 @@ class ReplicaHeader:
         await self.app(scope, receive, send_named)
 
 
+BODY_LOST_HEADER = b"x-qembed-body-lost"  # a 503 sent before any work: the proxy guard retries it
+NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+class BodyOrRetry:
+    """ASGI middleware (outermost in a replica): a request whose body never arrives is answered
+    503 ``request_body_lost`` after ``--request-read-timeout``, marked for a retry.
+
+    Why: when a replica dies while Ray's router is handing it a request, the router re-sends
+    the request to another replica, but the body was already taken from the proxy's receive
+    queue by the dead one, so the new replica would wait for it forever (seen in the slow
+    test: a request hung until its client gave up). Nothing has been computed at that point,
+    so the answer is safe to retry: ``ReplicaLossGuard`` in the proxy does, once."""
+
+    def __init__(self, app: Any, wait_s: float) -> None:
+        self.app = app
+        self.wait_s = wait_s
+
+    async def __call__(
+        self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[..., Any]
+    ) -> None:
+        if scope["type"] != "http" or scope.get("method") in NO_BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            first = await asyncio.wait_for(receive(), self.wait_s)
+        except TimeoutError:
+            log.warning(
+                "no request body within %.0f s (lost on a re-route); answering 503 for a retry", self.wait_s
+            )
+            headers, body = _error_body(
+                503,
+                "The request body did not reach the replica (it was re-routed after another replica died); "
+                "retry the request.",
+                "request_body_lost",
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [*headers, (BODY_LOST_HEADER, b"1")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        pending = [first]
+
+        async def replay() -> Any:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
 async def until_ready(service: EmbeddingService) -> None:
     """Wait for the warm-up batch; raise when it failed or the model thread is gone (the
     replica then fails to start and Ray starts another)."""
@@ -267,6 +320,9 @@ class QembedReplica:
         app = create_app(self.settings, self.embedder)
         ready_before_start(app)
         app.add_middleware(ReplicaHeader, replica=self.replica_id)
+        app.add_middleware(
+            BodyOrRetry, wait_s=self.settings.request_read_timeout
+        )  # outside: no replica header
         app.state.replica_id = self.replica_id
         self.qembed_app = app
         return app
@@ -364,6 +420,8 @@ class ReplicaLossGuard:
     - re-sends a request that died with its replica once (Ray's router has marked the
       replica dead by then, so the retry goes to a live one): every qembed route is safe to
       repeat (an embedding is a pure function of its input; the index is keyed by content hash);
+    - re-sends, the same way, a request a replica answered 503 ``x-qembed-body-lost``
+      (``BodyOrRetry``: Ray's router re-routed it after a replica died, without its body);
     - otherwise answers 503 with an OpenAI error body (``replica_unavailable``, or Ray's own
       message for a deployment with no replica) and ``Retry-After``.
 
@@ -443,6 +501,9 @@ class ReplicaLossGuard:
             if message["type"] == "http.response.start" and not held:
                 headers = {k.lower(): v for k, v in message.get("headers", [])}
                 made_by_ray = REPLICA_HEADER.encode() not in headers and message["status"] in (500, 503)
+                if BODY_LOST_HEADER in headers:  # a replica never got the body: nothing was done
+                    held["status"], held["body"] = 500, b""  # retried like a replica lost mid-request
+                    return
                 if made_by_ray and b"json" not in headers.get(b"content-type", b""):
                     held["status"], held["body"] = message["status"], b""
                     return
