@@ -436,6 +436,8 @@ def test_qembed_serve_loads_both_models(
         answer = httpx.post(url + "/v1/rerank", json=body, timeout=60)
         assert answer.status_code == 200 and len(answer.json()["results"]) == 1
         assert httpx.post(url + "/v1/embeddings", json={"input": "hi"}, timeout=60).status_code == 200
+        info = httpx.get(url + "/info", timeout=10).json()  # memory per model: each one's weights
+        assert info["memory"]["weights_bytes"] > 0 and info["reranker"]["memory"]["weights_bytes"] > 0
     log = (tmp_path / "serve.log").read_text()
     assert "serving reranker" in log and "reranker warm-up" in log
 
