@@ -163,6 +163,24 @@ ERRORS: list[tuple[int, str, str, str]] = [
         "`/health` when the model worker thread has stopped (restart the process)",
         "`The model worker has stopped.`",
     ),
+    (
+        503,
+        "replica_unavailable",
+        "`serve --ray`: the replica serving the request died before answering and the one retry (on another replica) failed too; `Retry-After: 1`",
+        "`The replica serving this request stopped before answering (and so did the retry); the request was not completed. Retry it.`",
+    ),
+    (
+        503,
+        "no_replica_available",
+        "`serve --ray`: Ray's proxy has no replica that can take the request (none running, or all at `max_ongoing_requests` with the proxy queue full); `Retry-After: 1`",
+        "Ray's message, e.g. `Deployment 'qembed' has no available replicas.`",
+    ),
+    (
+        503,
+        "request_body_lost",
+        "`serve --ray`: Ray re-routed the request after a replica died and its body never reached the new replica (within `--request-read-timeout`); the proxy retries it once, so a client sees this only without the proxy middleware",
+        "`The request body did not reach the replica (it was re-routed after another replica died); retry the request.`",
+    ),
 ]
 
 

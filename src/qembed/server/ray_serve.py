@@ -232,11 +232,12 @@ class BodyOrRetry:
             log.warning(
                 "no request body within %.0f s (lost on a re-route); answering 503 for a retry", self.wait_s
             )
+            code = "request_body_lost"
             headers, body = _error_body(
                 503,
                 "The request body did not reach the replica (it was re-routed after another replica died); "
                 "retry the request.",
-                "request_body_lost",
+                code,
             )
             await send(
                 {
