@@ -36,7 +36,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--docs", type=int, default=3000)
-    parser.add_argument("--modes", default="local,ray1,ray2", help="comma-separated: local, ray1, ray2, ...")
+    parser.add_argument(
+        "--modes",
+        default="local,ray1,ray2",
+        help="comma-separated: local, local-1t (--threads 1), ray1, ray2, ...",
+    )
     parser.add_argument("--batch-tokens", type=int, default=8192)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,6 +49,8 @@ def main() -> None:
             out = Path(tmp) / f"out-{mode}"
             cmd = [sys.executable, "-m", "qembed.cli.main", "embed-corpus", str(source), "--out", str(out),
                    "--model", args.model, "--batch-tokens", str(args.batch_tokens), "--json"]  # fmt: skip
+            if mode == "local-1t":  # one torch thread, as each Ray actor has with --cpus-per-worker 1
+                cmd += ["--threads", "1"]
             if mode.startswith("ray"):
                 workers = int(mode[3:] or 1)
                 cmd += ["--ray", "local", "--workers", str(workers)]

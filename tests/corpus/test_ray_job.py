@@ -43,6 +43,8 @@ def test_two_workers_write_the_rows_one_machine_writes(
         workers=2, cpus_per_worker=0.5, batch_tokens=300, commit_every=50,
     )  # fmt: skip
     assert report.embedded == len(corpus_docs) and report.duplicates == 0
+    assert len(report.rows_per_worker) == 2, report.rows_per_worker  # both actors embedded rows
+    assert sum(report.rows_per_worker.values()) == len(corpus_docs)
     run_local(tiny_embedder, source, CorpusOutput(tmp_path / "local"), commit_every=50)
     ray_ids, ray_vectors, ray_tokens = read_output(tmp_path / "ray")
     ids, vectors, tokens = read_output(tmp_path / "local")

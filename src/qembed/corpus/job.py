@@ -134,6 +134,9 @@ class CorpusReport:
     rows_in_output: int = 0
     seconds: float = 0.0
     duplicate_examples: list[str] = field(default_factory=list)
+    rows_per_worker: dict[str, int] = field(
+        default_factory=dict
+    )  # --ray: rows each actor embedded (host:pid)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

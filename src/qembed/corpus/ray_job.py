@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ from qembed.settings import Settings
 log = logging.getLogger(__name__)
 
 SAMPLE = 256  # records whose mean token count sizes the actors' batches
-MIN_BLOCK_BYTES = 16 * 1024
+MIN_BLOCK_BYTES = 1024
 
 
 def _import_ray() -> Any:
@@ -84,8 +85,10 @@ class EmbedActor:
         self.worker = BatchEmbedder(Embedder(settings=settings), options)
         self.fields = fields
         self.done: frozenset[str] = ray.get(done[0])  # boxed: Ray Data passes constructor args as they are
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: Any) -> dict[str, np.ndarray]:
+        """Rows of this batch still to embed -> id, vector, tokens, and which actor embedded them."""
         raw_ids = batch.column(self.fields.id).to_pylist()
         raw_texts = batch.column(self.fields.text).to_pylist()
         ids: list[str] = []
@@ -102,12 +105,14 @@ class EmbedActor:
                 "id": np.array([], dtype=object),
                 "vector": np.zeros((0, dim), np.float32),
                 "tokens": np.zeros(0, np.int32),
+                "worker": np.array([], dtype=object),
             }
         vectors, tokens = self.worker.embed(texts)
         return {
             "id": np.array(ids, dtype=object),
             "vector": vectors,
             "tokens": np.asarray(tokens, dtype=np.int32),
+            "worker": np.array([self.name] * len(ids), dtype=object),
         }
 
 
@@ -197,12 +202,17 @@ def run_ray(
             },
             batch_size=rows,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            # one block at a time per actor: an actor that loaded its model first must not queue the
+            # blocks of the others (what it prefetches is not worth an idle actor)
+            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
             **resources,
         )
+        per_worker: dict[str, int] = {}
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 ids = [str(i) for i in batch["id"]]
+                for worker in batch["worker"]:
+                    per_worker[str(worker)] = per_worker.get(str(worker), 0) + 1
                 committer.add(
                     ids, np.asarray(batch["vector"], dtype=np.float32), list(batch["tokens"]), claimed=False
                 )
@@ -215,6 +225,7 @@ def run_ray(
         # the actors dropped the already-committed ids: count them from the input, as run_local does
         report.already_done = len(committer.done)
         report.records = report.embedded + report.duplicates + report.already_done
+        report.rows_per_worker = per_worker
         return report
     finally:
         lock.release()
