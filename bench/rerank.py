@@ -153,7 +153,10 @@ def main() -> None:
         card = CardQwen3(qwen_dir, getattr(torch, args.dtype))
         engines["Qwen3-Reranker: qembed Reranker.score"] = lambda: qembed_qwen.score(pairs)
         engines["Qwen3-Reranker: model card (plain transformers)"] = lambda: card(QUERY, docs)
-    outputs = {name: fn() for name, fn in engines.items()}  # warm-up, and the scores compared
+    outputs = {}
+    for name, fn in engines.items():  # warm-up, and the scores compared
+        seconds, outputs[name] = _time(fn)
+        print(f"warm-up {name}: {seconds * 1000:.0f} ms", flush=True)
     times: dict[str, list[float]] = {name: [] for name in engines}
     for r in range(args.rounds):
         for name, fn in engines.items():

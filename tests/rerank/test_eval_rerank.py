@@ -114,6 +114,7 @@ def test_tiny_reranker_reorders_the_run(beir: Path, tiny_reranker: Any) -> None:
     assert result.scores["reranked_mrr@10"] == pytest.approx(100 * want["mrr@10"], abs=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_cli_reports_before_and_after(
     beir: Path, tiny_model_dir: Path, reranker_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -130,7 +131,16 @@ def test_cli_reports_before_and_after(
     assert {"ndcg@10", "mrr@10", "reranked_ndcg@10", "reranked_mrr@10"} <= set(payload["scores"])
     assert any("reranked the top 6 of each query with Qwen3-Reranker-tiny" in n for n in payload["notes"])
 
+
+def test_cli_rerank_flags_without_a_reranker(
+    beir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both mistakes fail before any model loads (the embedder named does not even exist)."""
+    from qembed.cli.eval import eval_group
+
+    monkeypatch.delenv("QEMBED_RERANK_MODEL", raising=False)
+    args = ["retrieval", str(beir), "--model", str(tmp_path / "no-such-model"), "--no-cache"]
     missing = CliRunner().invoke(eval_group, [*args, "--rerank"])
     assert missing.exit_code == 2 and "No reranker named" in missing.output
-    orphan = CliRunner().invoke(eval_group, [*args, "--rerank-model", str(reranker_dir)])
+    orphan = CliRunner().invoke(eval_group, [*args, "--rerank-model", "some/reranker"])
     assert orphan.exit_code == 2 and "need --rerank" in orphan.output

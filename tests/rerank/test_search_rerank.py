@@ -101,12 +101,22 @@ def test_cli_search_rerank(
     assert [r["id"] for r in results] == [r.chunk.chunk_id for r in api]
     assert scores == pytest.approx([r.rerank_score for r in api], abs=1e-5)
 
-    text = CliRunner().invoke(
-        cli(), ["search", QUERY, *common, "-k", "2", "--rerank", "--rerank-model", str(reranker_dir)]
-    )
-    assert text.exit_code == 0 and "(rerank; dense" in text.output
-
     missing = CliRunner().invoke(cli(), [*args, "--rerank"])
     assert missing.exit_code == 2 and "No reranker named" in missing.output
     orphan = CliRunner().invoke(cli(), [*args, "--rerank-model", str(reranker_dir)])
     assert orphan.exit_code == 2 and "need --rerank" in orphan.output
+
+
+@pytest.mark.slow
+def test_cli_search_rerank_text_output(tmp_path: Path, tiny_model_dir: Path, reranker_dir: Path) -> None:
+    from qembed.cli.main import cli
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    common = ["--index", "notes", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path / "data")]
+    assert CliRunner().invoke(cli(), ["index", str(docs), *common]).exit_code == 0
+    text = CliRunner().invoke(
+        cli(), ["search", QUERY, *common, "-k", "2", "--rerank", "--rerank-model", str(reranker_dir)]
+    )
+    assert text.exit_code == 0, text.output
+    assert text.output.count("(rerank; dense") == 2

@@ -232,7 +232,8 @@ class Reranker:
     def _pair_windows(self, pairs: list[tuple[str, str]], long_text: RerankLongText) -> PreparedPairs:
         queries = [q for q, _ in pairs]
         docs = [d for _, d in pairs]
-        full = self.tokenizer(queries, docs, truncation=False)["input_ids"]
+        untruncated = self.tokenizer(queries, docs, truncation=False)
+        full = untruncated["input_ids"]
         long = [i for i, ids in enumerate(full) if len(ids) > self.max_length]
         if long and long_text == "error":
             i = long[0]
@@ -241,8 +242,12 @@ class Reranker:
                 "or send long_text='truncate'.",
                 param="documents",
             )
-        encoded = self.tokenizer(queries, docs, truncation=True, max_length=self.max_length) if long else None
-        source = encoded if encoded is not None else self.tokenizer(queries, docs, truncation=False)
+        # longest_first, as sentence-transformers' CrossEncoder tokenizes (only when something is too long)
+        source = (
+            self.tokenizer(queries, docs, truncation=True, max_length=self.max_length)
+            if long
+            else untruncated
+        )
         types = source.get("token_type_ids")
         prepared = PreparedPairs(windows=[])
         for i, ids in enumerate(source["input_ids"]):
