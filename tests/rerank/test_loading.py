@@ -126,3 +126,18 @@ def test_settings_errors_before_loading(tmp_path: Path) -> None:
         Reranker(tmp_path, backend="onnx")
     with pytest.raises(InputError, match="rerank_max_lenght"):
         Reranker(tmp_path, rerank_max_lenght=10)
+
+
+def test_make_model_kinds_from_the_cli(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from qembed.cli.main import cli
+
+    out = tmp_path / "ce"
+    made = CliRunner().invoke(cli(), ["dev", "make-model", "--kind", "cross-encoder", "--out", str(out)])
+    assert made.exit_code == 0, made.output
+    assert detect_kind(out, "ce") == "cross-encoder"
+    bad = CliRunner().invoke(
+        cli(), ["dev", "make-model", "--kind", "cross-encoder", "--shape", "qwen3-0.6b", "--out", str(out)]
+    )
+    assert bad.exit_code == 2 and "unknown cross-encoder shape" in bad.output

@@ -32,6 +32,7 @@ from qembed.model.sources import ResolvedModel, resolve_model
 from qembed.rerank import prompts
 from qembed.rerank.loading import detect_kind, hub_id, load_model, yes_no_ids
 from qembed.rerank.protocol import (
+    PairScorer,
     PreparedPairs,
     RankedDocument,
     RerankKind,
@@ -394,3 +395,8 @@ class Reranker:
             )
             for i in order
         ]
+
+
+def _is_a_pair_scorer(reranker: Reranker) -> PairScorer:
+    """Never called: mypy checks here that ``Reranker`` keeps the server's contract (protocol.py)."""
+    return reranker
