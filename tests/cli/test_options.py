@@ -17,7 +17,7 @@ from qembed.settings import GROUPS, EncodeSettings, ModelSettings, SearchSetting
 
 # Every command that loads a model (in process), by its path under `qembed`.
 MODEL_LOADING = [
-    ("info",), ("embed",), ("serve",), ("index",), ("search",),
+    ("info",), ("embed",), ("serve",), ("index",), ("search",), ("embed-corpus",),
     ("eval", "sts"), ("eval", "pairs"), ("eval", "code"), ("eval", "retrieval"), ("eval", "compare"), ("eval", "zh-report"),
     ("bench", "throughput"), ("bench", "load"),
 ]  # fmt: skip
