@@ -404,15 +404,25 @@ def test_two_replicas_on_a_local_cluster(ray_cluster: Any, tiny_model_dir: Path,
         what="both replicas",
     )
     spread_before_kill = per_replica()
-    victim_id = min(spread_before_kill)  # one of the two replica ids seen
-    victim = next(
-        a
+    # the victim: a replica with requests in flight right now (Ray's count of ongoing requests),
+    # so that the kill is certain to hit accepted requests
+    actors = {
+        a["name"].rsplit("#", 1)[-1]: ray_cluster.get_actor(a["name"], namespace=a["namespace"])
         for a in ray_cluster.util.list_named_actors(all_namespaces=True)
-        if a["name"].startswith("SERVE_REPLICA::") and a["name"].endswith(victim_id)
-    )
+        if a["name"].startswith("SERVE_REPLICA::")
+    }
+    assert set(actors) == set(spread_before_kill), (actors, spread_before_kill)
+
+    def busy_replica() -> str | None:
+        for rid, actor in actors.items():
+            if ray_cluster.get(actor.get_num_ongoing_requests.remote(), timeout=10) >= 2:
+                return rid
+        return None
+
+    victim_id = wait_for(busy_replica, timeout=120, what="a replica with 2 requests in flight")
     with lock:
         sent_before_kill = sum(answers.values())
-    ray_cluster.kill(ray_cluster.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
+    ray_cluster.kill(actors[victim_id], no_restart=True)
     killed_at = time.monotonic()
     # keep the load on until 30 more requests were answered after the kill
     wait_for(
