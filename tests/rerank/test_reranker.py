@@ -267,3 +267,10 @@ def test_cross_encoder_truncation_follows_sentence_transformers(cross_encoder_di
 def test_cross_encoder_takes_no_instruction(tiny_cross_encoder) -> None:
     with pytest.raises(InputError, match="takes no instruction"):
         tiny_cross_encoder.rank("q", ["d"], instruction="Judge")
+
+
+def test_window_beyond_the_models_positions_is_refused(cross_encoder_dir) -> None:
+    from qembed import Reranker
+
+    with pytest.raises(InputError, match=r"rerank_max_length=1024 is more than .* \(512 positions\)"):
+        Reranker(cross_encoder_dir, device="cpu", rerank_max_length=1024)

@@ -153,6 +153,13 @@ class Reranker:
             own_limit = limit if 0 < limit < _NO_LIMIT else positions
             minimum = self.tokenizer.num_special_tokens_to_add(pair=True) + 2
         self.max_length = s.rerank_max_length or own_limit
+        positions_max = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        if positions_max and self.max_length > positions_max:
+            raise InputError(
+                f"rerank_max_length={self.max_length} is more than {self.resolved.model_id} can read "
+                f"({positions_max} positions); use at most {positions_max}.",
+                param="rerank_max_length",
+            )
         if self.max_length < minimum:
             raise InputError(
                 f"rerank_max_length={self.max_length} leaves no room for a query and a document "
