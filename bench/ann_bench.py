@@ -51,8 +51,9 @@ def _ms(values: list[float], p: float) -> float:
     return float(np.percentile(np.array(values) * 1000, p))
 
 
-def embed_real(data: Path, out: Path) -> None:
-    """Embed real sentences (STS-B pairs, Cranfield abstracts cut at sentence ends) with MiniLM."""
+def embed_real(data: Path, out: Path, limit: int = 8000) -> None:
+    """Embed up to ``limit`` real sentences (STS-B pairs, then Cranfield abstracts cut at
+    sentence ends) with MiniLM (a few thousand: the model is the cost on 2 cores)."""
     from qembed import Embedder
     from qembed.model.sources import resolve_model
 
@@ -62,7 +63,7 @@ def embed_real(data: Path, out: Path) -> None:
     sents = [s for line in lines for s in line.split("\t")[6:8]]
     for line in (data / "cranfield_beir" / "corpus.jsonl").open(encoding="utf-8"):
         sents += [s.strip() for s in json.loads(line)["text"].split(" .") if len(s.strip()) > 20]
-    sents = list(dict.fromkeys(s for s in sents if s))
+    sents = list(dict.fromkeys(s for s in sents if s))[:limit]
     t = time.perf_counter()
     vectors = Embedder(str(resolve_model("minilm").path), device="cpu").encode(sents)
     print(f"embedded {len(sents)} sentences in {time.perf_counter() - t:.0f} s", flush=True)
@@ -241,6 +242,10 @@ def _store_run(
     rng = np.random.default_rng(2)
     store = EmbeddedStore(folder, "bench", ann="on")
     write_s = _fill(store, vectors_of, n, args.commit, rng)
+    print(
+        f"[{label}] write {n / write_s:,.0f} chunks/s ({write_s:.1f} s); graph rows so far {store.ann.describe()['rows']}",
+        flush=True,
+    )
     t = time.perf_counter()
     store.close()  # a writer's close catches the graph up and saves the sidecar
     close_s = time.perf_counter() - t
