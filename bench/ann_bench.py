@@ -32,6 +32,7 @@ import numpy as np
 from qembed.search.documents import Chunk, chunk_id
 from qembed.search.searcher import Searcher
 from qembed.search.store import DocumentUpdate, Filters
+from qembed.search.store import ann as ann_module
 from qembed.search.store.embedded import EmbeddedStore
 
 
@@ -238,21 +239,25 @@ def _recall(a: list[list[Any]], b: list[list[Any]]) -> float:
 def _store_run(
     folder: Path, vectors_of: Any, n: int, dim: int, q: np.ndarray, args: Any, label: str
 ) -> dict[str, Any]:
-    shutil.rmtree(folder, ignore_errors=True)
-    rng = np.random.default_rng(2)
-    store = EmbeddedStore(folder, "bench", ann="on")
-    write_s = _fill(store, vectors_of, n, args.commit, rng)
-    print(
-        f"[{label}] write {n / write_s:,.0f} chunks/s ({write_s:.1f} s); graph rows so far {store.ann.describe()['rows']}",
-        flush=True,
-    )
-    t = time.perf_counter()
-    store.close()  # a writer's close catches the graph up and saves the sidecar
-    close_s = time.perf_counter() - t
-    print(
-        f"[{label}] write {n / write_s:,.0f} chunks/s ({write_s:.1f} s), close (graph catch-up + save) {close_s:.1f} s",
-        flush=True,
-    )
+    if args.ef:
+        ann_module.EXPANSION_SEARCH = args.ef
+    write_s = close_s = float("nan")
+    if not (args.reuse and (folder / "ann.json").exists()):  # --reuse: time queries on the last run's index
+        shutil.rmtree(folder, ignore_errors=True)
+        rng = np.random.default_rng(2)
+        store = EmbeddedStore(folder, "bench", ann="on")
+        write_s = _fill(store, vectors_of, n, args.commit, rng)
+        print(
+            f"[{label}] write {n / write_s:,.0f} chunks/s ({write_s:.1f} s); graph rows so far {store.ann.describe()['rows']}",
+            flush=True,
+        )
+        t = time.perf_counter()
+        store.close()  # a writer's close catches the graph up and saves the sidecar
+        close_s = time.perf_counter() - t
+        print(
+            f"[{label}] write {n / write_s:,.0f} chunks/s ({write_s:.1f} s), close (graph catch-up + save) {close_s:.1f} s",
+            flush=True,
+        )
     rss0 = _rss_mb()
     t = time.perf_counter()
     store = EmbeddedStore(folder, "bench", ann="on")
@@ -262,6 +267,8 @@ def _store_run(
     res: dict[str, Any] = {
         "n": n,
         "dim": dim,
+        "ef": ann_module.EXPANSION_SEARCH,
+        "candidates_per_result": ann_module.FETCH,
         "insert_chunks_per_s_write": n / write_s,
         "write_s": write_s,
         "close_graph_s": close_s,
@@ -342,6 +349,9 @@ def _write_report(folder: str | None, mode: str, results: dict[str, Any]) -> Non
         return
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
-    name = f"{mode}-{next(k for k in results if k != 'machine').split()[1]}"
+    key = next(k for k in results if k != "machine")
+    name = f"{mode}-{key.split()[-2] if 'real' in key else key.split()[1]}"
+    if mode == "ann" and "ef" in results[key]:
+        name += f"-ef{results[key]['ef']}"
     (path / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {path / name}.json")

@@ -61,6 +61,12 @@ def main() -> None:
     ap.add_argument(
         "--exact-queries", type=int, default=None, help="queries timed on the exact scan (default --queries)"
     )
+    ap.add_argument(
+        "--ef", type=int, default=None, help="--mode ann: the graph's search width (default: qembed's)"
+    )
+    ap.add_argument(
+        "--reuse", action="store_true", help="--mode ann: query the index the last run left in --out"
+    )
     args = ap.parse_args()
     if args.embed_real:
         from ann_bench import embed_real

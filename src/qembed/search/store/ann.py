@@ -49,7 +49,7 @@ HEADER = "ann.json"
 FORMAT = 1
 CONNECTIVITY = 32  # HNSW M: edges per node (memory ~ 2 x M x 4 bytes per row, plus the vectors)
 EXPANSION_ADD = 200  # ef_construction
-EXPANSION_SEARCH = 512  # ef at query time (raised for larger fetches)
+EXPANSION_SEARCH = 1024  # ef at query time (raised for larger fetches): random 1024-d rows need it
 DTYPE = "i8"  # the graph's copy of the vectors; exact float32 rows re-score the candidates
 ADD_STEP = 4096  # rows added per lock hold: searches wait at most one step
 FETCH = 10  # candidates asked of the graph per result wanted (re-scored exactly)
@@ -442,7 +442,7 @@ def top_k(
     its rows is allowed), rows past the graph are scanned exactly, and every candidate is
     re-scored from the float32 rows."""
     covered = min(ann.rows, n_rows)
-    fraction = max(allowed[:covered].sum() / max(covered, 1), 1e-9) if covered else 1.0
+    fraction = max(eligible / max(n_rows, 1), 1e-9)  # share of the rows a candidate may be
     fetch = int(min(MAX_FETCH, max(FETCH * k, FETCH * k / fraction)))
     cands = ann.search(q, fetch) if covered else np.zeros(0, dtype=np.int64)
     cands = cands[(cands >= 0) & (cands < covered)]
