@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE = 256  # records whose mean token count sizes the actors' batches
 MIN_BLOCK_BYTES = 1024
+CONTEXT_FIELDS = ("enable_progress_bars", "print_on_execution_start", "target_max_block_size")
 
 
 def _import_ray() -> Any:
@@ -137,7 +138,14 @@ def connect(address: str, *, num_cpus: int | None = None) -> bool:
     if address == "local":
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="warning", log_to_driver=False)
     else:
-        ray.init(address=address, logging_level="warning", log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level="warning", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(
+                f"could not join the Ray cluster at {address!r} ({exc}). Start one with `ray start --head` and give "
+                "its address (ray://HEAD:10001, or auto on a node of the cluster), or use --ray local.",
+                param="ray",
+            ) from None
     return True
 
 
@@ -165,9 +173,17 @@ def run_ray(
     sample = [t for _, texts in _first_blocks(source) for t in texts]  # bad fields fail here, on the driver
     lock = locked(output)
     local_cpus = max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker) + 1)
-    started = connect(address, num_cpus=local_cpus if address == "local" else None)
+    saved: dict[str, Any] = {}
+    try:
+        started = connect(address, num_cpus=local_cpus if address == "local" else None)
+    except BaseException:
+        lock.release()
+        raise
     try:
         ctx = ray.data.DataContext.get_current()
+        saved = {
+            k: getattr(ctx, k) for k in CONTEXT_FIELDS
+        }  # put back for other Ray Data work in this process
         ctx.enable_progress_bars = False  # qembed's bar counts documents and tokens
         ctx.print_on_execution_start = False
         worker_settings = _worker_settings(settings, cpus_per_worker)
@@ -229,6 +245,9 @@ def run_ray(
         return report
     finally:
         lock.release()
+        if saved:
+            for key, value in saved.items():
+                setattr(ray.data.DataContext.get_current(), key, value)
         if started:
             ray.shutdown()
 
