@@ -192,6 +192,12 @@ class SearchSettings(_Group):
     ann_threshold: int = Field(
         50_000, ge=0, description="Live chunks from which `ann=auto` uses the graph (below: exact scan)."
     )
+    ann_ef: int = Field(
+        1024,
+        ge=16,
+        description="Search width of the graph: higher finds more of the exact top k, slower "
+        "(random 1024-d vectors: recall@10 0.90 at 1024, 0.99 at 2048 on 50k; real text 1.0 at 1024).",
+    )
 
 
 class ServingSettings(_Group):

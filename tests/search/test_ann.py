@@ -129,6 +129,9 @@ def test_small_index_stays_exact_and_writes_no_sidecar(tmp_path: Path, corpus) -
     low.sync_ann()
     assert len(low.dense_search(queries[0], 5)) == 5 and low.ann.answered == 1
     low.close()
+    narrow = EmbeddedStore(tmp_path / "small", "small", ann="on", ann_ef=32)  # the search width setting
+    assert narrow.ann.describe()["ef"] == 32 and len(narrow.dense_search(queries[0], 5)) == 5
+    narrow.close()
     off = EmbeddedStore(tmp_path / "small", "small", ann="off")
     off.dense_search(queries[0], 5)
     assert off.ann.answered == 0

@@ -94,6 +94,7 @@ class SearchIndex:
                 create=create or rebuild,
                 ann=settings.ann,
                 ann_threshold=settings.ann_threshold,
+                ann_ef=settings.ann_ef,
             )
         except BaseException:
             held.close()

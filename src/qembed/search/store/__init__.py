@@ -17,12 +17,13 @@ def open_store(
     create: bool = True,
     ann: str = "auto",
     ann_threshold: int = 50_000,
+    ann_ef: int | None = None,
 ) -> Store:
     """The store of index ``name``: ``data_dir/name`` on disk, or collections in Milvus when
     ``store_uri`` is given (an http(s) URI, or a local file path for Milvus Lite).
 
     ``ann``/``ann_threshold`` (embedded store only): when dense search goes through the
-    HNSW graph (``store/ann.py``) instead of the exact scan."""
+    HNSW graph (``store/ann.py``) instead of the exact scan; ``ann_ef`` its search width."""
     name = check_name(name)
     if store_uri:
         from qembed.search.store.milvus import MilvusStore
@@ -30,4 +31,6 @@ def open_store(
         return MilvusStore(store_uri, name, create=create)
     from qembed.search.store.embedded import EmbeddedStore
 
-    return EmbeddedStore(Path(data_dir) / name, name, create=create, ann=ann, ann_threshold=ann_threshold)
+    return EmbeddedStore(
+        Path(data_dir) / name, name, create=create, ann=ann, ann_threshold=ann_threshold, ann_ef=ann_ef
+    )

@@ -125,12 +125,12 @@ class AnnIndex:
             self.add(self.rows, read(self.rows, end), threads=threads)
 
     # -- searching ---------------------------------------------------------------------------
-    def search(self, q: np.ndarray, count: int) -> np.ndarray:
+    def search(self, q: np.ndarray, count: int, ef: int | None = None) -> np.ndarray:
         """Up to ``count`` candidate rows (approximate; the caller re-scores them exactly)."""
         with self.lock:
             if not self.rows:
                 return np.zeros(0, dtype=np.int64)
-            self.index.expansion_search = max(EXPANSION_SEARCH, count)
+            self.index.expansion_search = max(ef or EXPANSION_SEARCH, count)
             keys = self.index.search(q, min(count, self.rows)).keys
         return np.asarray(keys, dtype=np.int64)
 
@@ -254,6 +254,7 @@ class AnnManager:
         *,
         mode: str,
         threshold: int,
+        ef: int | None = None,
         state: Callable[[], Committed | None],
         prefix_crc: Callable[[int, int], int | None],
         read: Callable[[str, int, int], np.ndarray],
@@ -263,6 +264,7 @@ class AnnManager:
         if mode == "on" and not available():
             raise InputError("ann='on' needs usearch: pip install 'qembed-server[ann]'.", param="ann")
         self.folder, self.name, self.mode, self.threshold = folder, name, mode, max(0, threshold)
+        self.ef = max(16, ef or EXPANSION_SEARCH)  # search width: recall against latency
         self._state, self._prefix_crc, self._read = state, prefix_crc, read
         self.ann: AnnIndex | None = None
         self.why = "not used yet"
@@ -418,6 +420,7 @@ class AnnManager:
         return {
             "mode": self.mode,
             "threshold": self.threshold,
+            "ef": self.ef,
             "rows": ann.rows if ann else 0,
             "saved_rows": ann.saved_rows if ann else 0,
             "answered": self.answered,
@@ -433,6 +436,7 @@ def top_k(
     k: int,
     allowed: np.ndarray,
     eligible: int,
+    ef: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(rows, exact scores) of the k best rows among ``allowed`` (a bool mask over the
     ``n_rows`` committed rows: live and matching the filters; ``eligible`` of them), or
@@ -444,7 +448,7 @@ def top_k(
     covered = min(ann.rows, n_rows)
     fraction = max(eligible / max(n_rows, 1), 1e-9)  # share of the rows a candidate may be
     fetch = int(min(MAX_FETCH, max(FETCH * k, FETCH * k / fraction)))
-    cands = ann.search(q, fetch) if covered else np.zeros(0, dtype=np.int64)
+    cands = ann.search(q, fetch, ef) if covered else np.zeros(0, dtype=np.int64)
     cands = cands[(cands >= 0) & (cands < covered)]
     cands = cands[allowed[cands]]
     if covered < n_rows:

@@ -212,6 +212,7 @@ class EmbeddedStore(Store):
         create: bool = True,
         ann: str = "auto",
         ann_threshold: int = ANN_THRESHOLD,
+        ann_ef: int | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.name = name or self.folder.name
@@ -254,6 +255,7 @@ class EmbeddedStore(Store):
             self.name,
             mode=ann,
             threshold=ann_threshold,
+            ef=ann_ef,
             state=self._committed,
             prefix_crc=self._logged_crc,
             read=self._read_rows,
@@ -731,7 +733,7 @@ class EmbeddedStore(Store):
         else:
             allowed = np.zeros(snap.n_rows, dtype=bool)
             allowed[rows] = True
-        found = ann_top_k(ann, snap.vectors.matrix, snap.n_rows, q, k, allowed, eligible)
+        found = ann_top_k(ann, snap.vectors.matrix, snap.n_rows, q, k, allowed, eligible, self.ann.ef)
         if found is not None:
             self.ann.answered += 1
         return found

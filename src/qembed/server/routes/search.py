@@ -190,6 +190,7 @@ def make_router(
                 create=True,
                 ann=settings.ann,
                 ann_threshold=settings.ann_threshold,
+                ann_ef=settings.ann_ef,
             )
         except IndexDamaged as exc:
             return _damaged_router(exc)
