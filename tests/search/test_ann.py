@@ -119,13 +119,13 @@ def test_recall_against_exact_and_exact_scores(tmp_path: Path, corpus, built) ->
 
 def test_small_index_stays_exact_and_writes_no_sidecar(tmp_path: Path, corpus) -> None:
     vectors, queries = corpus
-    store = EmbeddedStore(tmp_path / "small", "small")  # ann="auto", threshold 50k
+    store = EmbeddedStore(tmp_path / "small", "small", ann="auto")  # threshold 50k
     store.write(_docs(0, 100, vectors[:400]))
     assert len(store.dense_search(queries[0], 5)) == 5
     assert store.ann.answered == 0
     store.close()
     assert not (tmp_path / "small" / HEADER).exists()
-    low = EmbeddedStore(tmp_path / "small", "small", ann_threshold=300)  # auto, over the threshold
+    low = EmbeddedStore(tmp_path / "small", "small", ann="auto", ann_threshold=300)  # over the threshold
     low.sync_ann()
     assert len(low.dense_search(queries[0], 5)) == 5 and low.ann.answered == 1
     low.close()

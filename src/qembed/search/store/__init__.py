@@ -15,7 +15,7 @@ def open_store(
     data_dir: str | Path = "qembed-data",
     store_uri: str | None = None,
     create: bool = True,
-    ann: str = "auto",
+    ann: str = "off",
     ann_threshold: int = 50_000,
     ann_ef: int | None = None,
 ) -> Store:

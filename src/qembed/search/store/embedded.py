@@ -210,7 +210,7 @@ class EmbeddedStore(Store):
         name: str | None = None,
         *,
         create: bool = True,
-        ann: str = "auto",
+        ann: str = "off",
         ann_threshold: int = ANN_THRESHOLD,
         ann_ef: int | None = None,
     ) -> None:
