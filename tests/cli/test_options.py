@@ -79,7 +79,14 @@ def test_help_shows_the_env_var_of_a_generated_flag() -> None:
 def test_groups_partition_the_settings() -> None:
     names = [n for g in GROUPS for n in g.model_fields]
     assert sorted(names) == sorted(Settings.model_fields) and len(names) == len(set(names))
-    assert Settings.fields_of(SearchSettings) == ["data_dir", "index", "store_uri", "ann", "ann_threshold", "ann_ef"]
+    assert Settings.fields_of(SearchSettings) == [
+        "data_dir",
+        "index",
+        "store_uri",
+        "ann",
+        "ann_threshold",
+        "ann_ef",
+    ]
     assert Settings.fields_of(ModelSettings, EncodeSettings) == engine_fields()
     assert "quantize" in Settings.fields_of(ModelSettings) and "max_tokens" in Settings.fields_of(
         EncodeSettings
