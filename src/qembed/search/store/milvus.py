@@ -14,6 +14,14 @@ Layout per index NAME (collection names allow letters, digits and '_' only, so '
 - ``qembed_NAME__docs``: one row per document (id, hash, chunk count);
 - ``qembed_NAME__meta``: key/value facts of the index (model, dimension, chunking).
 
+Servers before Milvus 2.5 (tested: the ``milvus`` 2.3.5 PyPI server) have neither sparse
+vectors nor the BM25 function. On those the chunks collection holds the terms as an ARRAY
+field (``term_list``, with repeats, the first 4096) instead, and ``text_search`` scores
+Okapi BM25 (k1=1.2, b=0.75) here: the chunks holding any query term are fetched with
+``array_contains_any`` (at most 16384), document frequencies are counted on the server, and
+the average length is that of the fetched chunks. Fine for small and medium indexes; use
+Milvus >= 2.5 for large ones.
+
 Milvus has no multi-collection transactions, so a document is replaced in an order that
 an interrupted run can repair: upsert its chunks (ids are deterministic), delete its other
 chunks, then record its new hash last. A run killed in between leaves the old hash, so the
@@ -49,6 +57,10 @@ CHUNK_FIELDS = [
 MAX_VARCHAR = 65535
 DUMMY_DIM = 2  # Milvus needs a vector field in every collection
 BATCH = 500
+MAX_TERMS = 4096  # Milvus' largest ARRAY capacity (the pre-2.5 text layout)
+TERM_BYTES = 256  # bm25 terms are <= 64 characters, at most 4 UTF-8 bytes each
+K1, B = 1.2, 0.75
+QUERY_LIMIT = 16384  # Milvus' largest offset + limit of one query
 
 
 def _import_pymilvus() -> Any:
@@ -66,10 +78,16 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def like_prefix(value: str) -> str:
-    """A LIKE pattern literal matching strings that start with ``value`` (% and _ escaped)."""
-    escaped = value.replace("\\", "\\\\\\\\").replace('"', '\\"').replace("%", "\\\\%").replace("_", "\\\\_")
-    return f'"{escaped}%"'
+def prefix_expr(field: str, prefix: str) -> str:
+    """``field`` starts with ``prefix``, as a range of strings: LIKE escapes differ between
+    Milvus versions (2.3 has none for '_' and '%'), comparisons do not."""
+    upper = prefix
+    while upper and ord(upper[-1]) == 0x10FFFF:
+        upper = upper[:-1]
+    if not upper:
+        return f"{field} >= {quote(prefix)}"
+    upper = upper[:-1] + chr(ord(upper[-1]) + 1)
+    return f"{field} >= {quote(prefix)} and {field} < {quote(upper)}"
 
 
 def clip(text: str, max_bytes: int = MAX_VARCHAR) -> str:
@@ -88,12 +106,41 @@ def filter_expr(filters: Filters | None, extra: str = "") -> str:
     parts = [extra] if extra else []
     if filters is not None and not filters.empty:
         if filters.path_prefix:
-            parts.append(f"path like {like_prefix(filters.path_prefix)}")
+            parts.append(prefix_expr("path", filters.path_prefix))
         if filters.language:
             parts.append(f"language == {quote(filters.language.lower())}")
         if filters.file_type:
             parts.append(f"file_type == {quote(filters.normalized_file_type() or '')}")
     return " and ".join(parts)
+
+
+def server_has_bm25(version: str) -> bool:
+    """Whether a Milvus server of this version (``v2.3.5-lite``, ``2.5.4``) has sparse vectors
+    and the BM25 function (Milvus 2.5); an unparseable version is assumed to be current."""
+    import re
+
+    m = re.match(r"v?(\d+)\.(\d+)", version.strip())
+    return not m or (int(m.group(1)), int(m.group(2))) >= (2, 5)
+
+
+def bm25_scores(
+    query: Sequence[str], rows: Sequence[Sequence[str]], df: dict[str, int], n_docs: int
+) -> list[float]:
+    """Okapi BM25 (k1=1.2, b=0.75, idf ``log(1 + (N - df + 0.5) / (df + 0.5))``, as Milvus and
+    Lucene) of each row's terms (with repeats) for the distinct query terms."""
+    import math
+    from collections import Counter
+
+    if not rows:
+        return []
+    avgdl = max(sum(len(r) for r in rows) / len(rows), 1.0)
+    idf = {t: math.log(1 + (n_docs - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in query}
+    out = []
+    for r in rows:
+        tf = Counter(r)
+        norm = K1 * (1 - B + B * len(r) / avgdl)
+        out.append(sum(idf[t] * tf[t] * (K1 + 1) / (tf[t] + norm) for t in query if tf[t]))
+    return out
 
 
 def collection_name(name: str) -> str:
@@ -170,6 +217,7 @@ class MilvusStore(Store):
                 self.docs, [("doc_id", 4096), ("doc_hash", 128), ("path", 4096)], ints=("n_chunks",)
             )
         self._dim: int | None = None
+        self._native_bm25: bool | None = None
         # Collections of an existing index are not loaded after a restart (Milvus Lite, or a
         # server that released them); loading a loaded collection is a no-op.
         for collection in (self.meta, self.docs, self.chunks):
@@ -189,10 +237,23 @@ class MilvusStore(Store):
         index.add_index("v", index_type="FLAT", metric_type="L2")
         self.client.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
 
+    def _bm25_native(self) -> bool:
+        """Whether the chunks collection has (or, new, gets) the server's BM25 function."""
+        if self._native_bm25 is None:
+            if self.client.has_collection(self.chunks):
+                info = self.client.describe_collection(self.chunks)
+                self._native_bm25 = any(f["name"] == "sparse" for f in info["fields"])
+            elif _is_lite(self.uri):
+                self._native_bm25 = True
+            else:
+                self._native_bm25 = server_has_bm25(str(self.client.get_server_version()))
+        return self._native_bm25
+
     def _ensure_chunks(self, dim: int) -> None:
         if self._dim == dim or self.client.has_collection(self.chunks):
             self._dim = dim
             return
+        native = self._bm25_native()
         pm = self._pm
         DataType = pm.DataType
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -212,26 +273,36 @@ class MilvusStore(Store):
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_VARCHAR)
         schema.add_field("context", DataType.VARCHAR, max_length=8192)
         schema.add_field("metadata", DataType.JSON)
-        schema.add_field(
-            "terms",
-            DataType.VARCHAR,
-            max_length=MAX_VARCHAR,
-            enable_analyzer=True,
-            analyzer_params={"type": "standard"},
-        )
-        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        schema.add_function(
-            pm.Function(
-                name="bm25",
-                function_type=pm.FunctionType.BM25,
-                input_field_names=["terms"],
-                output_field_names=["sparse"],
+        if native:
+            schema.add_field(
+                "terms",
+                DataType.VARCHAR,
+                max_length=MAX_VARCHAR,
+                enable_analyzer=True,
+                analyzer_params={"type": "standard"},
             )
-        )
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                pm.Function(
+                    name="bm25",
+                    function_type=pm.FunctionType.BM25,
+                    input_field_names=["terms"],
+                    output_field_names=["sparse"],
+                )
+            )
+        else:
+            schema.add_field(
+                "term_list",
+                DataType.ARRAY,
+                element_type=DataType.VARCHAR,
+                max_capacity=MAX_TERMS,
+                max_length=TERM_BYTES,
+            )
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         index = self.client.prepare_index_params()
         index.add_index("vector", index_type="AUTOINDEX", metric_type="IP")
-        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        if native:
+            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         self.client.create_collection(
             self.chunks, schema=schema, index_params=index, consistency_level="Strong"
         )
@@ -256,7 +327,7 @@ class MilvusStore(Store):
 
     # -- incremental indexing -------------------------------------------------------------------------
     def doc_hashes(self, prefix: str = "") -> dict[str, str]:
-        expr = f"doc_id like {like_prefix(prefix)}" if prefix else 'doc_id != ""'
+        expr = prefix_expr("doc_id", prefix) if prefix else 'doc_id != ""'
         out: dict[str, str] = {}
         with self.lock:
             it = self.client.query_iterator(
@@ -321,13 +392,19 @@ class MilvusStore(Store):
     def _row(self, c: Chunk, vector: np.ndarray) -> dict[str, Any]:
         import json
 
-        return {
+        terms = bm25.terms(c.embed_text)
+        row = {
             "id": c.chunk_id, "doc_id": clip(c.doc_id, 4096), "ordinal": c.ordinal, "path": clip(c.path, 4096),
             "title": clip(c.title, 4096), "heading": clip(json.dumps(list(c.heading), ensure_ascii=False), 8192),
             "line_start": c.line_start, "line_end": c.line_end, "language": c.language[:64], "file_type": c.file_type[:64],
             "text": clip(c.text), "context": clip(c.context, 8192), "metadata": c.metadata, "content_hash": c.content_hash,
-            "terms": clip(milvus_terms(bm25.terms(c.embed_text))), "vector": vector.tolist(),
+            "vector": vector.tolist(),
         }  # fmt: skip
+        if self._bm25_native():
+            row["terms"] = clip(milvus_terms(terms))
+        else:
+            row["term_list"] = [clip(t, TERM_BYTES) for t in terms[:MAX_TERMS]]
+        return row
 
     # -- search -----------------------------------------------------------------------------------------
     @staticmethod
@@ -366,12 +443,30 @@ class MilvusStore(Store):
         terms = [t for t in dict.fromkeys(terms) if t]
         if not terms or k <= 0 or not self._has_chunks():
             return []
+        if not self._bm25_native():
+            return self._client_text_search(terms, k, filters)
         with self.lock:
             result = self.client.search(
                 self.chunks, data=[milvus_terms(terms)], anns_field="sparse", limit=k, filter=filter_expr(filters),
                 output_fields=CHUNK_FIELDS, search_params={"metric_type": "BM25"},
             )  # fmt: skip
         return self._hits(result, absolute=True)
+
+    def _client_text_search(self, terms: list[str], k: int, filters: Filters | None) -> list[Hit]:
+        """BM25 scored here, for servers without the BM25 function (see the module docstring)."""
+        listed = ",".join(quote(t) for t in terms)
+        with self.lock:
+            rows = self.client.query(
+                self.chunks, filter=filter_expr(filters, f"array_contains_any(term_list, [{listed}])"),
+                output_fields=[*CHUNK_FIELDS, "term_list"], limit=QUERY_LIMIT,
+            )  # fmt: skip
+            if not rows:
+                return []
+            n_docs = self._count(self.chunks)
+            df = {t: self._count(self.chunks, f"array_contains(term_list, {quote(t)})") for t in terms}
+        scores = bm25_scores(terms, [r["term_list"] for r in rows], df, n_docs)
+        ranked = sorted(zip(scores, (r["id"] for r in rows), rows, strict=True), key=lambda x: (-x[0], x[1]))
+        return [Hit(self._chunk(r), s) for s, _, r in ranked[:k] if s > 0]
 
     def chunks_of(self, doc_id: str) -> list[Chunk]:
         if not self._has_chunks():
@@ -397,8 +492,8 @@ class MilvusStore(Store):
                 it.close()
         return sorted(out, key=lambda r: (r[1], r[2]))
 
-    def _count(self, collection: str) -> int:
-        rows = self.client.query(collection, filter="", output_fields=["count(*)"])
+    def _count(self, collection: str, expr: str = "") -> int:
+        rows = self.client.query(collection, filter=expr, output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     def stats(self) -> StoreStats:
