@@ -52,8 +52,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.nodeid.startswith(EXPORT_MODULES):
             item.add_marker(pytest.mark.xdist_group("exports"))
-        elif "k8s_index" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("k8s-index"))  # one worker builds that index
         if item.get_closest_marker("e2e") or item.get_closest_marker("integration"):
             continue  # the kinds are disjoint: an e2e test on a model is e2e
         if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
