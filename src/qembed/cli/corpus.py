@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from qembed.cli.options import build_settings, engine_fields, settings_options
+from qembed.cli.options import build_settings, engine_fields, fail, settings_options
 from qembed.errors import QembedError
 from qembed.settings import SearchSettings
 
@@ -195,8 +195,7 @@ def embed_corpus_cmd(input_path: str, out: Path | None, index_name: str | None, 
         finally:
             progress.close()
     except QembedError as exc:
-        click.secho(f"error: {exc.message}", fg="red", err=True)
-        raise SystemExit(2) from None
+        fail(exc)
     if as_json:
         click.echo(json.dumps({**report.to_dict(), "out": str(out)}))
     else:
@@ -234,8 +233,7 @@ def _index(
         finally:
             progress.close()
     except QembedError as exc:
-        click.secho(f"error: {exc.message}", fg="red", err=True)
-        raise SystemExit(2) from None
+        fail(exc)
     if as_json:
         body = {
             **report.to_dict(),

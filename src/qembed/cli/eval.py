@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qembed.cli.main import setup_logging
-from qembed.cli.options import build_settings, engine_fields, settings_options
+from qembed.cli.options import build_settings, engine_fields, fail, settings_options
 from qembed.errors import InputError, QembedError
 from qembed.model.instructions import TASKS
 from qembed.settings import DEFAULT_BATCH_SIZE, RerankSettings, Settings
@@ -37,11 +37,6 @@ from qembed.settings import DEFAULT_BATCH_SIZE, RerankSettings, Settings
 MODEL_FIELDS = engine_fields()
 SHARED_MODEL_FIELDS = engine_fields(exclude=("model",))
 RERANK_FIELDS = Settings.fields_of(RerankSettings)
-
-
-def _fail(exc: QembedError) -> None:
-    click.secho(f"error: {exc.message}", fg="red", err=True)
-    sys.exit(2)
 
 
 @contextlib.contextmanager
@@ -335,7 +330,7 @@ def _run_single(kind: str, source: Path, values: dict[str, Any], load: Callable[
         finally:
             target.close()
     except QembedError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         _interrupted(values["no_cache"])
     _print_result(result, stats, console)
@@ -606,7 +601,7 @@ def compare_cmd(
                 progress=bar,
             )
     except QembedError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         _interrupted(no_cache)
     for table in comparison.rich_tables():
@@ -792,7 +787,7 @@ def zh_report_cmd(
                 targets, data, cache=cache, progress=bar, latency_queries=latency_queries, meta=meta
             )
     except QembedError as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         _interrupted(no_cache)
     folder = _fresh_out_dir(out)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from qembed import __version__
-from qembed.cli.options import build_settings, engine_fields, settings_options
+from qembed.cli.options import build_settings, engine_fields, fail, settings_options
 from qembed.errors import QembedError
 from qembed.settings import CacheSettings
 
@@ -49,12 +49,6 @@ def setup_logging(level: str = "info") -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-
-
-def fail(exc: QembedError) -> None:
-    """Print a qembed error as one message (no stack trace) and exit 2."""
-    click.secho(f"error: {exc.message}", fg="red", err=True)
-    sys.exit(2)
 
 
 @app.command(

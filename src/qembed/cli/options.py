@@ -16,12 +16,21 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from qembed.errors import QembedError
 from qembed.settings import EncodeSettings, ModelSettings, Settings, settings_error
+
+
+def fail(exc: QembedError) -> NoReturn:
+    """Print a qembed error as one message (no stack trace) and exit 2: how every command ends
+    on a mistake the user can fix."""
+    click.secho(f"error: {exc.message}", fg="red", err=True)
+    raise SystemExit(2)
+
 
 # The groups every command that loads a model takes as flags.
 ENGINE_GROUPS: tuple[type[BaseModel], ...] = (ModelSettings, EncodeSettings)

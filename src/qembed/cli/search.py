@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from qembed.cli.options import build_settings, engine_fields, settings_options
+from qembed.cli.options import build_settings, engine_fields, fail, settings_options
 from qembed.errors import QembedError
 from qembed.settings import RerankSettings, SearchSettings, Settings
 
@@ -21,11 +21,6 @@ from qembed.settings import RerankSettings, SearchSettings, Settings
 # would be confused with the index's, which `qembed index --chunk-overlap` is.
 SEARCH_FIELDS = engine_fields(SearchSettings, exclude=("chunk_overlap",))
 RERANK_FIELDS = Settings.fields_of(RerankSettings)
-
-
-def _fail(exc: QembedError) -> None:
-    click.secho(f"error: {exc.message}", fg="red", err=True)
-    raise SystemExit(2)
 
 
 def _open(
@@ -64,7 +59,7 @@ def _reembed(values: dict[str, Any], commit_every: int, wait: float, as_json: bo
             stats = idx.stats()
             model = idx.encoder.model
     except QembedError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(
             json.dumps(
@@ -216,7 +211,7 @@ def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, tit
         try:
             _check(values)
         except QembedError as exc:
-            _fail(exc)
+            fail(exc)
         return
     if not paths:
         raise click.UsageError("give the files or folders to index (or --check).")
@@ -249,7 +244,7 @@ def index_cmd(paths: tuple[str, ...], text_field: str, id_field: str | None, tit
                 progress.close()
             stats = idx.stats()
     except QembedError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(
             json.dumps({**report.to_dict(), "index": {"documents": stats.documents, "chunks": stats.chunks}})
@@ -321,7 +316,7 @@ def search_cmd(
                 rerank=reranker,
             )
     except QembedError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], ensure_ascii=False))
         return

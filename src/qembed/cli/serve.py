@@ -290,7 +290,8 @@ def _with(options: list[Any]) -> Any:
 @_with(SGLANG_FLAGS)
 @_with(RAY_FLAGS)
 def serve_cmd(**values: Any) -> None:
-    from qembed.cli.main import fail, setup_logging
+    from qembed.cli.main import setup_logging
+    from qembed.cli.options import fail
 
     notes = _sglang(values)
     use_ray, ray_address, ray_changes = _ray(values)
