@@ -11,13 +11,13 @@ A bad record fails with its file and line (JSONL) or row (Parquet), so it can be
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from qembed.errors import InputError
+from qembed.search.ingest import json_lines
 
 Kind = Literal["jsonl", "parquet"]
 SUFFIXES: dict[str, Kind] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -93,25 +93,13 @@ class CorpusInput:
     def _jsonl_blocks(self, file: Path, rows: int) -> Iterator[tuple[list[str], list[str]]]:
         ids: list[str] = []
         texts: list[str] = []
-        with open(file, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{file}:{lineno}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{where}: not a JSON object ({exc.msg}).", param="input") from None
-                if not isinstance(record, dict):
-                    raise InputError(
-                        f"{where}: a line must be a JSON object, not {type(record).__name__}.", param="input"
-                    )
-                i, t = self.record(record.get(self.fields.id), record.get(self.fields.text), where, record)
-                ids.append(i)
-                texts.append(t)
-                if len(ids) >= rows:
-                    yield ids, texts
-                    ids, texts = [], []
+        for _, where, record in json_lines(file, param="input"):
+            i, t = self.record(record.get(self.fields.id), record.get(self.fields.text), where, record)
+            ids.append(i)
+            texts.append(t)
+            if len(ids) >= rows:
+                yield ids, texts
+                ids, texts = [], []
         if ids:
             yield ids, texts
 

@@ -210,9 +210,11 @@ def record_document(doc_id: str, text: str, metadata: dict[str, Any]) -> Documen
     return doc
 
 
-def read_records(file: Path, rel: str, fields: RecordFields) -> Iterator[Document]:
-    """Documents from a JSONL file; every problem names the file and line."""
-    seen: set[str] = set()
+def json_lines(file: Path, *, param: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(line number, "file:line", object)`` for each JSON object of a JSONL file (blank lines
+    skipped; a byte-order mark tolerated). A line that is not a JSON object is an
+    ``InputError`` naming the file and line, against ``param``. Shared by ``qembed index``
+    and ``qembed embed-corpus`` so that both read the same files the same way."""
     with file.open("r", encoding="utf-8-sig", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -221,48 +223,58 @@ def read_records(file: Path, rel: str, fields: RecordFields) -> Iterator[Documen
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: not valid JSON ({exc.msg}).", param="paths") from None
+                raise InputError(
+                    f"{where}: not valid JSON ({exc.msg}) and so not a JSON object; write one JSON object per line.",
+                    param=param,
+                ) from None
             if not isinstance(record, dict):
-                raise InputError(f"{where}: each line must be a JSON object.", param="paths")
-            if fields.text_field not in record:
-                have = ", ".join(sorted(record)[:12])
                 raise InputError(
-                    f"{where}: no field {fields.text_field!r} (fields: {have}); choose one with --text-field.",
-                    param="text_field",
+                    f"{where}: a line must be a JSON object, not {type(record).__name__}.", param=param
                 )
-            text = record[fields.text_field]
-            if text is None:
-                text = ""
-            if not isinstance(text, str):
-                raise InputError(
-                    f"{where}: field {fields.text_field!r} must be a string.", param="text_field"
-                )
-            id_field = fields.id_field or next((k for k in ("id", "_id") if k in record), None)
-            if id_field is not None and id_field not in record:
-                raise InputError(
-                    f"{where}: no field {id_field!r} for the record id; choose one with --id-field.",
-                    param="id_field",
-                )
-            rid = str(record[id_field]) if id_field else str(lineno)
-            if rid in seen:
-                raise InputError(
-                    f"{where}: record id {rid!r} appears twice; ids must be unique (--id-field).",
-                    param="id_field",
-                )
-            seen.add(rid)
-            title = None
-            if fields.title_field:
-                value = record.get(fields.title_field)
-                title = str(value).strip() if value not in (None, "") else None
-            metadata: dict[str, Any] = {"source": rel}
-            for name in fields.metadata_fields:
-                if name in record:
-                    metadata[name] = record[name]
-            path = rid if id_field else f"{rel}#{lineno}"
-            doc = file_document(f"{file}#{rid}", path, text, title=title, metadata=metadata)
-            if language_of(path) is None:  # an id without a known extension: plain text
-                doc = Document(doc.doc_id, path, text, "text", "", title=title, metadata=metadata)
-            yield doc
+            yield lineno, where, record
+
+
+def read_records(file: Path, rel: str, fields: RecordFields) -> Iterator[Document]:
+    """Documents from a JSONL file; every problem names the file and line."""
+    seen: set[str] = set()
+    for lineno, where, record in json_lines(file, param="paths"):
+        if fields.text_field not in record:
+            have = ", ".join(sorted(record)[:12])
+            raise InputError(
+                f"{where}: no field {fields.text_field!r} (fields: {have}); choose one with --text-field.",
+                param="text_field",
+            )
+        text = record[fields.text_field]
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise InputError(f"{where}: field {fields.text_field!r} must be a string.", param="text_field")
+        id_field = fields.id_field or next((k for k in ("id", "_id") if k in record), None)
+        if id_field is not None and id_field not in record:
+            raise InputError(
+                f"{where}: no field {id_field!r} for the record id; choose one with --id-field.",
+                param="id_field",
+            )
+        rid = str(record[id_field]) if id_field else str(lineno)
+        if rid in seen:
+            raise InputError(
+                f"{where}: record id {rid!r} appears twice; ids must be unique (--id-field).",
+                param="id_field",
+            )
+        seen.add(rid)
+        title = None
+        if fields.title_field:
+            value = record.get(fields.title_field)
+            title = str(value).strip() if value not in (None, "") else None
+        metadata: dict[str, Any] = {"source": rel}
+        for name in fields.metadata_fields:
+            if name in record:
+                metadata[name] = record[name]
+        path = rid if id_field else f"{rel}#{lineno}"
+        doc = file_document(f"{file}#{rid}", path, text, title=title, metadata=metadata)
+        if language_of(path) is None:  # an id without a known extension: plain text
+            doc = Document(doc.doc_id, path, text, "text", "", title=title, metadata=metadata)
+        yield doc
 
 
 # ----------------------------------------------------------------------------------------------
