@@ -91,11 +91,12 @@ class ModelSettings(_Group):
         description="SmoothQuant migration strength (alpha) of int8 builds of decoder models; unset: the measured default "
         "(0.5), auto: searched per model on the calibration set, 0: off.",
     )
-    int8_activations: Literal["auto", "per-token", "per-tensor"] = Field(
+    int8_activations: Literal["auto", "per-token-group", "per-token", "per-tensor"] = Field(
         "auto",
-        description="How the onnx backend quantizes activations: per-token (one scale per token; safe with outlier "
-        "tokens), per-tensor (ONNX Runtime's fused dynamic quantization, one scale per batch; faster) or auto "
-        "(per-tensor when it passes the int8 gate on this model, else per-token).",
+        description="How the onnx backend quantizes activations: per-token-group (one scale per token and block of "
+        "128 channels, MatMulNBits; the most accurate with outlier channels), per-token (one scale per token), "
+        "per-tensor (ONNX Runtime's fused dynamic quantization, one scale per batch; fastest) or auto (per-tensor "
+        "when it passes the int8 gate on this model, else per-token-group).",
     )
     int8_keep: Annotated[list[str] | None, NoDecode] = Field(
         None,

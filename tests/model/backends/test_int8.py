@@ -142,6 +142,54 @@ def test_int8_linear_is_close_and_per_token() -> None:
     assert q.weight_t.dtype == torch.int8
 
 
+def _one_matmul_onnx(path: Path, w: np.ndarray) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = w.shape
+    node = helper.make_node("MatMul", ["x", "W"], ["y"], name="layers.1.mlp.up_proj/MatMul")
+    graph = helper.make_graph(
+        [node],
+        "one-matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.save(model, str(path))
+
+
+def test_blocks_beat_per_token_scales_on_one_matmul(tmp_path: Path) -> None:
+    """With outlier input channels, one scale per token and block of 128 channels keeps every
+    row closer to float64 than one scale per token: why ``auto`` falls back to blocks."""
+    _need("onnx")
+    import onnxruntime as ort
+
+    from qembed.model.backends.int8.onnx_blockwise import quantize_blockwise
+    from qembed.model.backends.int8.onnx_per_token import quantize_per_token
+
+    rng = np.random.default_rng(0)
+    k, n = 512, 256
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    x = rng.standard_normal((64, k)).astype(np.float32)
+    x[:, :3] *= 60  # systematic outlier channels
+    x[5] *= 20  # a massive-activation token
+    _one_matmul_onnx(tmp_path / "f32.onnx", w)
+    assert quantize_blockwise(tmp_path / "f32.onnx", tmp_path / "blocks.onnx") == 1
+    assert quantize_per_token(tmp_path / "f32.onnx", tmp_path / "token.onnx") == 1
+    want = x.astype(np.float64) @ w
+
+    def worst(name: str) -> float:
+        sess = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"x": x})[0].astype(np.float64)
+        cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+        return float(cos.min())
+
+    blocks, token = worst("blocks.onnx"), worst("token.onnx")
+    assert blocks >= 0.999 and blocks > token
+
+
 # -- the gate ------------------------------------------------------------------------------------
 
 
@@ -173,6 +221,42 @@ def test_the_recommended_cpu_int8_backend_meets_the_gate(
     reference = _embedder(outlier_dir, export_dir, dtype="float32").encode(TEXTS)
     got = embedder.encode(TEXTS)
     assert ((reference * got).sum(1)).min() >= 0.99  # and on texts outside the calibration set
+
+
+@pytest.mark.integration
+def test_onnx_per_token_groups_are_matmulnbits_and_hold_on_outliers(
+    outlier_dir: Path, export_dir: str
+) -> None:
+    """The recipe ``auto`` falls back to: every int8 MatMul is an 8-bit MatMulNBits with int8
+    products (accuracy_level 4), the kept layer stays float, the gate passes with the issue's
+    margin, and a text's vector does not depend on its batch-mates."""
+    _need("onnx")
+    import onnx
+
+    from qembed.model.backends.int8.onnx_blockwise import ACCURACY_LEVEL_INT8, BLOCK
+
+    embedder = _embedder(
+        outlier_dir, export_dir, backend="onnx", quantize="int8", int8_activations="per-token-group"
+    )
+    q = embedder.info.quantization
+    assert q["gate"]["activations"] == "per-token-group"
+    assert q["gate"]["min_cosine"] >= 0.99 and q["gate"]["mean_cosine"] >= 0.998
+    manifest = next(
+        p
+        for p in Path(export_dir).rglob(artifacts.MANIFEST)
+        if json.loads(p.read_text())["recipe"].get("activations") == "per-token-group"
+    )
+    graph = onnx.load(str(manifest.parent / "model.onnx"), load_external_data=False).graph
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
+    assert attrs["bits"] == 8 and attrs["block_size"] == BLOCK
+    assert attrs["accuracy_level"] == ACCURACY_LEVEL_INT8
+    assert all("layers.0." not in n.name for n in nbits)
+    float_matmuls = [n.name for n in graph.node if n.op_type == "MatMul" and "layers.0." in n.name]
+    assert len(float_matmuls) == 7  # q, k, v, o, gate, up, down of the kept first layer
+    together = embedder.encode(TEXTS)
+    alone = embedder.encode(TEXTS[1:2])
+    assert float(together[1] @ alone[0]) >= 0.99999  # float rounding only, no shared scale
 
 
 @pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The ONNX Runtime backend (CPU): float32, or int8 with dynamic quantization.
+"""The ONNX Runtime backend (CPU): float32, or int8 measured by the quality gate.
 
 The model is exported by qembed itself (``onnx_export``) on first use and cached
 (``artifacts``); later starts load the cached file in seconds.
@@ -13,10 +13,13 @@ Session settings, and why:
 - pooling in numpy, not torch, so torch's OpenMP pool never wakes up next to ONNX
   Runtime's (``pooling_np``).
 
-Tolerance against torch float32: float32 cos >= 0.9999 per vector; int8 cos >= 0.99 (see
-docs/PERFORMANCE.md for the measured values and the STS-B gate). int8 activations are
-quantized per tensor, over the whole batch, so an int8 vector can move slightly with its
-batch-mates (well inside that tolerance).
+Tolerance against torch float32: float32 cos >= 0.9999 per vector; int8: the gate
+(``int8.gate``, min cos >= 0.99 on the calibration set; docs/PERFORMANCE.md has the measured
+values). int8 activations are quantized by one of three schemes (``Int8Recipe.activations``):
+per tensor (ONNX Runtime's dynamic quantization, one scale per batch: a vector can move with
+its batch-mates), per token (``int8.onnx_per_token``) or per token and block of 128 channels
+(``int8.onnx_blockwise``, ONNX Runtime's MatMulNBits), which ``auto`` falls back to when per
+tensor misses the gate.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 INT8_PER_CHANNEL = True
 # activations "auto": the per-tensor build is kept when its gate minimum reaches this.
 AUTO_MIN_COSINE = DEFAULT_MIN_COSINE
+# What ``auto`` builds when per-tensor misses the gate.
+AUTO_FALLBACK = "per-token-group"
 
 
 def _versions() -> dict[str, str | None]:
@@ -98,6 +103,7 @@ def onnx_int8(
     float32 weights, ONNX Runtime dynamic quantization (weights per channel), measured by the
     int8 gate; the measurement is in the manifest (``quality``)."""
     from qembed.model.backends.int8 import gate
+    from qembed.model.backends.int8.onnx_blockwise import quantize_blockwise
     from qembed.model.backends.int8.onnx_per_token import quantize_per_token
     from qembed.model.backends.int8.prepare import smoothed_float32
     from qembed.model.backends.onnx_export import MODEL_FILE, export_float32, quantize_int8
@@ -124,6 +130,9 @@ def onnx_int8(
             if activations == "per-tensor":
                 with stage("int8 dynamic quantization (per-tensor activations)"):
                     quantize_int8(source, tmp, exclude=recipe.keep, per_channel=INT8_PER_CHANNEL)
+            elif activations == "per-token-group":
+                with stage("int8 MatMulNBits with per-token-group activations"):
+                    quantize_blockwise(source, tmp / MODEL_FILE, exclude=recipe.keep)
             else:
                 with stage("int8 MatMuls with per-token activations"):
                     quantize_per_token(source, tmp / MODEL_FILE, exclude=recipe.keep)
@@ -139,12 +148,13 @@ def onnx_int8(
 
         if recipe.activations == "auto":
             # The fastest scheme that holds: ONNX Runtime's fused per-tensor kernel when it
-            # passes the default gate on this model, else per-token (slower on small batches).
+            # passes the default gate on this model, else per-token groups (MatMulNBits: the
+            # most accurate scheme, measured in docs/PERFORMANCE.md).
             tried = {"per-tensor": quantized("per-tensor")}
             chosen = "per-tensor"
             if float(tried["per-tensor"]["min_cosine"]) < AUTO_MIN_COSINE:
-                tried["per-token"] = quantized("per-token")
-                chosen = "per-token"
+                tried[AUTO_FALLBACK] = quantized(AUTO_FALLBACK)
+                chosen = AUTO_FALLBACK
             quality = {
                 **tried[chosen],
                 "activations": chosen,
@@ -157,8 +167,9 @@ def onnx_int8(
 
     key = {
         "dtype": "int8",
-        "scheme": "MatMul with constant B: int8 weights per output channel",
+        "scheme": "MatMul with constant B: int8 weights per output channel (per-token-group: per block of 128 too)",
         **recipe.as_dict(),
+        **({"auto_fallback": AUTO_FALLBACK} if recipe.activations == "auto" else {}),
         "padding_side": spec.padding_side,
         "model_type": spec.model_type,
         "versions": _versions(),

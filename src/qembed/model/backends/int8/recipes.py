@@ -29,8 +29,9 @@ class Int8Recipe:
     keep: tuple[str, ...] = ("layers.0.",)
     # "per-token": one activation scale per token (torch, onnx: our MatMulInteger graph);
     # "per-tensor": ONNX Runtime's dynamic quantization, one scale for the whole batch;
-    # "auto" (onnx): per-tensor (the faster fused kernel) when it passes the gate, else per-token;
-    # "per-token-group": OpenVINO's run-time quantization, groups of 32 within a token.
+    # "per-token-group": one scale per token per block of the hidden size (onnx: MatMulNBits,
+    # blocks of 128; openvino: its run-time quantization, groups of 32);
+    # "auto" (onnx): per-tensor (the faster fused kernel) when it passes the gate, else per-token-group.
     activations: str = "per-token"
     # Smooth encoders (BERT family) too. Measured on MiniLM: per-token torch/onnx need it to pass
     # the gate (min cosine 0.9884 without); OpenVINO gains nothing from it (0.99763 without,
@@ -51,6 +52,9 @@ DEFAULT_RECIPES: dict[str, Int8Recipe] = {
     "onnx": Int8Recipe(activations="auto"),
     "openvino": Int8Recipe(activations="per-token-group", smooth_encoders=False),
 }
+
+
+ONNX_ACTIVATIONS = ("auto", "per-token-group", "per-token", "per-tensor")
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,10 @@ class Int8Options:
         alpha = default_alpha if self.alpha is None else (self.alpha or None)
         keep = base.keep if self.keep is None else tuple(self.keep)
         activations = self.activations or base.activations
-        if backend == "onnx" and activations not in ("auto", "per-token", "per-tensor"):
+        if backend == "onnx" and activations not in ONNX_ACTIVATIONS:
             raise InputError(
-                f"--int8-activations for the onnx backend: auto, per-token or per-tensor, not {activations!r}.",
+                "--int8-activations for the onnx backend: auto, per-token-group, per-token or per-tensor, "
+                f"not {activations!r}.",
                 param="int8_activations",
             )
         if backend != "onnx":  # --int8-activations chooses for onnx; the others have one scheme each
