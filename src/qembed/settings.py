@@ -89,7 +89,7 @@ class ModelSettings(_Group):
     int8_smoothquant: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] | None = Field(
         None,
         description="SmoothQuant migration strength (alpha) of int8 builds of decoder models; unset: the measured default "
-        "(0.5), auto: searched per model on the calibration set, 0: off.",
+        "(0.5; openvino 0.2), auto: searched per model on the calibration set, 0: off.",
     )
     int8_activations: Literal["auto", "per-token-group", "per-token", "per-tensor"] = Field(
         "auto",
