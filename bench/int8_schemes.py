@@ -95,38 +95,35 @@ def outlier_channels(absmax: torch.Tensor, ratio: float, cap: int) -> torch.Tens
     return order[absmax[order] > ratio * absmax.median()].sort().values
 
 
+def decoder_linears(model: torch.nn.Module, exclude: list[str]):
+    """(parent, attribute, full name, Linear) of every decoder-layer Linear not in ``exclude``."""
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if (
+                isinstance(child, torch.nn.Linear)
+                and "layers." in full
+                and not any(e in full for e in exclude)
+            ):
+                yield module, child_name, full, child
+
+
 def quantize_tensor(
     model: torch.nn.Module, stats: ActivationStats, ratio: float, cap: int, exclude: list[str]
 ) -> int:
     taken = 0
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if (
-                isinstance(child, torch.nn.Linear)
-                and "layers." in full
-                and not any(e in full for e in exclude)
-            ):
-                chans = (
-                    outlier_channels(stats.absmax[full], ratio, cap)
-                    if ratio
-                    else torch.zeros(0, dtype=torch.long)
-                )
-                taken += len(chans)
-                setattr(module, child_name, TensorQuantLinear(child, chans))
+    for parent, attr, full, linear in decoder_linears(model, exclude):
+        chans = (
+            outlier_channels(stats.absmax[full], ratio, cap) if ratio else torch.zeros(0, dtype=torch.long)
+        )
+        taken += len(chans)
+        setattr(parent, attr, TensorQuantLinear(linear, chans))
     return taken
 
 
 def quantize_blocks(model: torch.nn.Module, block: int, exclude: list[str]) -> None:
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            full = f"{name}.{child_name}" if name else child_name
-            if (
-                isinstance(child, torch.nn.Linear)
-                and "layers." in full
-                and not any(e in full for e in exclude)
-            ):
-                setattr(module, child_name, BlockQuantLinear(child, block))
+    for parent, attr, _full, linear in decoder_linears(model, exclude):
+        setattr(parent, attr, BlockQuantLinear(linear, block))
 
 
 def main() -> None:
