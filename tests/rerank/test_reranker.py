@@ -177,6 +177,25 @@ def test_truncation_keeps_prompt_query_and_suffix_like_the_card(small_window_rer
     np.testing.assert_allclose(rr.score(pairs, raw=True), ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("which", ["qwen3", "cross-encoder"])
+def test_max_doc_tokens_scores_the_first_n_tokens_of_each_document(
+    which: str, tiny_reranker, tiny_cross_encoder
+) -> None:
+    """Cohere v2's max_tokens_per_doc: the same windows as sending each document's first N
+    tokens (cut in the text where the N-th token ends); shorter documents are untouched."""
+    rr = tiny_reranker if which == "qwen3" else tiny_cross_encoder
+    doc = "Gravity pulls things down, and 重力 keeps the Moon in orbit around the Earth."
+    ids = rr.tokenizer(doc, add_special_tokens=False)["input_ids"]
+    first = rr.tokenizer.decode(ids[:5])
+    pairs = [("Explain gravity", doc), ("Explain gravity", "short")]
+    cut = rr.prepare(pairs, max_doc_tokens=5)
+    manual = rr.prepare([("Explain gravity", first), ("Explain gravity", "short")])
+    assert [w.ids for w in cut.windows] == [w.ids for w in manual.windows]
+    assert cut.windows[0].ids != rr.prepare(pairs).windows[0].ids
+    with pytest.raises(InputError, match="max_tokens_per_doc"):
+        rr.prepare(pairs, max_doc_tokens=0)
+
+
 def test_too_long_is_an_error_when_asked(small_window_reranker) -> None:
     long_doc = "Gravity pulls things down. " * 20
     total = small_window_reranker.count_tokens([("Explain gravity", long_doc)])[0]

@@ -82,6 +82,20 @@ def test_v1_rerank_takes_text_objects_and_returns_them_as_sent(client: TestClien
     assert [(r["index"], r["document"]) for r in results] == [(1, {"text": DOCS[2]}), (0, docs[0])]
 
 
+def test_v2_max_tokens_per_doc_cuts_each_document_before_scoring(client: TestClient) -> None:
+    """Cohere v2's max_tokens_per_doc: a document whose query words come late loses them; the
+    returned document stays whole."""
+    late = "one two three " + QUERY
+    body = {"query": QUERY, "documents": [late], "return_documents": True}
+    whole = client.post("/v2/rerank", json=body).json()["results"][0]
+    cut = client.post("/v2/rerank", json=body | {"max_tokens_per_doc": 3}).json()["results"][0]
+    assert cut["relevance_score"] < whole["relevance_score"]
+    assert cut["relevance_score"] == pytest.approx(sigmoid(-0.5))  # no query word in the first 3
+    assert cut["document"] == {"text": late}
+    bad = client.post("/v2/rerank", json=body | {"max_tokens_per_doc": 0})
+    assert bad.status_code == 400 and "max_tokens_per_doc" in bad.json()["error"]["message"]
+
+
 def test_tei_rerank_raw_scores_and_text(client: TestClient) -> None:
     answer = client.post(
         "/rerank", json={"query": QUERY, "texts": DOCS, "raw_scores": True, "return_text": True}

@@ -57,8 +57,11 @@ class FakeScorer:
         *,
         instruction: str | None = None,
         long_text: RerankLongText = "truncate",
+        max_doc_tokens: int | None = None,
     ) -> PreparedPairs:
         self.instructions.append(instruction)
+        if max_doc_tokens is not None:  # one token per word here
+            pairs = [(q, " ".join(d.split()[:max_doc_tokens])) for q, d in pairs]
         windows, tokens, truncated = [], [], []
         use = instruction if instruction is not None else self.info.default_instruction
         head = [word_id(w) for w in (use or "").split()][:8]

@@ -65,7 +65,11 @@ class PairScorer(Protocol):
         *,
         instruction: str | None = None,
         long_text: RerankLongText = "truncate",
-    ) -> PreparedPairs: ...
+        max_doc_tokens: int | None = None,
+    ) -> PreparedPairs:
+        """One window per pair; ``max_doc_tokens`` (Cohere v2's ``max_tokens_per_doc``) first
+        cuts each document after that many of its own tokens."""
+        ...
 
     def run(self, windows: Sequence[Window]) -> np.ndarray:
         """Raw logits, float32, shape ``(len(windows),)``, in the order given; any batch shape

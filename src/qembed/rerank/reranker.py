@@ -272,13 +272,18 @@ class Reranker:
         *,
         instruction: str | None = None,
         long_text: RerankLongText = "truncate",
+        max_doc_tokens: int | None = None,
     ) -> PreparedPairs:
         """Validate and tokenize; one ``Window`` per pair (``owner`` = the pair's index).
 
-        Too long: ``truncate`` cuts the document's end (Qwen3: the prompt, instruction, query
-        and suffix are kept; a cross-encoder follows its tokenizer's ``longest_first`` as
-        sentence-transformers does), ``error`` raises ``InputTooLong`` with the count and limit."""
+        ``max_doc_tokens`` first cuts each document after its first N tokens (Cohere v2's
+        ``max_tokens_per_doc``). Too long for the window then: ``truncate`` cuts the document's
+        end (Qwen3: the prompt, instruction, query and suffix are kept; a cross-encoder follows
+        its tokenizer's ``longest_first`` as sentence-transformers does), ``error`` raises
+        ``InputTooLong`` with the count and limit."""
         checked = _check_pairs(pairs)
+        if max_doc_tokens is not None:
+            checked = self._cut_documents(checked, max_doc_tokens)
         if long_text not in ("truncate", "error"):
             raise InputError(
                 f"long_text must be 'truncate' or 'error' for reranking, not {long_text!r}.",
@@ -288,6 +293,22 @@ class Reranker:
         if self.kind == "qwen3-reranker":
             return self._qwen3_windows(checked, cast(str, resolved), long_text)
         return self._pair_windows(checked, long_text)
+
+    def _cut_documents(self, pairs: list[tuple[str, str]], max_tokens: int) -> list[tuple[str, str]]:
+        """Each document up to the end of its ``max_tokens``-th token (this model's tokenizer, no
+        special tokens), cut in the text at that token's last character."""
+        if max_tokens < 1:
+            raise InputError(
+                f"max_tokens_per_doc must be at least 1, not {max_tokens}.", param="max_tokens_per_doc"
+            )
+        docs = [d for _, d in pairs]
+        offsets = self.tokenizer(docs, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
+        return [
+            (q, d if len(spans) <= max_tokens else d[: spans[max_tokens - 1][1]])
+            for (q, d), spans in zip(pairs, offsets, strict=True)
+        ]
 
     def count_tokens(self, pairs: Sequence[tuple[str, str]], *, instruction: str | None = None) -> list[int]:
         """Tokens each pair would cost untruncated (prompt and special tokens included), for limits."""

@@ -148,6 +148,7 @@ class RerankService(ModelService):
         instruction: str | None = None,
         long_text: RerankLongText | None = None,
         bulk: bool = False,
+        max_doc_tokens: int | None = None,
     ) -> RerankResult:
         """Relevance of each (query, document) pair, batched with every other rerank request in
         flight. Raises qembed errors (InputError, InputTooLong, RequestTooLarge, QueueFull, ...)."""
@@ -162,6 +163,7 @@ class RerankService(ModelService):
                     pairs,
                     instruction=self.default_instruction(instruction),
                     long_text=self.default_long_text(long_text),
+                    max_doc_tokens=max_doc_tokens,
                 ),
             )
             if len(prepared.windows) != len(pairs):

@@ -173,6 +173,12 @@ class RerankRequest(_RerankOptions):
     documents: DocumentsField
     top_n: int | None = Field(None, ge=1, description="Return the best N (default: every document).")
     return_documents: bool = Field(False, description="Include each document in its result.")
+    max_tokens_per_doc: int | None = Field(
+        None,
+        ge=1,
+        description="Cohere v2: cut each document after its first N tokens (the reranker's tokenizer) before "
+        "scoring; the returned document stays whole.",
+    )
 
 
 class TEIRerankRequest(_RerankOptions):
@@ -283,6 +289,7 @@ async def _score(
     query_docs: Sequence[tuple[str, str]],
     *,
     long_text: Literal["truncate", "error"] | None,
+    max_doc_tokens: int | None = None,
 ) -> RerankResult:
     """One validated body through the reranker's queue: the model name, the client-disconnect
     watch, the access log's and the metrics' counts."""
@@ -291,7 +298,14 @@ async def _score(
     request.state.inputs = len(query_docs)
     bulk = (body.priority or request.headers.get(PRIORITY_HEADER, "interactive")).strip().lower() == "bulk"
     result = await unless_disconnected(
-        request, service.score(query_docs, instruction=body.instruction, long_text=long_text, bulk=bulk)
+        request,
+        service.score(
+            query_docs,
+            instruction=body.instruction,
+            long_text=long_text,
+            bulk=bulk,
+            max_doc_tokens=max_doc_tokens,
+        ),
     )
     request.state.tokens = result.prompt_tokens
     metrics = request.app.state.metrics
@@ -320,7 +334,13 @@ async def cohere_rerank(request: Request) -> Response:
     body = parse_body(RerankRequest, await request.body())
     docs: Documents = body.documents
     _checked(request, body.query, docs.texts)
-    result = await _score(request, body, [(body.query, d) for d in docs.texts], long_text=body.long_text)
+    result = await _score(
+        request,
+        body,
+        [(body.query, d) for d in docs.texts],
+        long_text=body.long_text,
+        max_doc_tokens=body.max_tokens_per_doc,
+    )
     order = _order(result)[: body.top_n or len(docs.texts)]
     results = []
     for i in order:
