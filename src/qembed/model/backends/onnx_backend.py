@@ -100,8 +100,9 @@ def onnx_int8(
     progress: bool = True,
 ) -> Path:
     """The cached int8 ONNX model of ``folder``: SmoothQuant (``recipe.alpha``) folded into the
-    float32 weights, ONNX Runtime dynamic quantization (weights per channel), measured by the
-    int8 gate; the measurement is in the manifest (``quality``)."""
+    float32 weights, the MatMuls quantized by ``recipe.activations`` (per tensor, per token or
+    per token-group; ``auto`` tries per tensor first), measured by the int8 gate; the
+    measurement is in the manifest (``quality``)."""
     from qembed.model.backends.int8 import gate
     from qembed.model.backends.int8.onnx_blockwise import quantize_blockwise
     from qembed.model.backends.int8.onnx_per_token import quantize_per_token
