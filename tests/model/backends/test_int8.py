@@ -61,6 +61,18 @@ def export_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("int8-exports"))
 
 
+def _manifest(export_dir: str, kind: str, **recipe: object) -> Path:
+    """The manifest of the ``kind`` build (``onnx-int8``, ``torch-int8``...) whose recipe has
+    ``recipe``'s values: the shared export folder holds every backend's builds, and several
+    record the same options."""
+    return next(
+        p
+        for p in Path(export_dir).rglob(artifacts.MANIFEST)
+        if (m := json.loads(p.read_text()))["kind"] == kind
+        and all(m["recipe"].get(k) == v for k, v in recipe.items())
+    )
+
+
 def _embedder(folder: Path, export_dir: str, **settings):
     from qembed import Embedder
 
@@ -241,12 +253,7 @@ def test_onnx_per_token_groups_are_matmulnbits_and_hold_on_outliers(
     q = embedder.info.quantization
     assert q["gate"]["activations"] == "per-token-group"
     assert q["gate"]["min_cosine"] >= 0.99 and q["gate"]["mean_cosine"] >= 0.998
-    manifest = next(
-        p
-        for p in Path(export_dir).rglob(artifacts.MANIFEST)
-        if (m := json.loads(p.read_text()))["kind"] == "onnx-int8"  # openvino records the option too
-        and m["recipe"].get("activations") == "per-token-group"
-    )
+    manifest = _manifest(export_dir, "onnx-int8", activations="per-token-group")
     graph = onnx.load(str(manifest.parent / "model.onnx"), load_external_data=False).graph
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
@@ -266,11 +273,7 @@ def test_the_measurement_is_cached_with_the_build(
 ) -> None:
     """A second start reads the manifest: it neither rebuilds nor re-measures."""
     first = _embedder(outlier_dir, export_dir, backend="torch", quantize="int8", int8_min_cosine=0.5)
-    artifact = next(
-        p
-        for p in Path(export_dir).rglob(artifacts.MANIFEST)
-        if json.loads(p.read_text())["kind"] == "torch-int8"
-    )
+    artifact = _manifest(export_dir, "torch-int8")
     manifest = json.loads(artifact.read_text())
     assert manifest["quality"]["min_cosine"] == first.info.quantization["gate"]["min_cosine"]
 
