@@ -272,3 +272,44 @@ def test_hybrid_search_through_the_graph(tmp_path: Path, corpus, built) -> None:
     with _build(tmp_path / "ann", vectors, built) as store:
         results = Searcher(store).search("text 17", queries[0], k=5, mode="hybrid")
         assert len(results) == 5 and store.ann.answered >= 1
+
+
+def test_index_check_reports_the_sidecar_on_disk(tmp_path: Path, corpus, built) -> None:
+    """`qembed index --check` checks the graph too: ok with what it covers, stale rows it will
+    catch up, a damaged graph it will rebuild (exit 0: the vectors are intact), or nothing."""
+    from click.testing import CliRunner
+
+    from qembed.cli.main import cli
+
+    vectors, _ = corpus
+    folder = tmp_path / "ann"
+    _build(folder, vectors, built).close()
+    n = len(vectors)
+
+    def check() -> str | None:
+        with EmbeddedStore(folder, "ann") as store:  # --check opens with ann off: the sidecar is read anyway
+            return store.check_ann()
+
+    assert check() == f"ANN graph: ok (covers {n} of {n} committed rows, size and checksums checked)"
+    with EmbeddedStore(folder, "ann", ann="off") as store:  # a writer that does not keep the graph
+        store.write(_docs(750, 10, _vectors(np.random.default_rng(5), 40, np.ones((1, DIM)))))
+    assert check() == (
+        f"ANN graph: ok (covers {n} of {n + 40} committed rows, size and checksums checked, "
+        "40 newer rows caught up on the next open)"
+    )
+    (graph,) = folder.glob("ann-*.usearch")
+    os.truncate(graph, graph.stat().st_size // 2)
+    damaged = check()
+    assert damaged is not None and "damaged" in damaged and "rebuilt from the vector file" in damaged
+    result = CliRunner().invoke(cli(), ["index", "--check", "--index", "ann", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("index 'ann': ok") and lines[1] == damaged, lines
+    for f in [folder / HEADER, *folder.glob("ann-*.usearch")]:
+        f.unlink()
+    assert check() is None  # no graph and none wanted: nothing to say
+    with EmbeddedStore(folder, "ann", ann="on") as store:
+        assert (
+            store.check_ann()
+            == f"ANN graph: none on disk yet (built from the vector file on the next open: {n + 40} rows)"
+        )

@@ -312,14 +312,16 @@ class AnnManager:
             return None
         return ann
 
-    def _load(self, c: Committed) -> AnnIndex:
+    def _load_sidecar(self, c: Committed) -> tuple[AnnIndex | None, str]:
+        """The sidecar on disk checked against ``c`` (``AnnIndex.load``), or why it cannot serve."""
+
         def prefix(rows: int) -> int:
             crc = self._prefix_crc(c.generation, rows)
             if crc is None:  # not a recorded commit boundary: read the prefix
                 crc = _crc_file(self.folder / c.vector_file, rows * c.dim * 4)
             return crc
 
-        ann, why = AnnIndex.load(
+        return AnnIndex.load(
             self.folder,
             vector_file=c.vector_file,
             dim=c.dim,
@@ -327,6 +329,29 @@ class AnnManager:
             committed_crc=c.crc,
             prefix_crc=prefix,
         )
+
+    def check_sidecar(self) -> str | None:
+        """What ``qembed index --check`` says of the graph on disk: ``None`` when there is none
+        and none is wanted; otherwise one line. A sidecar that does not match the committed
+        rows is never an error (the next open rebuilds or catches it up from the vector file),
+        but it costs that rebuild, so the check says so."""
+        c = self._state()
+        has_sidecar = (self.folder / HEADER).exists()
+        if c is None or (not has_sidecar and not self.wanted(c.live)):
+            return None
+        if not has_sidecar:
+            return f"ANN graph: none on disk yet (built from the vector file on the next open: {c.rows} rows)"
+        if not available():
+            return "ANN graph: a sidecar is on disk but usearch is not installed (pip install 'qembed-server[ann]')"
+        ann, why = self._load_sidecar(c)
+        if ann is None:
+            return f"ANN graph: {why}; it is rebuilt from the vector file on the next open ({c.rows} rows)"
+        lag = c.rows - ann.rows
+        caught = f", {lag} newer rows caught up on the next open" if lag else ""
+        return f"ANN graph: ok (covers {ann.rows} of {c.rows} committed rows, size and checksums checked{caught})"
+
+    def _load(self, c: Committed) -> AnnIndex:
+        ann, why = self._load_sidecar(c)
         if ann is None:
             log.info("index %r: %s; building the ANN graph from the vector file", self.name, why)
             self.why = f"{why}: built from the vector file"

@@ -738,6 +738,10 @@ class EmbeddedStore(Store):
             self.ann.answered += 1
         return found
 
+    def check_ann(self) -> str | None:
+        """The ANN sidecar checked against the committed rows, as one line (``qembed index --check``)."""
+        return self.ann.check_sidecar()
+
     def _committed_of(self, snap: _Snapshot) -> Committed:
         assert snap.file is not None
         return Committed(snap.file, _generation(snap.file), snap.dim, snap.n_rows, snap.crc, snap.live)
