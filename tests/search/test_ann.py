@@ -295,7 +295,7 @@ def test_index_check_reports_the_sidecar_on_disk(tmp_path: Path, corpus, built) 
         store.write(_docs(750, 10, _vectors(np.random.default_rng(5), 40, np.ones((1, DIM)))))
     assert check() == (
         f"ANN graph: ok (covers {n} of {n + 40} committed rows, size and checksums checked, "
-        "40 newer rows caught up on the next open)"
+        "40 newer rows caught up when the graph is next used)"
     )
     (graph,) = folder.glob("ann-*.usearch")
     os.truncate(graph, graph.stat().st_size // 2)
@@ -311,5 +311,5 @@ def test_index_check_reports_the_sidecar_on_disk(tmp_path: Path, corpus, built) 
     with EmbeddedStore(folder, "ann", ann="on") as store:
         assert (
             store.check_ann()
-            == f"ANN graph: none on disk yet (built from the vector file on the next open: {n + 40} rows)"
+            == f"ANN graph: none on disk yet (built from the vector file when the graph is next used: {n + 40} rows)"
         )

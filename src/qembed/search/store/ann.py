@@ -333,21 +333,21 @@ class AnnManager:
     def check_sidecar(self) -> str | None:
         """What ``qembed index --check`` says of the graph on disk: ``None`` when there is none
         and none is wanted; otherwise one line. A sidecar that does not match the committed
-        rows is never an error (the next open rebuilds or catches it up from the vector file),
+        rows is never an error (the next store that uses the graph rebuilds or catches it up from the vector file),
         but it costs that rebuild, so the check says so."""
         c = self._state()
         has_sidecar = (self.folder / HEADER).exists()
         if c is None or (not has_sidecar and not self.wanted(c.live)):
             return None
         if not has_sidecar:
-            return f"ANN graph: none on disk yet (built from the vector file on the next open: {c.rows} rows)"
+            return f"ANN graph: none on disk yet (built from the vector file when the graph is next used: {c.rows} rows)"
         if not available():
             return "ANN graph: a sidecar is on disk but usearch is not installed (pip install 'qembed-server[ann]')"
         ann, why = self._load_sidecar(c)
         if ann is None:
-            return f"ANN graph: {why}; it is rebuilt from the vector file on the next open ({c.rows} rows)"
+            return f"ANN graph: {why}; it is rebuilt from the vector file when the graph is next used ({c.rows} rows)"
         lag = c.rows - ann.rows
-        caught = f", {lag} newer rows caught up on the next open" if lag else ""
+        caught = f", {lag} newer rows caught up when the graph is next used" if lag else ""
         return f"ANN graph: ok (covers {ann.rows} of {c.rows} committed rows, size and checksums checked{caught})"
 
     def _load(self, c: Committed) -> AnnIndex:
