@@ -20,11 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    v = rng.standard_normal((n, dim), dtype=np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+from ann_bench import _unit  # the same random unit rows as search_store.py's runs
 
 
 def _rss_mb() -> float:

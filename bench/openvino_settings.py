@@ -40,35 +40,17 @@ def symmetric_build(folder: Path, out: Path) -> str:
     xml = out / "model.xml"
     if xml.exists():
         return str(xml)
-    import re
-    import warnings
-
-    import nncf
     import openvino as ov
-    import torch
 
     from qembed.model.backends.int8.prepare import smoothed_float32
     from qembed.model.backends.int8.recipes import DEFAULT_RECIPES
-    from qembed.model.backends.onnx_export import _wrapper, check_batch
-    from qembed.model.pipeline import LAST_TOKEN_MODEL_TYPES, load_pipeline
+    from qembed.model.backends.openvino_backend import compress_int8, to_openvino
+    from qembed.model.pipeline import load_pipeline
 
     spec = load_pipeline(folder)
     recipe = DEFAULT_RECIPES["openvino"]
     model, _ = smoothed_float32(folder, spec, recipe)
-    wrapper = _wrapper(model, decoder=spec.model_type in LAST_TOKEN_MODEL_TYPES, full_mask=True)
-    ids, mask = check_batch(int(model.config.vocab_size), spec.padding_side, rows=2, width=16)
-    dynamic = ov.PartialShape([-1, -1])
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        converted = ov.convert_model(
-            wrapper,
-            example_input={"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)},
-            input=[("input_ids", dynamic, ov.Type.i64), ("attention_mask", dynamic, ov.Type.i64)],
-        )
-    ignored = nncf.IgnoredScope(patterns=[f".*{re.escape(k)}.*" for k in recipe.keep], validate=False)
-    converted = nncf.compress_weights(
-        converted, mode=nncf.CompressWeightsMode.INT8_SYM, ignored_scope=ignored
-    )
+    converted = compress_int8(to_openvino(model, spec), recipe, mode="INT8_SYM")
     out.mkdir(parents=True, exist_ok=True)
     ov.save_model(converted, str(xml), compress_to_fp16=False)
     return str(xml)

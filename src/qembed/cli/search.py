@@ -87,8 +87,7 @@ def _check(values: dict[str, Any]) -> None:
     ) as store:
         store.check(full=True)
         stats = store.stats()
-        check_ann = getattr(store, "check_ann", None)  # the embedded store's graph; Milvus indexes its own
-        ann_line = check_ann() if check_ann is not None else None
+        ann_line = store.check_ann()
     click.echo(
         f"index {store.name!r}: ok ({stats.documents} documents, {stats.chunks} chunks; sizes, checksum and SQLite checked)"
     )

@@ -38,6 +38,44 @@ DYNAMIC_QUANTIZATION_GROUP_SIZE = 32
 _PRECISION = {"auto": "f32", "float32": "f32", "bfloat16": "bf16"}
 
 
+def to_openvino(model, spec: PipelineSpec):
+    """The float32 torch ``model`` as an OpenVINO model with dynamic batch and length."""
+    import openvino as ov
+    import torch
+
+    from qembed.model.backends.onnx_export import _wrapper, check_batch
+
+    wrapper = _wrapper(model, decoder=spec.model_type in LAST_TOKEN_MODEL_TYPES, full_mask=True)
+    ids, mask = check_batch(int(model.config.vocab_size), spec.padding_side, rows=2, width=16)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on transformers' shape checks
+        dynamic = ov.PartialShape([-1, -1])
+        return ov.convert_model(
+            wrapper,
+            example_input={"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)},
+            input=[("input_ids", dynamic, ov.Type.i64), ("attention_mask", dynamic, ov.Type.i64)],
+        )
+
+
+def compress_int8(converted, recipe: Int8Recipe | None, *, mode: str = "INT8_ASYM"):
+    """NNCF int8 weight compression (``mode``: an ``nncf.CompressWeightsMode`` name), the
+    recipe's ``keep`` layers left in float."""
+    import nncf
+
+    nncf_log = logging.getLogger("nncf")  # its statistics table: qembed's bar says what happens
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)
+    ignored = {}
+    if recipe and recipe.keep:
+        ignored["ignored_scope"] = nncf.IgnoredScope(
+            patterns=[f".*{re.escape(k)}.*" for k in recipe.keep], validate=False
+        )
+    try:
+        return nncf.compress_weights(converted, mode=getattr(nncf.CompressWeightsMode, mode), **ignored)
+    finally:
+        nncf_log.setLevel(level)
+
+
 def _convert(
     folder: Path,
     spec: PipelineSpec,
@@ -49,10 +87,9 @@ def _convert(
     export_dir: str | None = None,
 ) -> dict[str, object] | None:
     import openvino as ov
-    import torch
 
     from qembed.model.backends.int8.prepare import smoothed_float32
-    from qembed.model.backends.onnx_export import _load_float32, _wrapper, check_batch
+    from qembed.model.backends.onnx_export import _load_float32
 
     with stage(
         "load the torch model"
@@ -61,34 +98,11 @@ def _convert(
         model, smoothing = (
             smoothed_float32(folder, spec, recipe) if int8 and recipe else (_load_float32(folder), None)
         )
-        wrapper = _wrapper(model, decoder=spec.model_type in LAST_TOKEN_MODEL_TYPES, full_mask=True)
-        ids, mask = check_batch(int(model.config.vocab_size), spec.padding_side, rows=2, width=16)
-    with stage("convert to OpenVINO"), torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes on transformers' shape checks
-        dynamic = ov.PartialShape([-1, -1])
-        converted = ov.convert_model(
-            wrapper,
-            example_input={"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)},
-            input=[("input_ids", dynamic, ov.Type.i64), ("attention_mask", dynamic, ov.Type.i64)],
-        )
+    with stage("convert to OpenVINO"):
+        converted = to_openvino(model, spec)
     if int8:
         with stage("int8 weight compression (NNCF)"):
-            import nncf
-
-            nncf_log = logging.getLogger("nncf")  # its statistics table: qembed's bar says what happens
-            level = nncf_log.level
-            nncf_log.setLevel(logging.WARNING)
-            ignored = {}
-            if recipe and recipe.keep:
-                ignored["ignored_scope"] = nncf.IgnoredScope(
-                    patterns=[f".*{re.escape(k)}.*" for k in recipe.keep], validate=False
-                )
-            try:
-                converted = nncf.compress_weights(
-                    converted, mode=nncf.CompressWeightsMode.INT8_ASYM, **ignored
-                )
-            finally:
-                nncf_log.setLevel(level)
+            converted = compress_int8(converted, recipe)
     with stage("save and check against torch"):
         ov.save_model(converted, str(tmp / MODEL_XML), compress_to_fp16=False)
         _check(model, tmp / MODEL_XML, spec, int8=int8)

@@ -142,6 +142,10 @@ class Store(ABC):
         ``load=False``: only what needs no read of the vectors, e.g. file sizes)."""
         return None  # stores without checks of their own (Milvus checks its own data)
 
+    def check_ann(self) -> str | None:
+        """One line on the store's own ANN graph for ``qembed index --check`` (None: none kept)."""
+        return None  # Milvus indexes its own vectors
+
     def writer(self, timeout: float = 30.0, what: str | None = None) -> Any:
         """A context manager holding the index's one-writer lock for a whole indexing run."""
         return nullcontext()
