@@ -12,7 +12,11 @@ graph and through the exact scan, recall@10 of one against the other, a filter, 
 process RSS and file sizes; then the same recall and latency on real-text vectors.
 
 Real text: ``--embed-real DATA`` embeds the STS-B sentences and Cranfield abstract
-sentences of the shared data folder with all-MiniLM-L6-v2 (384 dims) into ``--real``.
+sentences of the shared data folder with all-MiniLM-L6-v2 (384 dims) into ``--real``;
+``--real-set all`` embeds every distinct text there (~200k, mostly Chinese) with the
+multilingual e5-small instead. ``--lift DIM`` maps real vectors isometrically into DIM
+dimensions (a random matrix with orthonormal columns: every inner product, so every
+neighbour list, stays exactly as it was) to time the graph at the served model's width.
 """
 
 from __future__ import annotations
@@ -52,32 +56,102 @@ def _ms(values: list[float], p: float) -> float:
     return float(np.percentile(np.array(values) * 1000, p))
 
 
-def embed_real(data: Path, out: Path, limit: int = 8000) -> None:
-    """Embed up to ``limit`` real sentences (STS-B pairs, then Cranfield abstracts cut at
-    sentence ends) with MiniLM (a few thousand: the model is the cost on 2 cores)."""
-    from qembed import Embedder
-    from qembed.model.sources import resolve_model
-
+def real_sentences(data: Path) -> list[str]:
+    """STS-B pairs, then Cranfield abstracts cut at sentence ends (English, ~25k)."""
     lines = (
         gzip.open(data / "stsb_en" / "stsbenchmark.tsv.gz", "rt", encoding="utf-8").read().splitlines()[1:]
     )
     sents = [s for line in lines for s in line.split("\t")[6:8]]
     for line in (data / "cranfield_beir" / "corpus.jsonl").open(encoding="utf-8"):
         sents += [s.strip() for s in json.loads(line)["text"].split(" .") if len(s.strip()) > 20]
-    sents = list(dict.fromkeys(s for s in sents if s))[:limit]
+    return list(dict.fromkeys(s for s in sents if s))
+
+
+def real_texts_all(data: Path) -> list[str]:
+    """Every distinct text of the shared data folder (~200k, 78% Chinese): the Chinese pair
+    sets' sentences, the English sentences above, the CoSQA code snippets and queries, and
+    the Kubernetes pages (English and Chinese) cut at blank lines."""
+    texts: list[str] = []
+    for f in sorted(data.glob("*_zh/*.data")):
+        for line in f.open(encoding="utf-8"):
+            texts += line.rstrip("\n").split("\t")[:2]
+    texts += real_sentences(data)
+    beir = data / "cosqa_retrieval" / "beir"
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        if (beir / name).exists():
+            texts += [json.loads(line)["text"] for line in (beir / name).open(encoding="utf-8")]
+    for line in (data / "k8s_docs_en_zh" / "k8s_docs_tasks_concepts_en_zh.jsonl").open(encoding="utf-8"):
+        page = json.loads(line)
+        for text in (page["en_text"], page["zh_text"]):
+            texts += [p.strip() for p in text.split("\n\n") if len(p.strip()) > 30]
+    return list(dict.fromkeys(t for t in texts if t.strip()))
+
+
+def embed_real(data: Path, out: Path, limit: int = 8000, which: str = "sts") -> None:
+    """Embed real texts into ``out`` (.npy): ``sts`` = up to ``limit`` English sentences with
+    MiniLM; ``all`` = every distinct text of the data folder with the multilingual e5-small
+    (as documents), in parts saved as they finish so a stopped run resumes."""
+    from qembed import Embedder
+    from qembed.model.sources import resolve_model
+
+    if which == "sts":
+        sents = real_sentences(data)[:limit]
+        t = time.perf_counter()
+        vectors = Embedder(str(resolve_model("minilm").path), device="cpu").encode(sents)
+        print(f"embedded {len(sents)} sentences in {time.perf_counter() - t:.0f} s", flush=True)
+        np.save(out, np.asarray(vectors, dtype=np.float32))
+        return
+    texts = real_texts_all(data)[: limit if limit > 0 else None]
+    print(f"{len(texts):,} distinct texts to embed with e5-small", flush=True)
+    embedder = Embedder(str(resolve_model("e5-small").path), device="cpu")
+    parts = out.with_suffix(".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    step = 10_000
     t = time.perf_counter()
-    vectors = Embedder(str(resolve_model("minilm").path), device="cpu").encode(sents)
-    print(f"embedded {len(sents)} sentences in {time.perf_counter() - t:.0f} s", flush=True)
-    np.save(out, np.asarray(vectors, dtype=np.float32))
+    done_now = 0
+    for start in range(0, len(texts), step):
+        part = parts / f"{start:07d}.npy"
+        if part.exists():
+            continue
+        chunk = texts[start : start + step]
+        np.save(part, embedder.encode(chunk, input_type="document").astype(np.float32))
+        done_now += len(chunk)
+        rate = done_now / (time.perf_counter() - t)
+        left = (len(texts) - start - len(chunk)) / rate
+        print(
+            f"  {start + len(chunk):,}/{len(texts):,} texts, {rate:.0f}/s, ETA {left / 60:.0f} min",
+            flush=True,
+        )
+    vectors = np.concatenate([np.load(parts / f"{s:07d}.npy") for s in range(0, len(texts), step)])
+    np.save(out, vectors)
+    out.with_suffix(".json").write_text(json.dumps({"model": "multilingual-e5-small", "texts": len(texts)}))
+    print(f"embedded {len(texts):,} texts -> {out} {vectors.shape}", flush=True)
 
 
-def _real(path: str | None, n_queries: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _real(path: str | None, n_queries: int, lift: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     if not path:
         return None
     v = np.load(path).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
+    if lift and lift > v.shape[1]:
+        # Q has orthonormal columns, so (x @ Q.T) . (y @ Q.T) = x . y for every pair
+        q, _ = np.linalg.qr(np.random.default_rng(7).standard_normal((lift, v.shape[1])))
+        lifted = np.ascontiguousarray(v @ q.T.astype(np.float32))
+        lifted /= np.linalg.norm(lifted, axis=1, keepdims=True)  # only float32 rounding to undo
+        sample = slice(0, min(len(v), 2000))
+        drift = np.abs(lifted[sample] @ lifted[sample].T - v[sample] @ v[sample].T).max()
+        assert drift < 1e-4, f"the lift changed inner products by {drift}"
+        v = lifted
     order = np.random.default_rng(1).permutation(len(v))
     return np.ascontiguousarray(v[order[n_queries:]]), np.ascontiguousarray(v[order[:n_queries]])
+
+
+def _real_label(path: str, x: np.ndarray) -> str:
+    meta = Path(path).with_suffix(".json")
+    model = json.loads(meta.read_text())["model"] if meta.exists() else "MiniLM"
+    source_dim = np.load(path, mmap_mode="r").shape[1]
+    lifted = f", lifted from {source_dim}" if x.shape[1] != source_dim else ""
+    return f"real text {len(x)} x {x.shape[1]} ({model}{lifted})"
 
 
 def _truth(x: np.ndarray, q: np.ndarray, k: int = 10) -> np.ndarray:
@@ -174,9 +248,9 @@ def run_libs(args: Any) -> None:
     x = _unit(rng, args.n, args.dim)
     results[f"random {args.n} x {args.dim}"] = _libs_on(x, _unit(rng, args.queries, args.dim), libs, "random")
     del x
-    real = _real(args.real, args.queries)
+    real = _real(args.real, args.queries, args.lift)
     if real is not None:
-        results[f"real text {real[0].shape[0]} x {real[0].shape[1]} (MiniLM)"] = _libs_on(*real, libs, "real")
+        results[_real_label(args.real, real[0])] = _libs_on(*real, libs, "real")
     _write_report(args.report, "libs", results)
 
 
@@ -319,13 +393,14 @@ def run_ann(args: Any) -> None:
     def random_rows(start: int, m: int) -> np.ndarray:
         return _unit(np.random.default_rng(1000 + start), m, args.dim)
 
-    results[f"random {args.n} x {args.dim}"] = _store_run(
-        out / "random", random_rows, args.n, args.dim, q, args, "random"
-    )
-    real = _real(args.real, args.queries)
+    if args.n > 0:  # --n 0: the real-text set only
+        results[f"random {args.n} x {args.dim}"] = _store_run(
+            out / "random", random_rows, args.n, args.dim, q, args, "random"
+        )
+    real = _real(args.real, args.queries, args.lift)
     if real is not None:
         x, rq = real
-        results[f"real text {len(x)} x {x.shape[1]} (MiniLM)"] = _store_run(
+        results[_real_label(args.real, x)] = _store_run(
             out / "real", lambda s, m: x[s : s + m], len(x), x.shape[1], rq, args, "real"
         )
     _write_report(args.report, "ann", results)
@@ -350,7 +425,12 @@ def _write_report(folder: str | None, mode: str, results: dict[str, Any]) -> Non
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     key = next(k for k in results if k != "machine")
-    name = f"{mode}-{key.split()[-2] if 'real' in key else key.split()[1]}"
+    r = results[key]
+    name = (
+        f"{mode}-real{r['n']}x{r['dim']}"
+        if key.startswith("real") and "n" in r
+        else f"{mode}-{key.split()[1]}"
+    )
     if mode == "ann" and "ef" in results[key]:
         name += f"-ef{results[key]['ef']}"
     (path / f"{name}.json").write_text(json.dumps(results, indent=2, default=str))

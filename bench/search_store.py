@@ -57,6 +57,14 @@ def main() -> None:
     ap.add_argument(
         "--embed-real", default=None, metavar="DATA", help="embed sentences of DATA (shared/data) to --real"
     )
+    ap.add_argument(
+        "--real-set", choices=["sts", "all"], default="sts",
+        help="--embed-real: sts = 8,000 English sentences (MiniLM); all = every text of DATA (e5-small)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--lift", type=int, default=None, metavar="DIM",
+        help="map the --real vectors isometrically into DIM dimensions (same neighbours, DIM's cost)",
+    )  # fmt: skip
     ap.add_argument("--report", default=None, help="folder for report.md + results json (--mode libs/ann)")
     ap.add_argument(
         "--exact-queries", type=int, default=None, help="queries timed on the exact scan (default --queries)"
@@ -71,7 +79,7 @@ def main() -> None:
     if args.embed_real:
         from ann_bench import embed_real
 
-        embed_real(Path(args.embed_real), Path(args.real))
+        embed_real(Path(args.embed_real), Path(args.real), which=args.real_set)
     if args.mode != "store":
         from ann_bench import run_ann, run_libs
 

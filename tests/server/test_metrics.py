@@ -43,6 +43,19 @@ def test_metrics_count_what_was_sent(make_client, tiny_embedder: Embedder) -> No
     assert s[("qembed_queue_inputs", ())] == 0 and s[("qembed_queue_tokens", ())] == 0
     assert s[("qembed_tokens_per_second", ())] > 0
     assert s[("qembed_ready", ())] == 1
+    # Which model answers these series: one qembed_model_info sample, its labels from /info.
+    info = client.get("/info").json()
+    [(labels, value)] = [(dict(k[1]), v) for k, v in s.items() if k[0] == "qembed_model_info"]
+    assert value == 1
+    assert labels == {
+        "model": info["model"],
+        "model_id": tiny_embedder.info.model_id,
+        "role": "embedder",
+        "backend": tiny_embedder.info.backend,
+        "dtype": tiny_embedder.info.dtype,
+        "dimension": str(tiny_embedder.info.dimension),
+        "quantization": "none",
+    }
     # The /metrics request itself is in flight while it renders.
     assert s[("qembed_requests_in_flight", ())] == 1
 

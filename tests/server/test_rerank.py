@@ -227,6 +227,9 @@ def test_models_info_and_metrics_describe_both(client: TestClient) -> None:
     assert grew("qembed_requests_total", (("route", "/v1/rerank"), ("status", "200"))) == 1
     assert grew("qembed_request_duration_seconds_count", (("route", "/v1/rerank"),)) == 1
     assert after[("qembed_rerank_ready", model)] == 1 and after[("qembed_rerank_queue_tokens", model)] == 0
+    roles = {dict(k[1])["role"]: dict(k[1]) for k in after if k[0] == "qembed_model_info"}
+    assert roles["reranker"]["model"] == NAME and roles["reranker"]["dimension"] == ""
+    assert roles["embedder"]["model"] == cards[0]["id"]
 
 
 def test_the_schema_documents_the_rerank_routes(client: TestClient) -> None:

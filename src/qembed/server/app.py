@@ -127,6 +127,7 @@ def create_app(
     app.state.served = ServedModel.from_embedder(
         embedder.info, served_model_name=settings.served_model_name, requested=settings.model
     )
+    metrics.describe_model("embedder", app.state.served.name, embedder.info)
     app.state.services = services  # every model's service: /health and /ready ask each
     app.state.rerank_service = rerank_service
     app.state.reranker = reranker
@@ -135,6 +136,7 @@ def create_app(
         app.state.rerank_served = rerank.rerank_served(
             reranker.info, requested=settings.rerank_model, embedder=app.state.served
         )
+        metrics.describe_model("reranker", app.state.rerank_served.name, reranker.info)
         app.state.served = dataclasses.replace(
             app.state.served, others=rerank.embedder_hint(app.state.rerank_served, app.state.served)
         )

@@ -8,6 +8,7 @@ read at scrape time from the queue itself (``Gauge.set_function``), so it is nev
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -33,6 +34,15 @@ class Metrics:
             "HTTP request latency by route.",
             ["route"],
             buckets=_LATENCY,
+            registry=r,
+        )
+        # Always 1; the labels say which model this process serves, so dashboards can join
+        # the unlabelled embedder series (one embedder per server) to a model, a backend and
+        # a precision, and tell replicas serving different builds apart.
+        self.model_info = Gauge(
+            "qembed_model_info",
+            "The model served: 1, with its name, hub id, role, backend, dtype, dimension, quantization.",
+            ["model", "model_id", "role", "backend", "dtype", "dimension", "quantization"],
             registry=r,
         )
         self.in_flight = Gauge("qembed_requests_in_flight", "HTTP requests being served.", registry=r)
@@ -132,6 +142,19 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+    def describe_model(self, role: str, served_name: str, info: Any) -> None:
+        """Set ``qembed_model_info`` for one served model (``info``: its ``ModelInfo`` or
+        ``RerankModelInfo``; a reranker has no dimension and runs on torch)."""
+        self.model_info.labels(
+            model=served_name,
+            model_id=info.model_id,
+            role=role,
+            backend=getattr(info, "backend", "torch"),
+            dtype=info.dtype,
+            dimension=str(getattr(info, "dimension", "")),
+            quantization="int8" if getattr(info, "quantization", None) else "none",
+        ).set(1)
 
     def watch_reranker(
         self,
