@@ -1,4 +1,5 @@
-"""Every import in src/qembed is declared in pyproject.toml, so an undeclared one fails CI.
+"""Every import in src/qembed (and in the bench/ scripts) is declared in pyproject.toml, so
+an undeclared one fails CI.
 
 - A module-level import (runs when qembed is imported) must be the standard library,
   qembed itself or a core dependency (``[project] dependencies``).
@@ -127,6 +128,38 @@ def test_every_import_in_src_is_declared() -> None:
     assert undeclared_imports(SRC, ROOT / "pyproject.toml") == []
 
 
+# bench/ scripts run where the extras they need are installed (the bench extra, the backends'),
+# so any extra may be imported anywhere in them; scipy comes with sentence-transformers (bench).
+BENCH = ROOT / "bench"
+BENCH_VIA = {"scipy": "sentence-transformers"}
+
+
+def undeclared_bench_imports(bench: Path, pyproject: Path) -> list[str]:
+    core, extras = declared(pyproject)
+    distributions = md.packages_distributions()
+    siblings = {p.stem for p in bench.glob("*.py")}  # `from ann_bench import ...` beside it
+    problems = []
+    for path in sorted(bench.glob("*.py")):
+        visitor = _Imports()
+        visitor.visit(ast.parse(path.read_text(), filename=str(path)))
+        for name, _ in visitor.found:
+            if name in sys.stdlib_module_names or name == "qembed" or name in siblings:
+                continue
+            dists = {normalize(d) for d in distributions.get(name, [NOT_INSTALLED_NAMES.get(name, name)])}
+            if dists & (core | extras) or name in BENCH_VIA:
+                continue
+            problems.append(
+                f"bench/{path.name}: `{name}` ({', '.join(sorted(dists))}) is in no extra of pyproject.toml"
+            )
+    return problems
+
+
+def test_every_import_in_bench_is_declared() -> None:
+    assert undeclared_bench_imports(BENCH, ROOT / "pyproject.toml") == []
+    for name, parent in BENCH_VIA.items():
+        assert any(requirement_name(r) == normalize(name) for r in md.requires(parent) or []), (name, parent)
+
+
 def test_the_exceptions_still_hold() -> None:
     for name, parent in VIA.items():  # the parent still installs it
         assert any(requirement_name(r) == normalize(name) for r in md.requires(parent) or []), (name, parent)
@@ -169,3 +202,17 @@ def test_the_check_catches_undeclared_imports(tmp_path: Path, source: str, flagg
         '[project.optional-dependencies]\nfaiss = ["faiss-cpu>=1.8"]\ntest = ["pytest>=8"]\n'
     )
     assert bool(undeclared_imports(src, pyproject)) is flagged
+
+
+def test_the_bench_check_catches_an_undeclared_import(tmp_path: Path) -> None:
+    (tmp_path / "helper.py").write_text("import numpy\n")
+    (tmp_path / "run.py").write_text(
+        "import helper\nimport json\ndef f():\n    import faiss\n    import tqdm\n"
+    )
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\nname = "qembed"\ndependencies = ["numpy>=1.26"]\n'
+        '[project.optional-dependencies]\nfaiss = ["faiss-cpu>=1.8"]\n'
+    )
+    problems = undeclared_bench_imports(tmp_path, pyproject)
+    assert len(problems) == 1 and problems[0].startswith("bench/run.py: `tqdm`"), problems

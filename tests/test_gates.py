@@ -1,5 +1,5 @@
 """Quality gates run as tests (issue #12): mypy with the pydantic plugin is clean on src, and
-src and tests are `ruff format`-ted and pass `ruff check`.
+src, tests and bench are `ruff format`-ted and pass `ruff check`.
 
 The configuration ([tool.mypy] in pyproject.toml: files, plugins, the untyped third-party
 packages) is the one a developer runs as plain ``mypy``; the incremental cache
@@ -36,14 +36,16 @@ def _ruff(*args: str) -> subprocess.CompletedProcess[str]:
     if not ruff.exists():
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
     return subprocess.run(
-        [str(ruff), *args, "src", "tests"], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [str(ruff), *args, "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
 
 
 def test_ruff_format_check() -> None:
     """One formatting (`ruff format`, pyproject's line length): a diff never hides in reformatting noise."""
     out = _ruff("format", "--check")
-    assert out.returncode == 0, f"run `ruff format src tests`:\n{out.stdout[-4000:]}{out.stderr[-1000:]}"
+    assert out.returncode == 0, (
+        f"run `ruff format src tests bench`:\n{out.stdout[-4000:]}{out.stderr[-1000:]}"
+    )
 
 
 def test_ruff_check() -> None:
