@@ -89,8 +89,9 @@ def real_texts_all(data: Path) -> list[str]:
 
 def embed_real(data: Path, out: Path, limit: int = 8000, which: str = "sts") -> None:
     """Embed real texts into ``out`` (.npy): ``sts`` = up to ``limit`` English sentences with
-    MiniLM; ``all`` = every distinct text of the data folder with the multilingual e5-small
-    (as documents), in parts saved as they finish so a stopped run resumes."""
+    MiniLM; ``all`` = the first ``limit`` (0: every) distinct texts of the data folder with
+    the multilingual e5-small (as documents), in parts saved as they finish so a stopped run
+    resumes (the long Kubernetes paragraphs come last: ~75 texts/s before them, ~17 among them)."""
     from qembed import Embedder
     from qembed.model.sources import resolve_model
 

@@ -62,6 +62,10 @@ def main() -> None:
         help="--embed-real: sts = 8,000 English sentences (MiniLM); all = every text of DATA (e5-small)",
     )  # fmt: skip
     ap.add_argument(
+        "--real-limit", type=int, default=None,
+        help="--embed-real: the first N texts (default: 8,000 for sts, every text for all)",
+    )  # fmt: skip
+    ap.add_argument(
         "--lift", type=int, default=None, metavar="DIM",
         help="map the --real vectors isometrically into DIM dimensions (same neighbours, DIM's cost)",
     )  # fmt: skip
@@ -79,7 +83,8 @@ def main() -> None:
     if args.embed_real:
         from ann_bench import embed_real
 
-        embed_real(Path(args.embed_real), Path(args.real), which=args.real_set)
+        limit = args.real_limit or (8000 if args.real_set == "sts" else 0)
+        embed_real(Path(args.embed_real), Path(args.real), limit=limit, which=args.real_set)
     if args.mode != "store":
         from ann_bench import run_ann, run_libs
 

@@ -199,7 +199,8 @@ class SearchSettings(_Group):
         1024,
         ge=16,
         description="Search width of the graph: higher finds more of the exact top k, slower "
-        "(random 1024-d vectors: recall@10 0.90 at 1024, 0.99 at 2048 on 50k; real text 1.0 at 1024).",
+        "(random 1024-d vectors: recall@10 0.90 at 1024, 0.99 at 2048 on 50k; real text, 180k x 1024: "
+        "1.0 at 256 in 3.6 ms, 7.6 ms at 1024).",
     )
 
 
