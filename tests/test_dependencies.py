@@ -96,19 +96,27 @@ class _Imports(ast.NodeVisitor):
             self.found.append((node.module.split(".")[0], self._depth > 0))
 
 
+def _imports_in(path: Path) -> list[tuple[str, bool]]:
+    visitor = _Imports()
+    visitor.visit(ast.parse(path.read_text(), filename=str(path)))
+    return visitor.found
+
+
+def _distributions(name: str, distributions: dict[str, list[str]]) -> set[str]:
+    return {normalize(d) for d in distributions.get(name, [NOT_INSTALLED_NAMES.get(name, name)])}
+
+
 def undeclared_imports(src: Path, pyproject: Path, package: str = "qembed") -> list[str]:
     """One line per import of ``src`` that pyproject.toml does not cover."""
     core, extras = declared(pyproject)
     distributions = md.packages_distributions()
     problems = []
     for path in sorted(src.rglob("*.py")):
-        visitor = _Imports()
-        visitor.visit(ast.parse(path.read_text(), filename=str(path)))
         rel = path.relative_to(src).as_posix()
-        for name, guarded in visitor.found:
+        for name, guarded in _imports_in(path):
             if name in sys.stdlib_module_names or name == package or rel in FOREIGN.get(name, ()):
                 continue
-            dists = {normalize(d) for d in distributions.get(name, [NOT_INSTALLED_NAMES.get(name, name)])}
+            dists = _distributions(name, distributions)
             allowed = core | extras if guarded else core
             if dists & allowed or (name in VIA and normalize(VIA[name]) in core):
                 continue
@@ -140,12 +148,10 @@ def undeclared_bench_imports(bench: Path, pyproject: Path) -> list[str]:
     siblings = {p.stem for p in bench.glob("*.py")}  # `from ann_bench import ...` beside it
     problems = []
     for path in sorted(bench.glob("*.py")):
-        visitor = _Imports()
-        visitor.visit(ast.parse(path.read_text(), filename=str(path)))
-        for name, _ in visitor.found:
+        for name, _ in _imports_in(path):
             if name in sys.stdlib_module_names or name == "qembed" or name in siblings:
                 continue
-            dists = {normalize(d) for d in distributions.get(name, [NOT_INSTALLED_NAMES.get(name, name)])}
+            dists = _distributions(name, distributions)
             if dists & (core | extras) or name in BENCH_VIA:
                 continue
             problems.append(
